@@ -1,0 +1,298 @@
+// Package config holds tileproxy's configuration: the YAML types, their
+// defaults, ${VAR} expansion and validation. Every other package takes its
+// settings from here; nothing here knows about HTTP, S3 or JWT libraries.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole tileproxy configuration. The zero value is not
+// usable; start from Default and overlay a file with Load or Parse.
+type Config struct {
+	// Listen is the main listener's address (tiles, auth, viewer, health).
+	Listen string `yaml:"listen"`
+	// MetricsListen is the address of the Prometheus /metrics listener;
+	// empty disables it.
+	MetricsListen string `yaml:"metrics_listen"`
+	// PublicURL is the externally visible base URL, used in TileJSON.
+	PublicURL string `yaml:"public_url"`
+	// Viewer serves the built-in map viewer at "/".
+	Viewer bool `yaml:"viewer"`
+	// ShutdownTimeout bounds how long in-flight requests may run after
+	// SIGTERM before the process exits.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// Log configures structured logging.
+	Log Log `yaml:"log"`
+
+	Auth     Auth      `yaml:"auth"`
+	CORS     CORS      `yaml:"cors"`
+	S3       S3        `yaml:"s3"`
+	Cache    Cache     `yaml:"cache"`
+	Tilesets []Tileset `yaml:"tilesets"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	// Format is "text" or "json".
+	Format string `yaml:"format"`
+	// Level is "debug", "info", "warn" or "error".
+	Level string `yaml:"level"`
+}
+
+// Auth configures JWT verification and where tokens are read from.
+type Auth struct {
+	// HMACSecret verifies HS256/384/512 tokens; at least 32 bytes.
+	HMACSecret string `yaml:"hmac_secret"`
+	// PublicKeys are PEM files (RSA, ECDSA or Ed25519 public keys).
+	PublicKeys []string `yaml:"public_keys"`
+	// JWKSURL is fetched at start and refreshed in the background.
+	JWKSURL string `yaml:"jwks_url"`
+	// Issuer, when set, must equal the token's iss.
+	Issuer string `yaml:"issuer"`
+	// Audience, when set, must be among the token's aud.
+	Audience string `yaml:"audience"`
+	// GrantsClaim names the claim listing the tilesets a token may read.
+	GrantsClaim string `yaml:"grants_claim"`
+	// Algorithms are the only JWS algorithms accepted.
+	Algorithms []string `yaml:"algorithms"`
+	// Leeway is the clock skew allowed on exp, nbf and iat.
+	Leeway Duration `yaml:"leeway"`
+	// QueryParam is the query parameter a token may come in; "" disables it.
+	QueryParam string `yaml:"query_param"`
+	// Cookie configures the session cookie set by POST /auth/session.
+	Cookie Cookie `yaml:"cookie"`
+}
+
+// Cookie configures the tileproxy_token session cookie.
+type Cookie struct {
+	// Secure marks the cookie Secure (HTTPS only). Turn off only for
+	// plain-http development.
+	Secure bool `yaml:"secure"`
+	// SameSite is "lax", "strict" or "none" ("none" requires secure).
+	SameSite string `yaml:"same_site"`
+}
+
+// CORS configures cross-origin access for map pages on other origins.
+type CORS struct {
+	// AllowedOrigins are exact origins ("https://maps.example.com"), or "*".
+	AllowedOrigins []string `yaml:"allowed_origins"`
+}
+
+// S3 configures the origin object store.
+type S3 struct {
+	Region string `yaml:"region"`
+	// Endpoint overrides the S3 endpoint (MinIO and other S3-compatible stores).
+	Endpoint string `yaml:"endpoint"`
+	// STSEndpoint overrides the STS endpoint (MinIO serves STS on its S3 port).
+	STSEndpoint string `yaml:"sts_endpoint"`
+	// UsePathStyle addresses buckets as endpoint/bucket/key.
+	UsePathStyle bool `yaml:"use_path_style"`
+	// RoleARN, when set, is assumed for every tileset that has no role of its own.
+	RoleARN string `yaml:"role_arn"`
+	// ExternalID is passed to AssumeRole when set.
+	ExternalID string `yaml:"external_id"`
+	// SessionDuration is the lifetime of assumed-role credentials (15m–12h).
+	SessionDuration Duration `yaml:"session_duration"`
+	// Timeout bounds one origin request up to its response headers.
+	Timeout Duration `yaml:"timeout"`
+	// ConnectTimeout bounds establishing a TCP connection to the origin.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// Cache configures the in-memory tile cache.
+type Cache struct {
+	// MaxBytes bounds the memory held by cached tiles.
+	MaxBytes ByteSize `yaml:"max_bytes"`
+	// MaxObjectBytes is the largest object cached; larger ones stream through.
+	MaxObjectBytes ByteSize `yaml:"max_object_bytes"`
+	// TTL is how long an entry is served without asking the origin.
+	TTL Duration `yaml:"ttl"`
+	// NegativeTTL is how long a missing object is remembered.
+	NegativeTTL Duration `yaml:"negative_ttl"`
+	// StaleIfError is how long past TTL an entry may be served when the origin fails.
+	StaleIfError Duration `yaml:"stale_if_error"`
+}
+
+// Tileset maps a public tileset name onto a bucket prefix.
+type Tileset struct {
+	// Name is the URL segment: /tiles/{name}/...
+	Name   string `yaml:"name"`
+	Bucket string `yaml:"bucket"`
+	// Prefix is prepended to the request path to form the object key.
+	Prefix string `yaml:"prefix"`
+	// RoleARN overrides s3.role_arn for this tileset.
+	RoleARN string `yaml:"role_arn"`
+	// CacheControl is sent on every tile of this tileset.
+	CacheControl string `yaml:"cache_control"`
+	// Missing is "notfound" (404) or "empty" (204) for absent objects.
+	Missing string `yaml:"missing"`
+	// Format is the tile extension used in TileJSON: png, jpg, webp, pbf, mvt.
+	Format      string    `yaml:"format"`
+	MinZoom     int       `yaml:"minzoom"`
+	MaxZoom     int       `yaml:"maxzoom"`
+	Bounds      []float64 `yaml:"bounds"`
+	Attribution string    `yaml:"attribution"`
+}
+
+// Missing-object behaviours for Tileset.Missing.
+const (
+	MissingNotFound = "notfound"
+	MissingEmpty    = "empty"
+)
+
+// DefaultCacheControl is used for tilesets that set no cache_control.
+const DefaultCacheControl = "private, max-age=3600"
+
+// Default returns the configuration that a file overlays. Fields a file
+// leaves out keep these values.
+func Default() Config {
+	return Config{
+		Listen:          ":8080",
+		MetricsListen:   ":9090",
+		PublicURL:       "http://localhost:8080",
+		ShutdownTimeout: Duration(20 * time.Second),
+		Log:             Log{Format: "text", Level: "info"},
+		Auth: Auth{
+			GrantsClaim: "tilesets",
+			Algorithms:  []string{"HS256"},
+			Leeway:      Duration(30 * time.Second),
+			QueryParam:  "access_token",
+			Cookie:      Cookie{Secure: true, SameSite: "lax"},
+		},
+		S3: S3{
+			Region:          "us-east-1",
+			SessionDuration: Duration(time.Hour),
+			Timeout:         Duration(10 * time.Second),
+			ConnectTimeout:  Duration(3 * time.Second),
+		},
+		Cache: Cache{
+			MaxBytes:       256 << 20,
+			MaxObjectBytes: 4 << 20,
+			TTL:            Duration(5 * time.Minute),
+			NegativeTTL:    Duration(30 * time.Second),
+			StaleIfError:   Duration(time.Hour),
+		},
+	}
+}
+
+// tilesetDefaults fills what a tileset entry leaves out.
+func (t *Tileset) applyDefaults() {
+	if t.CacheControl == "" {
+		t.CacheControl = DefaultCacheControl
+	}
+	if t.Missing == "" {
+		t.Missing = MissingNotFound
+	}
+	if t.Format == "" {
+		t.Format = "png"
+	}
+	if t.MaxZoom == 0 && t.MinZoom == 0 {
+		t.MaxZoom = 22
+	}
+	if t.Bounds == nil {
+		t.Bounds = []float64{-180, -85.0511, 180, 85.0511}
+	}
+}
+
+// Load reads a YAML file, expands ${VAR} from the environment and returns
+// the result on top of Default. It does not call Validate.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(data, os.LookupEnv)
+}
+
+// Parse is Load for bytes already read, with lookup standing in for the
+// environment (os.LookupEnv in production, a map in tests).
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg := Default()
+	if root.Kind == 0 { // empty document
+		return &cfg, nil
+	}
+	// Expand inside scalar values, after YAML parsing, so a secret that
+	// contains ':' or '#' cannot change the document's structure.
+	var errs []error
+	expandNode(&root, lookup, &errs)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	expanded, err := yaml.Marshal(&root)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for i := range cfg.Tilesets {
+		cfg.Tilesets[i].applyDefaults()
+	}
+	return &cfg, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}`)
+
+// expandNode replaces ${VAR} and ${VAR:-default} in every scalar. An unset
+// variable without a default is reported, since silently reading "" for a
+// secret is how a proxy ends up with no key at all.
+func expandNode(n *yaml.Node, lookup func(string) (string, bool), errs *[]error) {
+	if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			m := envRef.FindStringSubmatch(ref)
+			if v, ok := lookup(m[1]); ok && v != "" {
+				return v
+			}
+			if m[2] != "" {
+				return m[3]
+			}
+			*errs = append(*errs, fmt.Errorf("line %d: environment variable %s is not set", n.Line, m[1]))
+			return ""
+		})
+		// Let the expanded value resolve afresh, so ${MAXZOOM} can fill an
+		// int field; plain scalars still decode verbatim into strings. Only
+		// a value YAML would read as null is pinned to a string, so an
+		// expansion never silently empties a field.
+		n.Tag, n.Style = "", 0
+		switch n.Value {
+		case "", "~", "null", "Null", "NULL":
+			n.Tag = "!!str"
+		}
+	}
+	for _, c := range n.Content {
+		expandNode(c, lookup, errs)
+	}
+}
+
+// Tileset returns the tileset named name, if configured.
+func (c *Config) Tileset(name string) (*Tileset, bool) {
+	for i := range c.Tilesets {
+		if c.Tilesets[i].Name == name {
+			return &c.Tilesets[i], true
+		}
+	}
+	return nil, false
+}
+
+// RoleARN returns the role assumed for tileset t: its own, else the global one.
+func (c *Config) RoleARN(t *Tileset) string {
+	if t.RoleARN != "" {
+		return t.RoleARN
+	}
+	return c.S3.RoleARN
+}

@@ -1,0 +1,183 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const secret = "0123456789abcdef0123456789abcdef" // 32 bytes
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const good = `
+public_url: "https://tiles.example.com"
+auth:
+  hmac_secret: "${SECRET}"
+s3:
+  endpoint: "${S3_ENDPOINT:-http://127.0.0.1:9000}"
+  use_path_style: true
+tilesets:
+  - name: city
+    bucket: private-tiles
+    prefix: city/
+    maxzoom: ${MAXZOOM}
+`
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse([]byte(good), env(map[string]string{"SECRET": secret, "MAXZOOM": "14"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if cfg.Auth.HMACSecret != secret {
+		t.Errorf("hmac_secret not expanded: got %q", cfg.Auth.HMACSecret)
+	}
+	if cfg.S3.Endpoint != "http://127.0.0.1:9000" {
+		t.Errorf("default not used: got %q", cfg.S3.Endpoint)
+	}
+	ts, ok := cfg.Tileset("city")
+	if !ok {
+		t.Fatal("tileset city missing")
+	}
+	if ts.MaxZoom != 14 || ts.CacheControl != DefaultCacheControl || ts.Missing != MissingNotFound || ts.Format != "png" {
+		t.Errorf("tileset defaults: got %+v", ts)
+	}
+	// Defaults survive where the file is silent.
+	if cfg.Listen != ":8080" || cfg.Cache.MaxBytes != 256<<20 || cfg.Auth.Leeway.D() != 30*time.Second {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+}
+
+func TestSecretWithYAMLSyntaxStaysData(t *testing.T) {
+	hostile := "abc: def # not a comment\n- [x] *alias &anchor 0123456789"
+	cfg, err := Parse([]byte(good), env(map[string]string{"SECRET": hostile, "MAXZOOM": "3"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.HMACSecret != hostile {
+		t.Errorf("got %q, want %q", cfg.Auth.HMACSecret, hostile)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown field", "listen: ':1'\nlisten_addr: x\n", "listen_addr"},
+		{"unset env", "auth:\n  hmac_secret: ${NOPE}\n", "NOPE is not set"},
+		{"bad duration", "s3:\n  timeout: soon\n", "not a duration"},
+		{"bad size", "cache:\n  max_bytes: lots\n", "not a size"},
+		{"not yaml", "listen: [\n", "config:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), env(nil))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidateListsEveryProblem(t *testing.T) {
+	bad := `
+listen: "nope"
+public_url: "ftp://x"
+log: {format: xml}
+auth:
+  hmac_secret: short
+  algorithms: [HS256, none, XX999]
+  cookie: {same_site: none, secure: false}
+s3:
+  session_duration: 5m
+  role_arn: "not-an-arn"
+cache:
+  max_bytes: 1MiB
+  max_object_bytes: 2MiB
+tilesets:
+  - name: "bad.name"
+    bucket: "Bad_Bucket"
+    prefix: "/abs/../x"
+    missing: maybe
+    format: gif
+    minzoom: 5
+    maxzoom: 2
+    bounds: [1, 2, 3]
+  - name: "bad.name"
+    bucket: ok-bucket
+`
+	cfg, err := Parse([]byte(bad), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted a bad config")
+	}
+	for _, field := range []string{
+		"listen:", "public_url:", "log.format:", "auth.hmac_secret:", "auth.algorithms[1]:", "auth.algorithms[2]:",
+		"auth.cookie.same_site:", "s3.session_duration:", "s3.role_arn:", "cache.max_object_bytes:",
+		".name:", ".bucket:", ".prefix:", ".missing:", ".format:", ".minzoom/maxzoom:", ".bounds:", "duplicate tileset",
+	} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("problem list lacks %q:\n%v", field, err)
+		}
+	}
+}
+
+func TestValidateKeys(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string // "" = valid
+	}{
+		{"hmac ok", func(c *Config) {}, ""},
+		{"rs256 without key", func(c *Config) { c.Auth.Algorithms = []string{"RS256"}; c.Auth.HMACSecret = "" }, "auth.public_keys"},
+		{"rs256 with jwks", func(c *Config) {
+			c.Auth.Algorithms = []string{"RS256"}
+			c.Auth.HMACSecret = ""
+			c.Auth.JWKSURL = "https://idp.example.com/jwks"
+		}, ""},
+		{"secret without HS alg", func(c *Config) { c.Auth.Algorithms = []string{"ES256"}; c.Auth.PublicKeys = []string{"k.pem"} }, "no HS* algorithm"},
+		{"hs256 without secret", func(c *Config) { c.Auth.HMACSecret = "" }, "must be set when an HS*"},
+		{"aws role ok", func(c *Config) { c.S3.RoleARN = "arn:aws:iam::123456789012:role/tile-reader" }, ""},
+		{"minio role ok", func(c *Config) { c.S3.RoleARN = "arn:minio:iam:::role/dummy" }, ""},
+		{"session too long", func(c *Config) { c.S3.SessionDuration = Duration(13 * time.Hour) }, "s3.session_duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.HMACSecret = secret
+			c.Tilesets = []Tileset{{Name: "a", Bucket: "tiles"}}
+			c.Tilesets[0].applyDefaults()
+			tc.mod(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("got %v, want valid", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"4096": 4096, "256MiB": 256 << 20, "1GiB": 1 << 30, "512KB": 512000, "2M": 2 << 20, "0": 0} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "MiB", "99999999999999999999TiB", "9000000000TiB"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+	if s := ByteSize(256 << 20).String(); s != "256MiB" {
+		t.Errorf("String: got %s, want 256MiB", s)
+	}
+}

@@ -1,0 +1,237 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// MinHMACSecretBytes is the shortest HMAC secret accepted (RFC 7518 §3.2
+// asks for a key at least as long as the hash output).
+const MinHMACSecretBytes = 32
+
+// Algorithms lists every JWS algorithm tileproxy can be told to accept.
+var Algorithms = []string{
+	"HS256", "HS384", "HS512",
+	"RS256", "RS384", "RS512",
+	"PS256", "PS384", "PS512",
+	"ES256", "ES384", "ES512",
+	"EdDSA",
+}
+
+var (
+	// tileset names become URL segments and metric labels, so they are
+	// kept to a small, dot-free alphabet ("{name}.json" is TileJSON).
+	tilesetName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// S3 bucket naming rules (lower case, 3–63, no leading/trailing dot/dash).
+	bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+	roleARN    = regexp.MustCompile(`^arn:[a-z0-9-]+:(iam|sts)::[0-9A-Za-z_-]*:[A-Za-z0-9+=,.@_/:-]+$`)
+	paramName  = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+)
+
+// Validate checks every field and returns all problems at once, each
+// naming its field, so `tileproxy check` can list them together.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+
+	checkAddr := func(field, addr string, optional bool) {
+		if addr == "" {
+			if !optional {
+				bad(field, "must be set (e.g. \":8080\")")
+			}
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(field, "%q is not host:port", addr)
+		}
+	}
+	checkAddr("listen", c.Listen, false)
+	checkAddr("metrics_listen", c.MetricsListen, true)
+	if c.MetricsListen != "" && c.MetricsListen == c.Listen {
+		bad("metrics_listen", "must differ from listen")
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("public_url", "%q must be an absolute http(s) URL", c.PublicURL)
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		bad("public_url", "must not have a query or fragment")
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must not be negative")
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+
+	c.validateAuth(bad)
+
+	for i, o := range c.CORS.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" {
+			bad(fmt.Sprintf("cors.allowed_origins[%d]", i), "%q must be an origin like https://maps.example.com, or *", o)
+		}
+	}
+
+	if c.S3.Region == "" {
+		bad("s3.region", "must be set")
+	}
+	for field, ep := range map[string]string{"s3.endpoint": c.S3.Endpoint, "s3.sts_endpoint": c.S3.STSEndpoint} {
+		if ep == "" {
+			continue
+		}
+		if u, err := url.Parse(ep); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(field, "%q must be an http(s) URL", ep)
+		}
+	}
+	checkRole := func(field, arn string) {
+		if arn != "" && !roleARN.MatchString(arn) {
+			bad(field, "%q is not a role ARN (arn:aws:iam::123456789012:role/name)", arn)
+		}
+	}
+	checkRole("s3.role_arn", c.S3.RoleARN)
+	if d := c.S3.SessionDuration.D(); d < 15*time.Minute || d > 12*time.Hour {
+		bad("s3.session_duration", "%s must be between 15m and 12h", d)
+	}
+	if len(c.S3.ExternalID) > 1224 {
+		bad("s3.external_id", "longer than 1224 characters")
+	}
+	if c.S3.Timeout <= 0 {
+		bad("s3.timeout", "must be positive")
+	}
+	if c.S3.ConnectTimeout <= 0 {
+		bad("s3.connect_timeout", "must be positive")
+	}
+
+	if c.Cache.MaxBytes < 0 {
+		bad("cache.max_bytes", "must not be negative")
+	}
+	if c.Cache.MaxObjectBytes < 0 {
+		bad("cache.max_object_bytes", "must not be negative")
+	}
+	if c.Cache.MaxObjectBytes > c.Cache.MaxBytes {
+		bad("cache.max_object_bytes", "%s is larger than cache.max_bytes %s", c.Cache.MaxObjectBytes, c.Cache.MaxBytes)
+	}
+	for field, d := range map[string]Duration{"cache.ttl": c.Cache.TTL, "cache.negative_ttl": c.Cache.NegativeTTL, "cache.stale_if_error": c.Cache.StaleIfError} {
+		if d < 0 {
+			bad(field, "must not be negative")
+		}
+	}
+
+	if len(c.Tilesets) == 0 {
+		bad("tilesets", "at least one tileset is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Tilesets {
+		t := &c.Tilesets[i]
+		f := fmt.Sprintf("tilesets[%d]", i)
+		if t.Name != "" {
+			f = fmt.Sprintf("tilesets[%d] (%s)", i, t.Name)
+		}
+		switch {
+		case !tilesetName.MatchString(t.Name):
+			bad(f+".name", "%q must be 1–64 of A-Z a-z 0-9 _ -", t.Name)
+		case t.Name == "_unknown":
+			bad(f+".name", "_unknown is reserved for metrics")
+		}
+		if seen[t.Name] {
+			bad(f+".name", "duplicate tileset name %q", t.Name)
+		}
+		seen[t.Name] = true
+		if !bucketName.MatchString(t.Bucket) || strings.Contains(t.Bucket, "..") {
+			bad(f+".bucket", "%q is not a valid S3 bucket name", t.Bucket)
+		}
+		if strings.HasPrefix(t.Prefix, "/") || strings.Contains(t.Prefix, "//") || slices.Contains(strings.Split(t.Prefix, "/"), "..") || strings.ContainsAny(t.Prefix, "\\\x00") {
+			bad(f+".prefix", "%q must be a relative key prefix such as city/", t.Prefix)
+		}
+		if len(t.Prefix) > 512 {
+			bad(f+".prefix", "longer than 512 bytes")
+		}
+		checkRole(f+".role_arn", t.RoleARN)
+		if strings.ContainsAny(t.CacheControl, "\r\n") {
+			bad(f+".cache_control", "must be one line")
+		}
+		if t.Missing != MissingNotFound && t.Missing != MissingEmpty {
+			bad(f+".missing", "%q must be notfound or empty", t.Missing)
+		}
+		if !slices.Contains([]string{"png", "jpg", "jpeg", "webp", "pbf", "mvt"}, t.Format) {
+			bad(f+".format", "%q must be png, jpg, jpeg, webp, pbf or mvt", t.Format)
+		}
+		if t.MinZoom < 0 || t.MaxZoom > 30 || t.MinZoom > t.MaxZoom {
+			bad(f+".minzoom/maxzoom", "need 0 <= minzoom (%d) <= maxzoom (%d) <= 30", t.MinZoom, t.MaxZoom)
+		}
+		if b := t.Bounds; len(b) != 4 {
+			bad(f+".bounds", "want [west, south, east, north]")
+		} else if b[0] < -180 || b[2] > 180 || b[1] < -90 || b[3] > 90 || b[0] >= b[2] || b[1] >= b[3] {
+			bad(f+".bounds", "%v is not a west,south,east,north box in degrees", b)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
+	a := &c.Auth
+	hasHMAC, hasPublic := false, false
+	if len(a.Algorithms) == 0 {
+		bad("auth.algorithms", "at least one algorithm is required")
+	}
+	for i, alg := range a.Algorithms {
+		switch {
+		case strings.EqualFold(alg, "none"):
+			bad(fmt.Sprintf("auth.algorithms[%d]", i), "\"none\" is never accepted")
+		case !slices.Contains(Algorithms, alg):
+			bad(fmt.Sprintf("auth.algorithms[%d]", i), "%q is not one of %s", alg, strings.Join(Algorithms, ", "))
+		case strings.HasPrefix(alg, "HS"):
+			hasHMAC = true
+		default:
+			hasPublic = true
+		}
+	}
+	if a.HMACSecret != "" && len(a.HMACSecret) < MinHMACSecretBytes {
+		bad("auth.hmac_secret", "is %d bytes; at least %d are required", len(a.HMACSecret), MinHMACSecretBytes)
+	}
+	if hasHMAC && a.HMACSecret == "" {
+		bad("auth.hmac_secret", "must be set when an HS* algorithm is allowed")
+	}
+	if hasPublic && len(a.PublicKeys) == 0 && a.JWKSURL == "" {
+		bad("auth.public_keys", "a PEM file or auth.jwks_url is required when an RS/PS/ES/EdDSA algorithm is allowed")
+	}
+	if !hasHMAC && a.HMACSecret != "" {
+		bad("auth.algorithms", "hmac_secret is set but no HS* algorithm is allowed")
+	}
+	if a.JWKSURL != "" {
+		if u, err := url.Parse(a.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("auth.jwks_url", "%q must be an http(s) URL", a.JWKSURL)
+		}
+	}
+	if a.GrantsClaim == "" {
+		bad("auth.grants_claim", "must be set")
+	}
+	if a.Leeway < 0 || a.Leeway.D() > 5*time.Minute {
+		bad("auth.leeway", "%s must be between 0 and 5m", a.Leeway.D())
+	}
+	if a.QueryParam != "" && !paramName.MatchString(a.QueryParam) {
+		bad("auth.query_param", "%q is not a plain parameter name", a.QueryParam)
+	}
+	switch a.Cookie.SameSite {
+	case "lax", "strict":
+	case "none":
+		if !a.Cookie.Secure {
+			bad("auth.cookie.same_site", "none requires auth.cookie.secure: true (browsers drop it otherwise)")
+		}
+	default:
+		bad("auth.cookie.same_site", "%q must be lax, strict or none", a.Cookie.SameSite)
+	}
+}
