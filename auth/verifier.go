@@ -1,0 +1,314 @@
+package auth
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/MicahParks/keyfunc/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/time/rate"
+
+	"github.com/tileproxy/tileproxy/config"
+)
+
+// MaxTokenBytes bounds the token accepted from any source; real tokens are
+// a few hundred bytes, and parsing megabytes of base64 is a cheap DoS.
+const MaxTokenBytes = 8 << 10
+
+// CookieName is the session cookie set by POST /auth/session.
+const CookieName = "tileproxy_token"
+
+// Deps are the Verifier's collaborators; zero values get defaults.
+type Deps struct {
+	// Now is the clock used for exp/nbf/iat; time.Now when nil.
+	Now func() time.Time
+	// HTTPClient fetches the JWKS; http.DefaultClient's transport with a
+	// 10 s timeout when nil.
+	HTTPClient *http.Client
+	// Logger receives JWKS refresh failures; slog.Default() when nil.
+	Logger *slog.Logger
+	// JWKSRefreshInterval is the background refresh period; 1 h when 0.
+	JWKSRefreshInterval time.Duration
+	// JWKSUnknownKIDEvery limits refreshes caused by an unknown kid; 30 s when 0.
+	JWKSUnknownKIDEvery time.Duration
+}
+
+// Verifier checks tokens against the configured keys and claims rules.
+// It is safe for concurrent use.
+type Verifier struct {
+	parser      *jwt.Parser
+	algorithms  []string
+	hmacSecret  []byte             // nil when no HS* algorithm is configured
+	publicKeys  []crypto.PublicKey // from PEM files
+	jwks        keyfunc.Keyfunc    // nil without jwks_url
+	grantsClaim string
+	queryParam  string
+	issuer      string
+}
+
+// Principal is a verified caller.
+type Principal struct {
+	// Subject is the token's sub claim ("" when absent).
+	Subject string
+	// Expires is the token's exp.
+	Expires time.Time
+	// all is true for a "*" grant.
+	all      bool
+	tilesets []string
+}
+
+// Allows reports whether p may read tileset name.
+func (p *Principal) Allows(name string) bool {
+	return p.all || slices.Contains(p.tilesets, name)
+}
+
+// New builds a Verifier. ctx bounds the JWKS background refresh: cancel it
+// when the server stops. An unreachable JWKS at start is not fatal (it is
+// retried in the background); a malformed key file is.
+func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	v := &Verifier{
+		algorithms:  slices.Clone(cfg.Algorithms),
+		grantsClaim: cfg.GrantsClaim,
+		queryParam:  cfg.QueryParam,
+		issuer:      cfg.Issuer,
+	}
+	if cfg.HMACSecret != "" {
+		if len(cfg.HMACSecret) < config.MinHMACSecretBytes {
+			return nil, fmt.Errorf("auth: hmac_secret shorter than %d bytes", config.MinHMACSecretBytes)
+		}
+		v.hmacSecret = []byte(cfg.HMACSecret)
+	}
+	keys, err := LoadPublicKeys(cfg.PublicKeys)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	v.publicKeys = keys
+	if cfg.JWKSURL != "" {
+		client := deps.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: 10 * time.Second}
+		}
+		every := deps.JWKSUnknownKIDEvery
+		if every == 0 {
+			every = 30 * time.Second
+		}
+		log := deps.Logger
+		v.jwks, err = keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
+			Client:          client,
+			RefreshInterval: deps.JWKSRefreshInterval,
+			// An unknown kid refreshes at most once per interval, and a
+			// request never queues behind the limiter: it is refused at once.
+			RefreshUnknownKID: rate.NewLimiter(rate.Every(every), 1),
+			RateLimitWaitMax:  time.Millisecond,
+			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
+				return func(ctx context.Context, err error) {
+					log.WarnContext(ctx, "JWKS refresh failed; keeping the keys already known", "err", err)
+				}
+			},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("auth: jwks: %w", err)
+		}
+	}
+
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods(v.algorithms),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(cfg.Leeway.D()),
+		jwt.WithTimeFunc(deps.Now),
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	v.parser = jwt.NewParser(opts...)
+	return v, nil
+}
+
+// Verify checks token's signature and claims and returns its principal.
+// Every refusal matches ErrInvalid and one of the specific reasons.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error) {
+	if token == "" || len(token) > MaxTokenBytes {
+		return nil, ErrMalformed
+	}
+	claims := jwt.MapClaims{}
+	t, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
+	if err != nil {
+		return nil, v.classify(t, claims, err)
+	}
+	p := &Principal{}
+	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
+		p.Expires = exp.Time
+	}
+	p.Subject, _ = claims.GetSubject()
+	if err := p.setGrants(claims[v.grantsClaim]); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// keyFor picks the keys that may verify t. HS* tokens are only ever
+// checked against hmac_secret, never against public-key material, which is
+// what makes the classic RS256→HS256 confusion attack impossible.
+func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
+	if _, ok := t.Method.(*jwt.SigningMethodHMAC); ok {
+		if v.hmacSecret == nil {
+			return nil, ErrUnknownKey
+		}
+		return v.hmacSecret, nil
+	}
+	var set jwt.VerificationKeySet
+	for _, k := range v.publicKeys {
+		if fits(t.Method, k) {
+			set.Keys = append(set.Keys, k)
+		}
+	}
+	if v.jwks != nil {
+		if _, hasKID := t.Header["kid"]; hasKID {
+			// keyfunc refreshes the set (rate-limited) on an unknown kid.
+			if k, err := v.jwks.KeyfuncCtx(ctx)(t); err == nil && fits(t.Method, k) {
+				set.Keys = append(set.Keys, k)
+			}
+		} else if all, err := v.jwks.VerificationKeySet(ctx); err == nil {
+			for _, k := range all.Keys {
+				if fits(t.Method, k) {
+					set.Keys = append(set.Keys, k)
+				}
+			}
+		}
+	}
+	if len(set.Keys) == 0 {
+		return nil, ErrUnknownKey
+	}
+	return set, nil
+}
+
+// classify turns the jwt library's error into one of ours.
+func (v *Verifier) classify(t *jwt.Token, claims jwt.MapClaims, err error) error {
+	switch {
+	case errors.Is(err, ErrUnknownKey):
+		return ErrUnknownKey
+	case t != nil && t.Method != nil && !slices.Contains(v.algorithms, t.Method.Alg()):
+		return ErrBadAlgorithm
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		// An unregistered alg ("none" without the unsafe key, "HS1024")
+		// surfaces here or as unverifiable; both are algorithm refusals.
+		if t != nil && t.Method == nil && t.Header["alg"] != nil {
+			return ErrBadAlgorithm
+		}
+		return ErrMalformed
+	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		return ErrBadAlgorithm
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return ErrBadSignature
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return ErrExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return ErrNotYetValid
+	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
+		return ErrBadIssuer
+	case errors.Is(err, jwt.ErrTokenInvalidAudience):
+		return ErrBadAudience
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && claims["exp"] != nil:
+		// exp is present, so the missing required claim is iss or aud.
+		if _, ok := claims["iss"]; !ok && v.issuer != "" {
+			return ErrBadIssuer
+		}
+		return ErrBadAudience
+	}
+	// Missing exp, claims of the wrong type (exp as a string), and so on.
+	return ErrMalformed
+}
+
+// setGrants reads the grants claim: a list of tileset names, a single
+// name, or "*" (alone or in the list) for every tileset. A missing claim
+// grants nothing; a claim of any other shape is refused outright rather
+// than half-understood.
+func (p *Principal) setGrants(c any) error {
+	switch g := c.(type) {
+	case nil:
+		return nil
+	case string:
+		p.all = g == "*"
+		if !p.all && g != "" {
+			p.tilesets = []string{g}
+		}
+		return nil
+	case []any:
+		for _, e := range g {
+			s, ok := e.(string)
+			if !ok {
+				return ErrBadGrants
+			}
+			if s == "*" {
+				p.all = true
+			}
+			p.tilesets = append(p.tilesets, s)
+		}
+		return nil
+	}
+	return ErrBadGrants
+}
+
+// Source says where a token was found.
+type Source string
+
+// Token sources, in the order they are consulted.
+const (
+	SourceHeader Source = "header"
+	SourceCookie Source = "cookie"
+	SourceQuery  Source = "query"
+)
+
+// TokenFromRequest returns the first token present, looking at the
+// Authorization header, then the session cookie, then the query parameter
+// (unless disabled). Whatever is found first is the one judged: a bad
+// header is not rescued by a good cookie.
+func (v *Verifier) TokenFromRequest(r *http.Request) (string, Source, error) {
+	if h, ok := r.Header["Authorization"]; ok {
+		if len(h) != 1 {
+			return "", SourceHeader, ErrMalformed
+		}
+		scheme, tok, found := strings.Cut(h[0], " ")
+		if !found || !strings.EqualFold(scheme, "Bearer") {
+			return "", SourceHeader, ErrMalformed
+		}
+		tok = strings.TrimSpace(tok)
+		if tok == "" {
+			return "", SourceHeader, ErrMalformed
+		}
+		return tok, SourceHeader, nil
+	}
+	if c, err := r.Cookie(CookieName); err == nil {
+		if c.Value == "" {
+			return "", SourceCookie, ErrMalformed
+		}
+		return c.Value, SourceCookie, nil
+	}
+	if v.queryParam != "" && r.URL.RawQuery != "" {
+		vals, ok := r.URL.Query()[v.queryParam]
+		if ok {
+			if len(vals) != 1 || vals[0] == "" {
+				return "", SourceQuery, ErrMalformed
+			}
+			return vals[0], SourceQuery, nil
+		}
+	}
+	return "", "", ErrNoToken
+}
