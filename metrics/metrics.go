@@ -1,0 +1,171 @@
+// Package metrics defines tileproxy's Prometheus collectors. They are
+// registered on a registry passed in by the caller, never the global one,
+// and every label takes values from a bounded set: configured tileset
+// names (or "_unknown"), status codes, and fixed result/reason words.
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Namespace prefixes every tileproxy metric.
+const Namespace = "tileproxy"
+
+// UnknownTileset is the tileset label for names that are not configured,
+// so a scanner cannot create unbounded label values.
+const UnknownTileset = "_unknown"
+
+// Build describes the running binary for tileproxy_build_info.
+type Build struct {
+	Version, Revision, GoVersion string
+}
+
+// Metrics holds the collectors. A nil *Metrics is valid and records nothing,
+// which keeps unit tests free of registry plumbing.
+type Metrics struct {
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	cacheRequests  *prometheus.CounterVec
+	CacheBytes     prometheus.Gauge
+	CacheObjects   prometheus.Gauge
+	CacheEvictions prometheus.Counter
+	originRequests *prometheus.CounterVec
+	originDuration *prometheus.HistogramVec
+	authFailures   *prometheus.CounterVec
+	stsAssumeRole  *prometheus.CounterVec
+	stsExpiry      *prometheus.GaugeVec
+}
+
+// New creates the collectors and registers them, with the Go and process
+// collectors, on reg.
+func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "requests_total",
+			Help: "HTTP requests answered, by tileset and status code.",
+		}, []string{"tileset", "code"}),
+		// Buckets from 100 µs (a cache hit) to 10 s (a slow origin).
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "request_duration_seconds",
+			Help:    "Time to answer a tile request, by tileset.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"tileset"}),
+		cacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "cache_requests_total",
+			Help: "Cache lookups by result: hit, miss, stale, negative.",
+		}, []string{"result"}),
+		CacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "cache_bytes", Help: "Bytes held by the tile cache.",
+		}),
+		CacheObjects: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "cache_objects", Help: "Entries in the tile cache.",
+		}),
+		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "cache_evictions_total", Help: "Entries evicted to stay within max_bytes.",
+		}),
+		originRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "origin_requests_total",
+			Help: "Requests to S3 by tileset and result (ok, not_modified, not_found, denied, unavailable, timeout, canceled, range).",
+		}, []string{"tileset", "result"}),
+		originDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "origin_request_duration_seconds",
+			Help:    "Time to S3 response headers, by tileset.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"tileset"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "auth_failures_total",
+			Help: "Refused requests by reason (no_token, expired, bad_signature, not_granted, ...).",
+		}, []string{"reason"}),
+		stsAssumeRole: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sts_assume_role_total",
+			Help: "STS AssumeRole calls by tileset and result (ok, error).",
+		}, []string{"tileset", "result"}),
+		stsExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "sts_credentials_expiry_seconds",
+			Help: "Unix time at which the tileset's current assumed-role credentials expire.",
+		}, []string{"tileset"}),
+	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "build_info",
+		Help:        "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	info.Set(1)
+	for _, c := range []prometheus.Collector{
+		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
+		m.originRequests, m.originDuration, m.authFailures, m.stsAssumeRole, m.stsExpiry, info,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// codes caches status-code label strings so the hot path does not format them.
+var codes = func() (c [600]string) {
+	for i := range c {
+		c[i] = strconv.Itoa(i)
+	}
+	return
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codes) {
+		return codes[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// Request records one answered request. tileset must already be bounded.
+func (m *Metrics) Request(tileset string, code int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(tileset, codeLabel(code)).Inc()
+	m.duration.WithLabelValues(tileset).Observe(d.Seconds())
+}
+
+// Cache records one cache lookup result: hit, miss, stale or negative.
+func (m *Metrics) Cache(result string) {
+	if m == nil {
+		return
+	}
+	m.cacheRequests.WithLabelValues(result).Inc()
+}
+
+// Origin records one origin request.
+func (m *Metrics) Origin(tileset, result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.originRequests.WithLabelValues(tileset, result).Inc()
+	m.originDuration.WithLabelValues(tileset).Observe(d.Seconds())
+}
+
+// AuthFailure records a refused request.
+func (m *Metrics) AuthFailure(reason string) {
+	if m == nil {
+		return
+	}
+	m.authFailures.WithLabelValues(reason).Inc()
+}
+
+// AssumeRole records one STS AssumeRole call and, on success, the expiry.
+func (m *Metrics) AssumeRole(tileset string, err error, expires time.Time) {
+	if m == nil {
+		return
+	}
+	if err != nil {
+		m.stsAssumeRole.WithLabelValues(tileset, "error").Inc()
+		return
+	}
+	m.stsAssumeRole.WithLabelValues(tileset, "ok").Inc()
+	m.stsExpiry.WithLabelValues(tileset).Set(float64(expires.Unix()))
+}

@@ -1,0 +1,82 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+// Decisions the proxy makes itself; auth and origin supply the rest.
+var (
+	errBadPath        = errors.New("bad path")
+	errUnknownTileset = errors.New("unknown tileset")
+	errNotFound       = errors.New("not found")
+	errMethod         = errors.New("method not allowed")
+)
+
+// StatusClientClosed is logged and counted when the client went away
+// before an answer (nginx's 499); nothing is written to it.
+const StatusClientClosed = 499
+
+// errorStatus is the one place an error becomes a status code and a short
+// public message. The message is fixed per status: internal detail (key,
+// bucket, AWS message) stays in the logs.
+func errorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, errBadPath):
+		return http.StatusBadRequest, "bad path"
+	case errors.Is(err, auth.ErrNoToken):
+		return http.StatusUnauthorized, "missing token"
+	case errors.Is(err, auth.ErrInvalid):
+		return http.StatusUnauthorized, "invalid token"
+	case errors.Is(err, auth.ErrNotGranted):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, errUnknownTileset):
+		return http.StatusNotFound, "unknown tileset"
+	case errors.Is(err, errNotFound), errors.Is(err, origin.ErrNotFound):
+		return http.StatusNotFound, "not found"
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, "method not allowed"
+	case errors.Is(err, origin.ErrRangeNotSatisfiable):
+		return http.StatusRequestedRangeNotSatisfiable, "range not satisfiable"
+	case errors.Is(err, context.Canceled):
+		return StatusClientClosed, ""
+	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "origin timeout"
+	case errors.Is(err, origin.ErrDenied), errors.Is(err, origin.ErrUnavailable):
+		return http.StatusBadGateway, "origin error"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+// writeError answers err and returns the status it chose.
+func writeError(w http.ResponseWriter, err error, allow string) int {
+	code, msg := errorStatus(err)
+	if code == StatusClientClosed {
+		return code
+	}
+	h := w.Header()
+	// Headers set for a success must not leak onto an error answer.
+	for _, k := range []string{"Etag", "Last-Modified", "Content-Encoding", "Content-Range", "Accept-Ranges", "X-Cache"} {
+		delete(h, k)
+	}
+	switch code {
+	case http.StatusUnauthorized:
+		if errors.Is(err, auth.ErrNoToken) {
+			h.Set("WWW-Authenticate", `Bearer realm="tileproxy"`)
+		} else {
+			h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		}
+	case http.StatusMethodNotAllowed:
+		h.Set("Allow", allow)
+	}
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write([]byte(msg + "\n"))
+	return code
+}

@@ -1,0 +1,284 @@
+// Package proxy is tileproxy's http.Handler: it judges the path, checks
+// the caller's token and grant, finds the tileset, and answers from the
+// origin with the HTTP caching semantics map libraries rely on.
+//
+// Order of checks, always: path -> token -> grant -> tileset -> origin.
+// Authorization is decided before anything about the object is looked at.
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+// Deps are the proxy's collaborators.
+type Deps struct {
+	// Verifier checks tokens; required.
+	Verifier *auth.Verifier
+	// Fetcher reads objects from the origin; required.
+	Fetcher origin.Fetcher
+	// Metrics records requests; nil records nothing.
+	Metrics *metrics.Metrics
+	// Logger receives access lines and origin errors; slog.Default() when nil.
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Proxy is the main listener's handler.
+type Proxy struct {
+	cfg      *config.Config
+	tilesets map[string]*config.Tileset
+	verifier *auth.Verifier
+	fetcher  origin.Fetcher
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	mux      *http.ServeMux
+	ready    atomic.Bool // set once the server may take traffic; cleared while draining
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// New builds the handler for a validated cfg.
+func New(cfg *config.Config, deps Deps) (*Proxy, error) {
+	if deps.Verifier == nil || deps.Fetcher == nil {
+		return nil, errors.New("proxy: Verifier and Fetcher are required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		tilesets: make(map[string]*config.Tileset, len(cfg.Tilesets)),
+		verifier: deps.Verifier,
+		fetcher:  deps.Fetcher,
+		metrics:  deps.Metrics,
+		log:      deps.Logger,
+		now:      deps.Now,
+		mux:      http.NewServeMux(),
+	}
+	for i := range cfg.Tilesets {
+		p.tilesets[cfg.Tilesets[i].Name] = &cfg.Tilesets[i]
+	}
+	handle := func(pattern string, h func(*recorder, *http.Request)) {
+		p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { h(w.(*recorder), r) })
+	}
+	handle("/tiles/{tileset}/{path...}", p.serveTile)
+	handle("/tiles/{file}", p.serveTileJSON)
+	handle("/auth/session", p.serveSession)
+	handle("/healthz", p.serveHealth)
+	handle("/readyz", p.serveReady)
+	handle("/", p.serveRoot)
+	return p, nil
+}
+
+// SetReady marks the proxy ready (true) or draining (false) for /readyz.
+func (p *Proxy) SetReady(ready bool) { p.ready.Store(ready) }
+
+// ServeHTTP judges the raw path, routes, and records the outcome.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{ResponseWriter: w, start: p.now()}
+	if err := checkPath(rawPath(r)); err != nil {
+		rec.tileset = "_"
+		rec.fail(err, "")
+	} else {
+		p.mux.ServeHTTP(rec, r)
+	}
+	p.finish(rec, r)
+}
+
+// finish records metrics and the access line for one request.
+func (p *Proxy) finish(rec *recorder, r *http.Request) {
+	d := p.now().Sub(rec.start)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	if rec.tileset != "" && rec.tileset != "_" {
+		p.metrics.Request(rec.tileset, rec.status, d)
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		// The path only: the query may hold an access_token.
+		slog.String("path", r.URL.Path),
+		slog.Int("status", rec.status),
+		slog.Int64("bytes", rec.bytes),
+		slog.Duration("duration", d),
+	}
+	if rec.tileset != "" && rec.tileset != "_" {
+		attrs = append(attrs, slog.String("tileset", rec.tileset))
+	}
+	if rec.cache != "" {
+		attrs = append(attrs, slog.String("cache", rec.cache))
+	}
+	if rec.subject != "" {
+		attrs = append(attrs, slog.String("subject", rec.subject))
+	}
+	if rec.err != nil && rec.status >= 500 {
+		attrs = append(attrs, slog.String("err", rec.err.Error()))
+	}
+	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// label bounds a tileset name for metrics.
+func (p *Proxy) label(name string) string {
+	if _, ok := p.tilesets[name]; ok {
+		return name
+	}
+	return metrics.UnknownTileset
+}
+
+// authorize runs token -> grant -> tileset for name.
+func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.Tileset, *auth.Principal, error) {
+	tok, _, err := p.verifier.TokenFromRequest(r)
+	if err == nil {
+		var pr *auth.Principal
+		pr, err = p.verifier.Verify(r.Context(), tok)
+		if err == nil {
+			rec.subject = subjectHash(pr.Subject)
+			if !pr.Allows(name) {
+				err = auth.ErrNotGranted
+			} else if ts, ok := p.tilesets[name]; ok {
+				return ts, pr, nil
+			} else {
+				return nil, pr, errUnknownTileset
+			}
+		}
+	}
+	p.metrics.AuthFailure(auth.Reason(err))
+	return nil, nil, err
+}
+
+// subjectHash identifies a caller in logs without naming them.
+func subjectHash(sub string) string {
+	if sub == "" {
+		return ""
+	}
+	s := sha256.Sum256([]byte(sub))
+	return hex.EncodeToString(s[:6])
+}
+
+func (p *Proxy) serveHealth(w *recorder, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write([]byte("ok\n"))
+}
+
+func (p *Proxy) serveReady(w *recorder, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if !p.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not ready\n"))
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (p *Proxy) serveRoot(w *recorder, r *http.Request) {
+	if r.URL.Path == "/" && p.cfg.Viewer {
+		p.serveViewer(w, r)
+		return
+	}
+	w.fail(errNotFound, "")
+}
+
+// recorder notes what was answered, for metrics and the access log.
+type recorder struct {
+	http.ResponseWriter
+	start   time.Time
+	status  int
+	bytes   int64
+	tileset string // metrics label: a configured name, "_unknown", or "" for non-tile routes
+	cache   string // HIT, MISS, STALE when a tile was looked up
+	subject string
+	err     error
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// fail answers err through the one error mapping.
+func (w *recorder) fail(err error, allow string) {
+	w.err = err
+	code := writeError(w, err, allow)
+	if code == StatusClientClosed {
+		w.status = code
+	}
+}
+
+// contentTypes by extension, for objects stored without a useful type.
+var contentTypes = map[string]string{
+	"png":  "image/png",
+	"jpg":  "image/jpeg",
+	"jpeg": "image/jpeg",
+	"webp": "image/webp",
+	"pbf":  "application/vnd.mapbox-vector-tile",
+	"mvt":  "application/vnd.mapbox-vector-tile",
+	"json": "application/json",
+}
+
+// contentType keeps S3's type unless it is the generic one S3 assigns to
+// uploads that did not say, then falls back to the key's extension.
+func contentType(stored, key string) string {
+	switch stored {
+	case "", "binary/octet-stream", "application/octet-stream":
+	default:
+		return stored
+	}
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		if ct, ok := contentTypes[strings.ToLower(key[i+1:])]; ok {
+			return ct
+		}
+	}
+	return "application/octet-stream"
+}
+
+// originResult is the origin_requests_total result label for err.
+func originResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, origin.ErrNotModified):
+		return "not_modified"
+	case errors.Is(err, origin.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, origin.ErrRangeNotSatisfiable):
+		return "range"
+	case errors.Is(err, origin.ErrDenied):
+		return "denied"
+	case errors.Is(err, origin.ErrTimeout):
+		return "timeout"
+	case errors.Is(err, origin.ErrUnavailable):
+		return "unavailable"
+	}
+	return "canceled"
+}

@@ -1,0 +1,402 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/origin/origintest"
+)
+
+var secret = "0123456789abcdef0123456789abcdef"
+
+type fixture struct {
+	p   *Proxy
+	mem *origintest.Memory
+	reg *prometheus.Registry
+	log *strings.Builder
+}
+
+func newFixture(t *testing.T, mod func(*config.Config)) *fixture {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Auth.HMACSecret = secret
+	cfg.Viewer = true
+	cfg.Tilesets = []config.Tileset{
+		{Name: "a", Bucket: "tiles", Prefix: "a/", Format: "png", CacheControl: config.DefaultCacheControl, Missing: config.MissingNotFound, MaxZoom: 5, Bounds: []float64{-180, -85, 180, 85}},
+		{Name: "b", Bucket: "tiles", Prefix: "b/", Format: "png", CacheControl: "public, max-age=60", Missing: config.MissingEmpty, MaxZoom: 5, Bounds: []float64{-180, -85, 180, 85}},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := origintest.NewMemory()
+	mem.Put("tiles", "a/0/0/0.png", origintest.Object{Body: []byte("PNG-a-000"), ContentType: "image/png"})
+	mem.Put("tiles", "a/1/0/0.png", origintest.Object{Body: []byte("PNG-a-100")}) // no stored type
+	mem.Put("tiles", "a/0/0/0.pbf", origintest.Object{Body: []byte("gzip-mvt"), ContentEncoding: "gzip"})
+	mem.Put("tiles", "b/0/0/0.png", origintest.Object{Body: []byte("PNG-b-000"), ContentType: "image/png"})
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Build{Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &strings.Builder{}
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Metrics: m, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{p: p, mem: mem, reg: reg, log: logs}
+}
+
+func token(t *testing.T, ttl time.Duration, tilesets ...string) string {
+	t.Helper()
+	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: tilesets, TTL: ttl, Subject: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// do sends a raw request line target, so paths reach the handler exactly
+// as a client wrote them.
+func (f *fixture) do(method, target string, hdr map[string]string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, "/", nil)
+	r.RequestURI = target
+	u, err := r.URL.Parse(target)
+	if err == nil {
+		r.URL = u
+	}
+	for k, v := range hdr {
+		r.Header.Set(k, v)
+	}
+	w := httptest.NewRecorder()
+	f.p.ServeHTTP(w, r)
+	return w
+}
+
+func TestStatusCodes(t *testing.T) {
+	f := newFixture(t, nil)
+	a := "Bearer " + token(t, time.Hour, "a")
+	star := "Bearer " + token(t, time.Hour, "*")
+	expired, _ := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"a"}, TTL: time.Minute, Now: time.Now().Add(-time.Hour)})
+	for _, tc := range []struct {
+		name, method, target, authz string
+		want                        int
+	}{
+		{"ok", "GET", "/tiles/a/0/0/0.png", a, 200},
+		{"head", "HEAD", "/tiles/a/0/0/0.png", a, 200},
+		{"dotdot", "GET", "/tiles/a/../b/0/0/0.png", a, 400},
+		{"dot", "GET", "/tiles/a/./0/0/0.png", a, 400},
+		{"double slash", "GET", "/tiles/a//0/0/0.png", a, 400},
+		{"leading double slash", "GET", "//tiles/a/0/0/0.png", a, 400},
+		{"backslash", "GET", "/tiles/a/..\\b/0.png", a, 400},
+		{"encoded dotdot", "GET", "/tiles/a/%2e%2e/b/0/0/0.png", a, 400},
+		{"encoded dotdot upper", "GET", "/tiles/a/%2E%2E/b/0/0/0.png", a, 400},
+		{"encoded slash", "GET", "/tiles/a/..%2fb/0.png", a, 400},
+		{"encoded backslash", "GET", "/tiles/a/..%5cb/0.png", a, 400},
+		{"double encoding", "GET", "/tiles/a/%252e%252e/0.png", a, 400},
+		{"encoded NUL", "GET", "/tiles/a/0%00.png", a, 400},
+		{"overlong utf8 dot", "GET", "/tiles/a/%c0%ae%c0%ae/0.png", a, 400},
+		{"too long", "GET", "/tiles/a/" + strings.Repeat("x", 1100) + ".png", a, 400},
+		{"no tile", "GET", "/tiles/a/", a, 400},
+		{"no token", "GET", "/tiles/a/0/0/0.png", "", 401},
+		{"garbage token", "GET", "/tiles/a/0/0/0.png", "Bearer nope", 401},
+		{"expired", "GET", "/tiles/a/0/0/0.png", "Bearer " + expired, 401},
+		{"not granted", "GET", "/tiles/b/0/0/0.png", a, 403},
+		{"not granted unknown", "GET", "/tiles/zzz/0/0/0.png", a, 403},
+		{"granted unknown", "GET", "/tiles/zzz/0/0/0.png", star, 404},
+		{"missing object", "GET", "/tiles/a/9/9/9.png", a, 404},
+		{"missing empty", "GET", "/tiles/b/9/9/9.png", star, 204},
+		{"post", "POST", "/tiles/a/0/0/0.png", a, 405},
+		{"delete", "DELETE", "/tiles/a/0/0/0.png", a, 405},
+		{"healthz", "GET", "/healthz", "", 200},
+		{"readyz before ready", "GET", "/readyz", "", 503},
+		{"unknown route", "GET", "/nope", "", 404},
+		{"tilejson", "GET", "/tiles/a.json", a, 200},
+		{"tilejson not granted", "GET", "/tiles/b.json", a, 403},
+		{"tilejson no token", "GET", "/tiles/a.json", "", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hdr := map[string]string{}
+			if tc.authz != "" {
+				hdr["Authorization"] = tc.authz
+			}
+			w := f.do(tc.method, tc.target, hdr)
+			if w.Code != tc.want {
+				t.Fatalf("got %d (%q), want %d", w.Code, w.Body.String(), tc.want)
+			}
+			if w.Code >= 400 {
+				body := w.Body.String()
+				if len(body) > 40 || strings.Count(body, "\n") != 1 {
+					t.Errorf("error body not one short line: %q", body)
+				}
+				for _, leak := range []string{"tiles/", "bucket", "NoSuchKey", "goroutine", secret} {
+					if strings.Contains(body, leak) {
+						t.Errorf("error body leaks %q: %q", leak, body)
+					}
+				}
+				if w.Header().Get("Cache-Control") != "no-store" {
+					t.Errorf("error Cache-Control: got %q, want no-store", w.Header().Get("Cache-Control"))
+				}
+			}
+		})
+	}
+}
+
+func TestAuthHeaders(t *testing.T) {
+	f := newFixture(t, nil)
+	w := f.do("GET", "/tiles/a/0/0/0.png", nil)
+	if got := w.Header().Get("WWW-Authenticate"); got != `Bearer realm="tileproxy"` {
+		t.Errorf("no token: WWW-Authenticate %q", got)
+	}
+	w = f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer x.y.z"})
+	if got := w.Header().Get("WWW-Authenticate"); got != `Bearer error="invalid_token"` {
+		t.Errorf("bad token: WWW-Authenticate %q", got)
+	}
+	w = f.do("PUT", "/tiles/a/0/0/0.png", nil)
+	if got := w.Header().Get("Allow"); got != "GET, HEAD" {
+		t.Errorf("405 Allow: %q", got)
+	}
+}
+
+func TestCheckOrder(t *testing.T) {
+	// The path is judged before the token, the token before the grant,
+	// the grant before the tileset, and nothing reaches the origin first.
+	f := newFixture(t, nil)
+	if w := f.do("GET", "/tiles/zzz/../x.png", nil); w.Code != 400 {
+		t.Errorf("bad path without token: got %d, want 400", w.Code)
+	}
+	if w := f.do("GET", "/tiles/zzz/0/0/0.png", map[string]string{"Authorization": "Bearer bad"}); w.Code != 401 {
+		t.Errorf("bad token on unknown tileset: got %d, want 401", w.Code)
+	}
+	if n := f.mem.Calls.Load(); n != 0 {
+		t.Errorf("origin called %d times for refused requests", n)
+	}
+}
+
+func TestTileHeaders(t *testing.T) {
+	f := newFixture(t, nil)
+	a := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a", "b")}
+	w := f.do("GET", "/tiles/a/0/0/0.png", a)
+	want := map[string]string{
+		"Content-Type":   "image/png",
+		"Content-Length": "9",
+		"Etag":           origintest.ETag([]byte("PNG-a-000")),
+		"Last-Modified":  "Fri, 02 Jan 2026 03:04:05 GMT",
+		"Cache-Control":  "private, max-age=3600",
+		"Accept-Ranges":  "bytes",
+		"X-Cache":        "MISS",
+	}
+	for k, v := range want {
+		if got := w.Header().Get(k); got != v {
+			t.Errorf("%s: got %q, want %q", k, got, v)
+		}
+	}
+	if w.Body.String() != "PNG-a-000" {
+		t.Errorf("body: got %q", w.Body.String())
+	}
+	// Per-tileset Cache-Control.
+	if got := f.do("GET", "/tiles/b/0/0/0.png", a).Header().Get("Cache-Control"); got != "public, max-age=60" {
+		t.Errorf("tileset b Cache-Control: %q", got)
+	}
+	// Type by extension when S3 stored none; gzip passed through.
+	if got := f.do("GET", "/tiles/a/1/0/0.png", a).Header().Get("Content-Type"); got != "image/png" {
+		t.Errorf("content type by extension: %q", got)
+	}
+	w = f.do("GET", "/tiles/a/0/0/0.pbf", a)
+	if w.Header().Get("Content-Encoding") != "gzip" || w.Header().Get("Content-Type") != "application/vnd.mapbox-vector-tile" {
+		t.Errorf("pbf headers: %v", w.Header())
+	}
+	// HEAD: same headers, no body.
+	w = f.do("HEAD", "/tiles/a/0/0/0.png", a)
+	if w.Body.Len() != 0 || w.Header().Get("Content-Length") != "9" || w.Header().Get("Etag") == "" {
+		t.Errorf("HEAD: body %q headers %v", w.Body.String(), w.Header())
+	}
+	// Conditional: the client's ETag gets a 304.
+	w = f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": a["Authorization"], "If-None-Match": want["Etag"]})
+	if w.Code != 304 || w.Body.Len() != 0 {
+		t.Errorf("If-None-Match: got %d", w.Code)
+	}
+	w = f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": a["Authorization"], "If-Modified-Since": want["Last-Modified"]})
+	if w.Code != 304 {
+		t.Errorf("If-Modified-Since: got %d", w.Code)
+	}
+	// Range.
+	w = f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": a["Authorization"], "Range": "bytes=0-2"})
+	if w.Code != 206 || w.Body.String() != "PNG" || w.Header().Get("Content-Range") != "bytes 0-2/9" {
+		t.Errorf("Range: got %d %q %v", w.Code, w.Body.String(), w.Header())
+	}
+	w = f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": a["Authorization"], "Range": "bytes=100-"})
+	if w.Code != 416 {
+		t.Errorf("Range outside: got %d, want 416", w.Code)
+	}
+}
+
+func TestTokenSources(t *testing.T) {
+	f := newFixture(t, nil)
+	good := token(t, time.Hour, "a")
+	for _, tc := range []struct {
+		name   string
+		build  func(r *http.Request)
+		target string
+		want   int
+	}{
+		{"header", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, "/tiles/a/0/0/0.png", 200},
+		{"cookie", func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.CookieName, Value: good}) }, "/tiles/a/0/0/0.png", 200},
+		{"query", func(r *http.Request) {}, "/tiles/a/0/0/0.png?access_token=" + good, 200},
+		{"bad header, good cookie", func(r *http.Request) {
+			r.Header.Set("Authorization", "Bearer bad")
+			r.AddCookie(&http.Cookie{Name: auth.CookieName, Value: good})
+		}, "/tiles/a/0/0/0.png", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", tc.target, nil)
+			tc.build(r)
+			w := httptest.NewRecorder()
+			f.p.ServeHTTP(w, r)
+			if w.Code != tc.want {
+				t.Fatalf("got %d, want %d", w.Code, tc.want)
+			}
+		})
+	}
+	// The token in the query never reaches the access log.
+	if strings.Contains(f.log.String(), good) {
+		t.Error("access log contains the token")
+	}
+}
+
+func TestOriginErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{&origin.Error{Kind: origin.ErrDenied, Op: "GetObject", Code: "AccessDenied", Err: errors.New("Access Denied for bucket tiles key a/0/0/0.png")}, 502},
+		{&origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject", Err: errors.New("dial tcp 127.0.0.1:9000: connection refused")}, 502},
+		{&origin.Error{Kind: origin.ErrTimeout, Op: "GetObject"}, 504},
+	} {
+		f := newFixture(t, nil)
+		f.mem.Err = tc.err
+		w := f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")})
+		if w.Code != tc.want {
+			t.Errorf("%v: got %d, want %d", tc.err, w.Code, tc.want)
+		}
+		if b := w.Body.String(); strings.Contains(b, "Access") || strings.Contains(b, "127.0.0.1") || strings.Contains(b, "a/0/0/0") {
+			t.Errorf("body leaks origin detail: %q", b)
+		}
+	}
+}
+
+func TestOriginSeesNoClientCredentials(t *testing.T) {
+	f := newFixture(t, nil)
+	f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a"), "Cookie": "session=x"})
+	reqs := f.mem.Requests()
+	if len(reqs) != 1 {
+		t.Fatalf("origin saw %d requests", len(reqs))
+	}
+	// The origin request is built field by field: bucket, key and
+	// conditionals, nothing copied from the client's headers.
+	if got := reqs[0]; got.Bucket != "tiles" || got.Key != "a/0/0/0.png" || got.Tileset != "a" {
+		t.Errorf("origin request: %+v", got)
+	}
+}
+
+func TestSession(t *testing.T) {
+	f := newFixture(t, func(c *config.Config) { c.Auth.Cookie.Secure = true; c.Auth.Cookie.SameSite = "strict" })
+	tok := token(t, time.Hour, "a")
+	w := f.do("POST", "/auth/session", map[string]string{"Authorization": "Bearer " + tok})
+	if w.Code != 204 {
+		t.Fatalf("POST /auth/session: got %d", w.Code)
+	}
+	sc := w.Header().Get("Set-Cookie")
+	for _, part := range []string{"tileproxy_token=" + tok, "Path=/", "HttpOnly", "Secure", "SameSite=Strict", "Max-Age=3"} {
+		if !strings.Contains(sc, part) {
+			t.Errorf("Set-Cookie %q lacks %q", sc, part)
+		}
+	}
+	if w := f.do("POST", "/auth/session", map[string]string{"Authorization": "Bearer bad"}); w.Code != 401 || w.Header().Get("Set-Cookie") != "" {
+		t.Errorf("bad token opened a session: %d", w.Code)
+	}
+	if w := f.do("POST", "/auth/session", map[string]string{"Cookie": "tileproxy_token=" + tok}); w.Code != 401 {
+		t.Errorf("cookie renewed a session: %d", w.Code)
+	}
+	w = f.do("DELETE", "/auth/session", nil)
+	if w.Code != 204 || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+		t.Errorf("DELETE: %d %q", w.Code, w.Header().Get("Set-Cookie"))
+	}
+	if w := f.do("GET", "/auth/session", nil); w.Code != 405 || w.Header().Get("Allow") != "POST, DELETE" {
+		t.Errorf("GET /auth/session: %d", w.Code)
+	}
+}
+
+func TestTileJSON(t *testing.T) {
+	f := newFixture(t, func(c *config.Config) { c.PublicURL = "https://maps.example.com/" })
+	w := f.do("GET", "/tiles/a.json", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")})
+	body := w.Body.String()
+	for _, want := range []string{`"tilejson":"3.0.0"`, `"tiles":["https://maps.example.com/tiles/a/{z}/{x}/{y}.png"]`, `"maxzoom":5`, `"bounds":[-180,-85,180,85]`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("TileJSON lacks %s: %s", want, body)
+		}
+	}
+}
+
+func TestReadyAndViewer(t *testing.T) {
+	f := newFixture(t, nil)
+	f.p.SetReady(true)
+	if w := f.do("GET", "/readyz", nil); w.Code != 200 {
+		t.Errorf("readyz: %d", w.Code)
+	}
+	f.p.SetReady(false)
+	if w := f.do("GET", "/readyz", nil); w.Code != 503 {
+		t.Errorf("readyz draining: %d", w.Code)
+	}
+	w := f.do("GET", "/", nil)
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `<option value="a"`) {
+		t.Errorf("viewer: %d", w.Code)
+	}
+	off := newFixture(t, func(c *config.Config) { c.Viewer = false })
+	if w := off.do("GET", "/", nil); w.Code != 404 {
+		t.Errorf("viewer off: %d", w.Code)
+	}
+}
+
+func TestMetricsCount(t *testing.T) {
+	f := newFixture(t, nil)
+	a := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")}
+	f.do("GET", "/tiles/a/0/0/0.png", a)
+	f.do("GET", "/tiles/a/0/0/0.png", a)
+	f.do("GET", "/tiles/a/9/9/9.png", a)
+	f.do("GET", "/tiles/b/0/0/0.png", a)
+	f.do("GET", "/tiles/evil-scanner-name/0/0/0.png", nil)
+	want := `
+# HELP tileproxy_requests_total HTTP requests answered, by tileset and status code.
+# TYPE tileproxy_requests_total counter
+tileproxy_requests_total{code="200",tileset="a"} 2
+tileproxy_requests_total{code="401",tileset="_unknown"} 1
+tileproxy_requests_total{code="403",tileset="b"} 1
+tileproxy_requests_total{code="404",tileset="a"} 1
+# HELP tileproxy_auth_failures_total Refused requests by reason (no_token, expired, bad_signature, not_granted, ...).
+# TYPE tileproxy_auth_failures_total counter
+tileproxy_auth_failures_total{reason="no_token"} 1
+tileproxy_auth_failures_total{reason="not_granted"} 1
+`
+	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "tileproxy_requests_total", "tileproxy_auth_failures_total"); err != nil {
+		t.Error(err)
+	}
+}

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/tileproxy/tileproxy/auth"
+)
+
+// serveSession turns a Bearer token into an HttpOnly cookie (POST) or
+// clears it (DELETE), so <img src> and map libraries authenticate without
+// custom headers and tile URLs stay free of tokens.
+func (p *Proxy) serveSession(w *recorder, r *http.Request) {
+	switch r.Method {
+	case http.MethodPost:
+		// Only the Authorization header may open a session: a cookie
+		// renewing itself, or a token in a URL, must not.
+		if _, ok := r.Header["Authorization"]; !ok {
+			p.metrics.AuthFailure(auth.Reason(auth.ErrNoToken))
+			w.fail(auth.ErrNoToken, "")
+			return
+		}
+		tok, _, err := p.verifier.TokenFromRequest(r)
+		if err == nil {
+			var pr *auth.Principal
+			if pr, err = p.verifier.Verify(r.Context(), tok); err == nil {
+				maxAge := int(pr.Expires.Sub(p.now()).Seconds())
+				if maxAge < 1 {
+					maxAge = 1
+				}
+				http.SetCookie(w, p.cookie(tok, maxAge))
+				w.Header().Set("Cache-Control", "no-store")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
+		p.metrics.AuthFailure(auth.Reason(err))
+		w.fail(err, "")
+	case http.MethodDelete:
+		http.SetCookie(w, p.cookie("", -1))
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.fail(errMethod, "POST, DELETE")
+	}
+}
+
+func (p *Proxy) cookie(value string, maxAge int) *http.Cookie {
+	c := &http.Cookie{
+		Name:     auth.CookieName,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   maxAge,
+		HttpOnly: true,
+		Secure:   p.cfg.Auth.Cookie.Secure,
+		SameSite: http.SameSiteLaxMode,
+	}
+	switch p.cfg.Auth.Cookie.SameSite {
+	case "strict":
+		c.SameSite = http.SameSiteStrictMode
+	case "none":
+		c.SameSite = http.SameSiteNoneMode
+	}
+	return c
+}
+
+// tileJSON is the TileJSON 3.0.0 document for one tileset.
+type tileJSON struct {
+	TileJSON    string    `json:"tilejson"`
+	Name        string    `json:"name"`
+	Scheme      string    `json:"scheme"`
+	Tiles       []string  `json:"tiles"`
+	MinZoom     int       `json:"minzoom"`
+	MaxZoom     int       `json:"maxzoom"`
+	Bounds      []float64 `json:"bounds"`
+	Attribution string    `json:"attribution,omitempty"`
+	Format      string    `json:"format"`
+}
+
+// serveTileJSON answers GET /tiles/{tileset}.json with the same
+// authorization as the tiles themselves.
+func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
+	name, ok := strings.CutSuffix(r.PathValue("file"), ".json")
+	if !ok {
+		w.fail(errNotFound, "")
+		return
+	}
+	w.tileset = p.label(name)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.fail(errMethod, tileMethods)
+		return
+	}
+	ts, _, err := p.authorize(w, r, name)
+	if err != nil {
+		w.fail(err, "")
+		return
+	}
+	base := strings.TrimRight(p.cfg.PublicURL, "/")
+	doc := tileJSON{
+		TileJSON:    "3.0.0",
+		Name:        ts.Name,
+		Scheme:      "xyz",
+		Tiles:       []string{base + "/tiles/" + ts.Name + "/{z}/{x}/{y}." + ts.Format},
+		MinZoom:     ts.MinZoom,
+		MaxZoom:     ts.MaxZoom,
+		Bounds:      ts.Bounds,
+		Attribution: ts.Attribution,
+		Format:      ts.Format,
+	}
+	body, err := json.Marshal(doc)
+	if err != nil {
+		w.fail(err, "")
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", ts.CacheControl)
+	w.Write(body)
+}
