@@ -184,7 +184,15 @@ func Default() Config {
 	}
 }
 
-// tilesetDefaults fills what a tileset entry leaves out.
+// ApplyDefaults fills what each tileset leaves out (cache_control,
+// missing, format, zoom range, bounds). Parse calls it; a Config built in
+// code should call it before Validate.
+func (c *Config) ApplyDefaults() {
+	for i := range c.Tilesets {
+		c.Tilesets[i].applyDefaults()
+	}
+}
+
 func (t *Tileset) applyDefaults() {
 	if t.CacheControl == "" {
 		t.CacheControl = DefaultCacheControl
@@ -240,9 +248,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	for i := range cfg.Tilesets {
-		cfg.Tilesets[i].applyDefaults()
-	}
+	cfg.ApplyDefaults()
 	return &cfg, nil
 }
 

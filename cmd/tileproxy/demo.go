@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/tilegen"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+const demoBucket = "demo-tiles"
+
+// demoCmd runs tileproxy against an in-process S3 seeded with the sample
+// tileset, so a newcomer sees a map with no config, env or network. The
+// proxy side is the production path: the real SDK talks HTTP to the fake.
+func demoCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "address of the demo server")
+	metricsListen := fs.String("metrics-listen", "", "address for /metrics (off by default)")
+	ttl := fs.Duration("ttl", 12*time.Hour, "lifetime of the printed token")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runDemo(ctx, demoOptions{listen: *listen, metricsListen: *metricsListen, ttl: *ttl}, stdout, stderr, nil)
+}
+
+type demoOptions struct {
+	listen, metricsListen string
+	ttl                   time.Duration
+}
+
+// runDemo is demoCmd without flags and signals, for tests. ready, when
+// non-nil, receives the viewer URL once serving.
+func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready func(url string)) error {
+	s3URL, closeS3, err := startFakeS3()
+	if err != nil {
+		return err
+	}
+	defer closeS3()
+
+	secretBytes := make([]byte, 32)
+	if _, err := rand.Read(secretBytes); err != nil {
+		return err
+	}
+	secret := hex.EncodeToString(secretBytes)
+
+	cfg := config.Default()
+	cfg.Listen = o.listen
+	cfg.MetricsListen = o.metricsListen
+	cfg.Viewer = true
+	cfg.Auth.HMACSecret = secret
+	cfg.Auth.Cookie.Secure = false // the demo is plain http on loopback
+	cfg.S3.Endpoint = s3URL
+	cfg.S3.UsePathStyle = true
+	cfg.Tilesets = []config.Tileset{
+		{Name: "demo", Bucket: demoBucket, Prefix: "raster/", Format: "png", MinZoom: 0, MaxZoom: 3,
+			Attribution: "tileproxy sample tiles"},
+		{Name: "vector", Bucket: demoBucket, Prefix: "vector/", Format: "pbf", MinZoom: 0, MaxZoom: 1},
+	}
+	cfg.ApplyDefaults()
+	// Resolve the address first so public_url and the printed link are right.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("demo: cannot listen on %s (%w); try -listen 127.0.0.1:0", cfg.Listen, err)
+	}
+	cfg.Listen = ln.Addr().String()
+	ln.Close()
+	cfg.PublicURL = "http://" + cfg.Listen
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	app, err := newApp(ctx, &cfg, log, origin.Deps{
+		Logger: log,
+		// The fake does not check signatures, but the SDK signs anyway.
+		Credentials: credentials.NewStaticCredentialsProvider("demo", "demo-secret", ""),
+	})
+	if err != nil {
+		return err
+	}
+	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"*"}, TTL: o.ttl, Subject: "demo"})
+	if err != nil {
+		return err
+	}
+	viewer := fmt.Sprintf("%s/#access_token=%s", cfg.PublicURL, tok)
+	return app.run(ctx, func(string) {
+		fmt.Fprintf(stdout, "\ntileproxy demo is running. Open the map viewer:\n\n  %s\n\n", viewer)
+		fmt.Fprintf(stdout, "Or fetch a tile:\n\n  curl -H 'Authorization: Bearer %s' %s/tiles/demo/0/0/0.png -o tile.png\n\nCtrl-C stops it.\n", tok, cfg.PublicURL)
+		if ready != nil {
+			ready(viewer)
+		}
+	})
+}
+
+// startFakeS3 serves an in-memory S3 on a loopback port, seeded with the
+// sample tileset, and returns its URL and a stop function.
+func startFakeS3() (string, func(), error) {
+	backend := s3mem.New()
+	if err := backend.CreateBucket(demoBucket); err != nil {
+		return "", nil, err
+	}
+	tiles, err := tilegen.Set(3)
+	if err != nil {
+		return "", nil, err
+	}
+	for _, t := range tiles {
+		meta := map[string]string{"Content-Type": t.ContentType}
+		if t.ContentEncoding != "" {
+			meta["Content-Encoding"] = t.ContentEncoding
+		}
+		if _, err := backend.PutObject(demoBucket, t.Key, meta, bytes.NewReader(t.Body), int64(len(t.Body)), nil); err != nil {
+			return "", nil, err
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: gofakes3.New(backend).Server(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), func() { srv.Close() }, nil
+}

@@ -1,0 +1,282 @@
+// Command tileproxy is an authenticating reverse proxy for private map
+// tiles in S3. This package only parses flags and wires the packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/proxy"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usage = `tileproxy: an authenticating proxy for private map tiles in S3
+
+usage:
+  tileproxy [serve] -config tileproxy.yaml   run the server
+  tileproxy demo [-listen 127.0.0.1:8080]    zero-setup demo with a map viewer
+  tileproxy token -secret-env VAR -tilesets a,b -ttl 1h
+                                             mint a development HS256 token
+  tileproxy check -config tileproxy.yaml     validate a config
+  tileproxy version                          print version information
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serveCmd(args, stderr)
+	case "demo":
+		err = demoCmd(args, stdout, stderr)
+	case "token":
+		err = tokenCmd(args, stdout, stderr)
+	case "check":
+		return checkCmd(args, stdout, stderr)
+	case "version":
+		b := buildInfo()
+		fmt.Fprintf(stdout, "tileproxy %s (revision %s, %s)\n", b.Version, b.Revision, b.GoVersion)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "tileproxy: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tileproxy:", err)
+		return 1
+	}
+	return 0
+}
+
+func buildInfo() metrics.Build {
+	b := metrics.Build{Version: version, Revision: "unknown", GoVersion: runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				b.Revision = s.Value
+			}
+		}
+		if b.Version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			b.Version = info.Main.Version
+		}
+	}
+	return b
+}
+
+func serveCmd(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "tileproxy.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config %s:\n%w", *path, err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app, err := newApp(ctx, cfg, log, origin.Deps{Logger: log})
+	if err != nil {
+		return err
+	}
+	return app.run(ctx, nil)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// app is a wired server: the proxy, its registry and its settings.
+type app struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	proxy    *proxy.Proxy
+	registry *prometheus.Registry
+}
+
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin.Deps) (*app, error) {
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, buildInfo())
+	if err != nil {
+		return nil, err
+	}
+	v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	o, err := origin.New(ctx, cfg, od)
+	if err != nil {
+		return nil, err
+	}
+	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Metrics: m, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &app{cfg: cfg, log: log, proxy: p, registry: reg}, nil
+}
+
+// run listens, serves until ctx is cancelled, then drains: /readyz turns
+// 503 at once and in-flight requests get shutdown_timeout to finish.
+// started, when non-nil, is called with the main address once listening.
+func (a *app) run(ctx context.Context, started func(addr string)) error {
+	ln, err := net.Listen("tcp", a.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", a.cfg.Listen, err)
+	}
+	main := &http.Server{
+		Handler:           a.proxy,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Generous: a large object streams through; slow readers are cut.
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 32 << 10,
+		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	servers := []*http.Server{main}
+	errc := make(chan error, 2)
+	go func() { errc <- main.Serve(ln) }()
+	if a.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
+		if err != nil {
+			main.Close()
+			return fmt.Errorf("listen %s (metrics_listen): %w", a.cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+		servers = append(servers, ms)
+		go func() { errc <- ms.Serve(mln) }()
+		a.log.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	a.proxy.SetReady(true)
+	a.log.Info("tileproxy listening", "addr", ln.Addr().String(), "tilesets", len(a.cfg.Tilesets))
+	if started != nil {
+		started(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	a.proxy.SetReady(false)
+	a.log.Info("draining", "timeout", a.cfg.ShutdownTimeout.D())
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.D())
+	defer cancel()
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "tileproxy.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	var problems []string
+	if err := cfg.Validate(); err != nil {
+		problems = strings.Split(err.Error(), "\n")
+	}
+	if _, err := auth.LoadPublicKeys(cfg.Auth.PublicKeys); err != nil && len(cfg.Auth.PublicKeys) > 0 {
+		problems = append(problems, "auth.public_keys: "+err.Error())
+	}
+	if len(problems) > 0 {
+		fmt.Fprintf(stderr, "%s: %d problem(s):\n", *path, len(problems))
+		for _, p := range problems {
+			fmt.Fprintln(stderr, "  -", p)
+		}
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d tilesets)\n", *path, len(cfg.Tilesets))
+	return 0
+}
+
+func tokenCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	secretEnv := fs.String("secret-env", "TILEPROXY_HMAC_SECRET", "environment variable holding the HMAC secret")
+	tilesets := fs.String("tilesets", "", "comma-separated tileset names, or * for all")
+	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
+	sub := fs.String("sub", "", "subject (sub claim)")
+	iss := fs.String("iss", "", "issuer (iss claim)")
+	aud := fs.String("aud", "", "audience (aud claim)")
+	claim := fs.String("grants-claim", "tilesets", "name of the grants claim")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	secret := os.Getenv(*secretEnv)
+	if secret == "" {
+		return fmt.Errorf("token: $%s is empty; export the HMAC secret there", *secretEnv)
+	}
+	if *tilesets == "" {
+		return errors.New("token: -tilesets is required (e.g. -tilesets city,roads or -tilesets '*')")
+	}
+	var names []string
+	for _, n := range strings.Split(*tilesets, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: names, TTL: *ttl,
+		Subject: *sub, Issuer: *iss, Audience: *aud, GrantsClaim: *claim})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
