@@ -32,7 +32,8 @@ type Deps struct {
 	// (tests, demo). Nil means the default chain: env, shared profile,
 	// web identity (IRSA), ECS task role, EC2 instance role.
 	Credentials aws.CredentialsProvider
-	// HTTPClient replaces the SDK's HTTP client (fault injection in tests).
+	// HTTPClient replaces the SDK's HTTP client for S3 and STS calls
+	// (recording and fault injection in tests).
 	HTTPClient awsconfig.HTTPClient
 }
 
@@ -51,18 +52,18 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
-	httpClient := deps.HTTPClient
-	if httpClient == nil {
-		httpClient = awshttp.NewBuildableClient().
-			WithDialerOptions(func(d *net.Dialer) { d.Timeout = cfg.S3.ConnectTimeout.D() }).
-			WithTransportOptions(func(t *http.Transport) {
-				// Tile traffic is many small GETs to one host: keep enough
-				// idle connections that a burst does not redial.
-				t.MaxIdleConns = 256
-				t.MaxIdleConnsPerHost = 128
-				t.ResponseHeaderTimeout = cfg.S3.Timeout.D()
-			})
-	}
+	// The SDK's own buildable client is always used for loading config,
+	// so AWS_CA_BUNDLE and friends apply; an injected client (tests,
+	// fault injection) replaces it per service client below.
+	var httpClient awsconfig.HTTPClient = awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = cfg.S3.ConnectTimeout.D() }).
+		WithTransportOptions(func(t *http.Transport) {
+			// Tile traffic is many small GETs to one host: keep enough
+			// idle connections that a burst does not redial.
+			t.MaxIdleConns = 256
+			t.MaxIdleConnsPerHost = 128
+			t.ResponseHeaderTimeout = cfg.S3.Timeout.D()
+		})
 	opts := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRegion(cfg.S3.Region),
 		awsconfig.WithHTTPClient(httpClient),
@@ -87,6 +88,9 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 				o.BaseEndpoint = aws.String(cfg.S3.Endpoint)
 			}
 			o.UsePathStyle = cfg.S3.UsePathStyle
+			if deps.HTTPClient != nil {
+				o.HTTPClient = deps.HTTPClient
+			}
 			if creds != nil {
 				o.Credentials = creds
 			}

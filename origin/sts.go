@@ -55,6 +55,9 @@ func tilesetCredentials(_ context.Context, cfg *config.Config, t *config.Tileset
 		if cfg.S3.STSEndpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.S3.STSEndpoint)
 		}
+		if deps.HTTPClient != nil {
+			o.HTTPClient = deps.HTTPClient
+		}
 	})
 	policy := SessionPolicy(t.Bucket, t.Prefix)
 	prov := stscreds.NewAssumeRoleProvider(stsClient, role, func(o *stscreds.AssumeRoleOptions) {
