@@ -35,13 +35,19 @@ type Deps struct {
 	// HTTPClient replaces the SDK's HTTP client for S3 and STS calls
 	// (recording and fault injection in tests).
 	HTTPClient awsconfig.HTTPClient
+	// OnAssumeRole, when set, is told of every STS AssumeRole call (for
+	// metrics): the tileset, the error, and on success the expiry.
+	OnAssumeRole func(tileset string, err error, expires time.Time)
+	// Now is the clock for credential refresh; time.Now when nil.
+	Now func() time.Time
 }
 
 // S3 is a Fetcher backed by the AWS SDK's S3 client.
 type S3 struct {
 	timeout time.Duration
 	clients map[string]*s3.Client // tileset name -> client with that tileset's credentials
-	base    *s3.Client            // base credentials, for tilesets without a role
+	roles   map[string]*roleCredentials
+	base    *s3.Client // base credentials, for tilesets without a role
 }
 
 var _ Fetcher = (*S3)(nil)
@@ -99,11 +105,12 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 	o := &S3{
 		timeout: cfg.S3.Timeout.D(),
 		clients: make(map[string]*s3.Client, len(cfg.Tilesets)),
+		roles:   map[string]*roleCredentials{},
 		base:    newClient(nil),
 	}
 	for i := range cfg.Tilesets {
 		t := &cfg.Tilesets[i]
-		creds, err := tilesetCredentials(ctx, cfg, t, awsCfg, deps)
+		creds, err := tilesetCredentials(cfg, t, awsCfg, deps)
 		if err != nil {
 			return nil, err
 		}
@@ -111,9 +118,24 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 			o.clients[t.Name] = o.base
 			continue
 		}
+		o.roles[t.Name] = creds
 		o.clients[t.Name] = newClient(creds)
 	}
 	return o, nil
+}
+
+// Credentials returns the credentials tileset reads with right now
+// (assumed-role ones when it has a role). For readiness probes and tests;
+// the secret parts must never be logged.
+func (o *S3) Credentials(ctx context.Context, tileset string) (aws.Credentials, error) {
+	if r, ok := o.roles[tileset]; ok {
+		return r.Retrieve(ctx)
+	}
+	client, ok := o.clients[tileset]
+	if !ok {
+		return aws.Credentials{}, fmt.Errorf("origin: unknown tileset %q", tileset)
+	}
+	return client.Options().Credentials.Retrieve(ctx)
 }
 
 // Get fetches req from S3. The timeout covers the wait for response
@@ -238,6 +260,11 @@ func totalFromContentRange(cr string) int64 {
 func classify(ctx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
 		return fmt.Errorf("%s: %w", op, ctxErr)
+	}
+	var own *Error
+	if errors.As(err, &own) {
+		// Already classified (an STS failure while getting credentials).
+		return own
 	}
 	e := &Error{Op: op, Err: err, Kind: ErrUnavailable}
 	var apiErr smithy.APIError
