@@ -148,6 +148,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 	if err != nil {
 		return nil, err
 	}
+	od.OnAssumeRole = m.AssumeRole
 	o, err := origin.New(ctx, cfg, od)
 	if err != nil {
 		return nil, err
