@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
@@ -28,6 +29,8 @@ type Deps struct {
 	Verifier *auth.Verifier
 	// Fetcher reads objects from the origin; required.
 	Fetcher origin.Fetcher
+	// Cache keeps hot tiles; nil streams every request from the origin.
+	Cache *cache.Cache
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
 	// Logger receives access lines and origin errors; slog.Default() when nil.
@@ -42,11 +45,14 @@ type Proxy struct {
 	tilesets map[string]*config.Tileset
 	verifier *auth.Verifier
 	fetcher  origin.Fetcher
+	cache    *cache.Cache
 	metrics  *metrics.Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	mux      *http.ServeMux
-	ready    atomic.Bool // set once the server may take traffic; cleared while draining
+	// cacheControl holds each tileset's Cache-Control, ready to assign.
+	cacheControl map[string][]string
+	log          *slog.Logger
+	now          func() time.Time
+	mux          *http.ServeMux
+	ready        atomic.Bool // set once the server may take traffic; cleared while draining
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -63,17 +69,25 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		deps.Now = time.Now
 	}
 	p := &Proxy{
-		cfg:      cfg,
-		tilesets: make(map[string]*config.Tileset, len(cfg.Tilesets)),
-		verifier: deps.Verifier,
-		fetcher:  deps.Fetcher,
-		metrics:  deps.Metrics,
-		log:      deps.Logger,
-		now:      deps.Now,
-		mux:      http.NewServeMux(),
+		cfg:          cfg,
+		tilesets:     make(map[string]*config.Tileset, len(cfg.Tilesets)),
+		verifier:     deps.Verifier,
+		fetcher:      deps.Fetcher,
+		cache:        deps.Cache,
+		metrics:      deps.Metrics,
+		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
+		log:          deps.Logger,
+		now:          deps.Now,
+		mux:          http.NewServeMux(),
 	}
 	for i := range cfg.Tilesets {
-		p.tilesets[cfg.Tilesets[i].Name] = &cfg.Tilesets[i]
+		t := &cfg.Tilesets[i]
+		p.tilesets[t.Name] = t
+		cc := t.CacheControl
+		if cc == "" {
+			cc = config.DefaultCacheControl
+		}
+		p.cacheControl[t.Name] = []string{cc}
 	}
 	handle := func(pattern string, h func(*recorder, *http.Request)) {
 		p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { h(w.(*recorder), r) })

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
@@ -27,6 +28,9 @@ type fixture struct {
 	reg *prometheus.Registry
 	log *strings.Builder
 }
+
+// withCache selects whether newFixture builds the proxy with a cache.
+var withCache = false
 
 func newFixture(t *testing.T, mod func(*config.Config)) *fixture {
 	t.Helper()
@@ -58,7 +62,13 @@ func newFixture(t *testing.T, mod func(*config.Config)) *fixture {
 		t.Fatal(err)
 	}
 	logs := &strings.Builder{}
-	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Metrics: m, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	var c *cache.Cache
+	if withCache {
+		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Cache: c, Metrics: m, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +101,21 @@ func (f *fixture) do(method, target string, hdr map[string]string) *httptest.Res
 	return w
 }
 
-func TestStatusCodes(t *testing.T) {
+// bothModes runs a test without and with the cache: the HTTP contract is
+// the same either way.
+func bothModes(t *testing.T, test func(t *testing.T)) {
+	for _, on := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stream", true: "cached"}[on], func(t *testing.T) {
+			withCache = on
+			defer func() { withCache = false }()
+			test(t)
+		})
+	}
+}
+
+func TestStatusCodes(t *testing.T) { bothModes(t, testStatusCodes) }
+
+func testStatusCodes(t *testing.T) {
 	f := newFixture(t, nil)
 	a := "Bearer " + token(t, time.Hour, "a")
 	star := "Bearer " + token(t, time.Hour, "*")
@@ -191,7 +215,9 @@ func TestCheckOrder(t *testing.T) {
 	}
 }
 
-func TestTileHeaders(t *testing.T) {
+func TestTileHeaders(t *testing.T) { bothModes(t, testTileHeaders) }
+
+func testTileHeaders(t *testing.T) {
 	f := newFixture(t, nil)
 	a := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a", "b")}
 	w := f.do("GET", "/tiles/a/0/0/0.png", a)
@@ -282,7 +308,9 @@ func TestTokenSources(t *testing.T) {
 	}
 }
 
-func TestOriginErrors(t *testing.T) {
+func TestOriginErrors(t *testing.T) { bothModes(t, testOriginErrors) }
+
+func testOriginErrors(t *testing.T) {
 	for _, tc := range []struct {
 		err  error
 		want int
@@ -398,5 +426,68 @@ tileproxy_auth_failures_total{reason="not_granted"} 1
 `
 	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "tileproxy_requests_total", "tileproxy_auth_failures_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestCacheHitMatchesMiss(t *testing.T) {
+	withCache = true
+	defer func() { withCache = false }()
+	f := newFixture(t, nil)
+	a := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")}
+	miss := f.do("GET", "/tiles/a/0/0/0.png", a)
+	hit := f.do("GET", "/tiles/a/0/0/0.png", a)
+	if miss.Header().Get("X-Cache") != "MISS" || hit.Header().Get("X-Cache") != "HIT" {
+		t.Fatalf("X-Cache: %q then %q", miss.Header().Get("X-Cache"), hit.Header().Get("X-Cache"))
+	}
+	for k := range miss.Header() {
+		if k != "X-Cache" && miss.Header().Get(k) != hit.Header().Get(k) {
+			t.Errorf("%s: MISS %q, HIT %q", k, miss.Header().Get(k), hit.Header().Get(k))
+		}
+	}
+	if len(hit.Header()) != len(miss.Header()) || hit.Body.String() != miss.Body.String() {
+		t.Errorf("HIT differs: %v vs %v", hit.Header(), miss.Header())
+	}
+	etag := miss.Header().Get("Etag")
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+		want int
+		body string
+	}{
+		{"304 from cache", map[string]string{"If-None-Match": etag}, 304, ""},
+		{"304 weak list", map[string]string{"If-None-Match": `"x", W/` + etag}, 304, ""},
+		{"IMS", map[string]string{"If-Modified-Since": miss.Header().Get("Last-Modified")}, 304, ""},
+		{"range", map[string]string{"Range": "bytes=4-"}, 206, "a-000"},
+		{"range outside", map[string]string{"Range": "bytes=50-60"}, 416, ""},
+		{"stale If-Range ignores range", map[string]string{"Range": "bytes=0-2", "If-Range": `"old"`}, 200, "PNG-a-000"},
+	} {
+		h := map[string]string{"Authorization": a["Authorization"]}
+		for k, v := range tc.hdr {
+			h[k] = v
+		}
+		w := f.do("GET", "/tiles/a/0/0/0.png", h)
+		if w.Code != tc.want || (tc.body != "" && w.Body.String() != tc.body) {
+			t.Errorf("%s: got %d %q, want %d %q", tc.name, w.Code, w.Body.String(), tc.want, tc.body)
+		}
+	}
+	if w := f.do("HEAD", "/tiles/a/0/0/0.png", a); w.Code != 200 || w.Body.Len() != 0 || w.Header().Get("Content-Length") != "9" {
+		t.Errorf("HEAD hit: %d %v", w.Code, w.Header())
+	}
+	if n := f.mem.Calls.Load(); n != 1 {
+		t.Errorf("origin calls: got %d, want 1 (everything after the miss from cache)", n)
+	}
+	// Authorization is decided before the cache: the cached tile of a is
+	// not served to a token for b, nor to no token.
+	if w := f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "b")}); w.Code != 403 {
+		t.Errorf("cached tile to another grant: %d", w.Code)
+	}
+	if w := f.do("GET", "/tiles/a/0/0/0.png", nil); w.Code != 401 {
+		t.Errorf("cached tile without token: %d", w.Code)
+	}
+	// Missing tiles are remembered.
+	f.do("GET", "/tiles/a/9/9/9.png", a)
+	f.do("GET", "/tiles/a/9/9/9.png", a)
+	if n := f.mem.Calls.Load(); n != 2 {
+		t.Errorf("origin calls after two misses of one hole: %d, want 2", n)
 	}
 }

@@ -115,6 +115,6 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", ts.CacheControl)
+	h["Cache-Control"] = p.cacheControl[ts.Name]
 	w.Write(body)
 }

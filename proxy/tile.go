@@ -1,19 +1,32 @@
 package proxy
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/origin"
 )
 
 const tileMethods = "GET, HEAD"
 
-// serveTile answers GET/HEAD /tiles/{tileset}/{path...}.
+// Header values shared by every tile answer, as slices so the hot path
+// assigns them without allocating.
+var (
+	hdrBytes   = []string{"bytes"}
+	hdrNoSniff = []string{"nosniff"}
+	hdrXCache  = map[string][]string{"HIT": {"HIT"}, "MISS": {"MISS"}, "STALE": {"STALE"}}
+)
+
+// serveTile answers GET/HEAD /tiles/{tileset}/{path...}: authorization
+// first, then the cache (when configured), then the origin.
 func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 	name, rest := r.PathValue("tileset"), r.PathValue("path")
 	w.tileset = p.label(name)
@@ -31,13 +44,110 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 		w.fail(err, "")
 		return
 	}
+	if p.cache == nil {
+		p.serveStream(w, r, ts, key)
+		return
+	}
+	e, out, err := p.cache.Get(r.Context(), ts.Bucket+"/"+key, p.loader(ts, key))
+	if !errors.Is(err, r.Context().Err()) || err == nil {
+		p.metrics.Cache(out.String())
+	}
+	w.cache = out.Header()
+	switch {
+	case err == nil && e.Large:
+		w.cache = "MISS"
+		p.serveStream(w, r, ts, key)
+	case err == nil:
+		p.serveEntry(w, r, ts, e)
+	case errors.Is(err, cache.ErrNotFound):
+		p.serveMissing(w, ts)
+	default:
+		w.fail(err, "")
+	}
+}
+
+// serveEntry answers from cached bytes. http.ServeContent does Range
+// (206/416, and ignores abusive multi-ranges), If-None-Match,
+// If-Modified-Since, If-Range and HEAD exactly as net/http would for a file.
+func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *cache.Entry) {
+	h := w.Header()
+	h["Content-Type"] = e.HeaderContentType
+	if e.HeaderEncoding != nil {
+		h["Content-Encoding"] = e.HeaderEncoding
+	}
+	if e.HeaderETag != nil {
+		h["Etag"] = e.HeaderETag
+	}
+	h["Cache-Control"] = p.cacheControl[ts.Name]
+	h["Accept-Ranges"] = hdrBytes
+	h["X-Cache"] = hdrXCache[w.cache]
+	h["X-Content-Type-Options"] = hdrNoSniff
+	http.ServeContent(w, r, "", e.LastModified, bytes.NewReader(e.Body))
+}
+
+func (p *Proxy) serveMissing(w *recorder, ts *config.Tileset) {
+	if ts.Missing == config.MissingEmpty {
+		w.Header()["Cache-Control"] = p.cacheControl[ts.Name]
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.fail(errNotFound, "")
+}
+
+// loader fetches key for the cache: whole bodies up to max_object_bytes,
+// a Large marker (body unread) beyond. prev, on revalidation, supplies the
+// ETag for If-None-Match.
+func (p *Proxy) loader(ts *config.Tileset, key string) cache.LoadFunc {
+	return func(ctx context.Context, prev *cache.Entry) (*cache.Entry, error) {
+		req := origin.Request{Tileset: ts.Name, Bucket: ts.Bucket, Key: key}
+		if prev != nil {
+			req.IfNoneMatch = prev.ETag
+		}
+		start := p.now()
+		obj, err := p.fetcher.Get(ctx, req)
+		p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
+		switch {
+		case errors.Is(err, origin.ErrNotModified):
+			return nil, fmt.Errorf("%w: %w", cache.ErrNotModified, err)
+		case errors.Is(err, origin.ErrNotFound):
+			return nil, fmt.Errorf("%w: %w", cache.ErrNotFound, err)
+		case err != nil:
+			p.log.WarnContext(ctx, "origin request failed", "tileset", ts.Name, "err", err)
+			return nil, err
+		}
+		defer obj.Body.Close()
+		limit := p.cache.MaxObjectBytes()
+		if obj.Size > limit {
+			return cache.NewLargeEntry(), nil
+		}
+		var body []byte
+		if obj.Size >= 0 {
+			body = make([]byte, obj.Size)
+			_, err = io.ReadFull(obj.Body, body)
+		} else {
+			body, err = io.ReadAll(io.LimitReader(obj.Body, limit+1))
+			if int64(len(body)) > limit {
+				return cache.NewLargeEntry(), nil
+			}
+		}
+		if err != nil {
+			p.log.WarnContext(ctx, "origin body read failed", "tileset", ts.Name, "err", err)
+			return nil, &origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject body", Err: err}
+		}
+		return cache.NewEntry(body, contentType(obj.ContentType, key), obj.ContentEncoding, obj.ETag, obj.LastModified), nil
+	}
+}
+
+// serveStream passes the request to the origin and streams the answer:
+// for objects too large to cache, or when no cache is configured.
+// Conditionals and Range go to S3 as they are; it answers 304/206/416.
+func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, key string) {
 	req := origin.Request{
 		Tileset:  ts.Name,
 		Bucket:   ts.Bucket,
 		Key:      key,
 		HeadOnly: r.Method == http.MethodHead,
 	}
-	// Conditionals and Range go to S3 as they are; it answers 304/206/416.
 	req.IfNoneMatch = r.Header.Get("If-None-Match")
 	if req.IfNoneMatch == "" {
 		if t, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil {
@@ -47,11 +157,12 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 	if !req.HeadOnly {
 		req.Range = r.Header.Get("Range")
 	}
-
 	start := p.now()
 	obj, err := p.fetcher.Get(r.Context(), req)
 	p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
-	w.cache = "MISS"
+	if w.cache == "" {
+		w.cache = "MISS"
+	}
 	switch {
 	case err == nil:
 		if obj.Body != nil {
@@ -60,14 +171,13 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 		p.writeObject(w, r, ts, key, obj)
 	case errors.Is(err, origin.ErrNotModified):
 		h := w.Header()
-		h.Set("Cache-Control", ts.CacheControl)
+		h["Cache-Control"] = p.cacheControl[ts.Name]
 		if inm := r.Header.Get("If-None-Match"); inm != "" && len(inm) < 200 {
 			h.Set("Etag", inm)
 		}
 		w.WriteHeader(http.StatusNotModified)
-	case errors.Is(err, origin.ErrNotFound) && ts.Missing == config.MissingEmpty:
-		w.Header().Set("Cache-Control", ts.CacheControl)
-		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, origin.ErrNotFound):
+		p.serveMissing(w, ts)
 	default:
 		if code, _ := errorStatus(err); code >= 500 && code != StatusClientClosed {
 			p.log.WarnContext(r.Context(), "origin request failed", "tileset", ts.Name, "err", err)
@@ -90,10 +200,10 @@ func (p *Proxy) writeObject(w *recorder, r *http.Request, ts *config.Tileset, ke
 	if !obj.LastModified.IsZero() {
 		h.Set("Last-Modified", httpTime(obj.LastModified))
 	}
-	h.Set("Cache-Control", ts.CacheControl)
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("X-Cache", w.cache)
-	h.Set("X-Content-Type-Options", "nosniff")
+	h["Cache-Control"] = p.cacheControl[ts.Name]
+	h["Accept-Ranges"] = hdrBytes
+	h["X-Cache"] = hdrXCache[w.cache]
+	h["X-Content-Type-Options"] = hdrNoSniff
 	if obj.Size >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(obj.Size, 10))
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
@@ -153,7 +154,19 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 	if err != nil {
 		return nil, err
 	}
-	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Metrics: m, Logger: log})
+	// A shared fetch runs detached from its requests, so it gets its own
+	// bound: time to headers plus time to read a max_object_bytes body.
+	c, err := cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.D()+cfg.S3.ConnectTimeout.D()), cache.Deps{
+		OnChange: func(bytes, objects int64) {
+			m.CacheBytes.Set(float64(bytes))
+			m.CacheObjects.Set(float64(objects))
+		},
+		OnEvict: m.CacheEvictions.Inc,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log})
 	if err != nil {
 		return nil, err
 	}

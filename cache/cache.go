@@ -1,0 +1,368 @@
+// Package cache keeps hot tiles in memory: an LRU bounded by bytes, with a
+// freshness TTL, revalidation, remembered misses, stale-if-error, and one
+// origin fetch per key however many requests miss at once.
+//
+// The cache knows keys and bytes, never users or tokens: callers decide
+// authorization before they look anything up.
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tileproxy/tileproxy/config"
+)
+
+// Sentinels a LoadFunc returns (wrapped is fine) to steer the cache.
+var (
+	// ErrNotFound: the object does not exist; remembered for NegativeTTL.
+	ErrNotFound = errors.New("cache: not found")
+	// ErrNotModified: revalidation found the cached copy current.
+	ErrNotModified = errors.New("cache: not modified")
+)
+
+// entryOverhead approximates the bookkeeping around an entry (list
+// element, map slot, header strings) so many tiny entries cannot exceed
+// max_bytes by hiding in overhead.
+const entryOverhead = 256
+
+// Entry is a cached object. It is immutable once returned: revalidation
+// stores a new Entry rather than touching one that readers may hold.
+type Entry struct {
+	Body            []byte
+	ContentType     string
+	ContentEncoding string
+	ETag            string
+	LastModified    time.Time
+	// Large marks an object over max_object_bytes: nothing is cached but
+	// the fact, so later requests stream it straight away.
+	Large bool
+	// Negative marks a remembered miss.
+	Negative bool
+
+	// Header values rendered once, so a hit sets headers without
+	// formatting or allocating.
+	HeaderContentType  []string
+	HeaderETag         []string
+	HeaderLastModified []string
+	HeaderEncoding     []string
+
+	stored time.Time // when fetched or last revalidated
+	size   int64
+}
+
+// NewEntry builds an Entry for an object body.
+func NewEntry(body []byte, contentType, contentEncoding, etag string, lastModified time.Time) *Entry {
+	e := &Entry{Body: body, ContentType: contentType, ContentEncoding: contentEncoding, ETag: etag, LastModified: lastModified}
+	e.render()
+	return e
+}
+
+// NewLargeEntry marks an object too large to cache, without its body.
+func NewLargeEntry() *Entry {
+	e := &Entry{Large: true}
+	e.render()
+	return e
+}
+
+func (e *Entry) render() {
+	if e.ContentType != "" {
+		e.HeaderContentType = []string{e.ContentType}
+	}
+	if e.ETag != "" {
+		e.HeaderETag = []string{e.ETag}
+	}
+	if !e.LastModified.IsZero() {
+		e.HeaderLastModified = []string{e.LastModified.UTC().Format(http.TimeFormat)}
+	}
+	if e.ContentEncoding != "" {
+		e.HeaderEncoding = []string{e.ContentEncoding}
+	}
+	e.size = int64(len(e.Body)+len(e.ContentType)+len(e.ContentEncoding)+len(e.ETag)) + entryOverhead
+}
+
+// Size is what the entry counts against max_bytes.
+func (e *Entry) Size() int64 { return e.size }
+
+// LoadFunc fetches key from the origin. prev is the expired entry being
+// revalidated (nil on a miss): send prev.ETag as If-None-Match and return
+// ErrNotModified on a 304. Return ErrNotFound for a missing object and any
+// other error for an origin failure (eligible for stale-if-error).
+type LoadFunc func(ctx context.Context, prev *Entry) (*Entry, error)
+
+// Outcome says how a lookup was answered.
+type Outcome int
+
+// Outcomes of Get.
+const (
+	Miss     Outcome = iota // fetched from the origin now
+	Hit                     // fresh, or revalidated with a 304
+	Stale                   // origin failed; an expired copy within stale_if_error
+	Negative                // a remembered miss
+)
+
+// String is the metrics label (cache_requests_total{result}).
+func (o Outcome) String() string {
+	return [...]string{"miss", "hit", "stale", "negative"}[o]
+}
+
+// Header is the X-Cache value.
+func (o Outcome) Header() string {
+	return [...]string{"MISS", "HIT", "STALE", "HIT"}[o]
+}
+
+// Deps are the cache's collaborators; zero values get defaults.
+type Deps struct {
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// OnChange is called (under no lock) after the cache's totals change.
+	OnChange func(bytes, objects int64)
+	// OnEvict is called once per entry evicted for space.
+	OnEvict func()
+	// Flight coalesces concurrent loads; a singleflight.Group when nil.
+	// Tests substitute one to force interleavings.
+	Flight Flight
+}
+
+// Flight is the part of singleflight.Group the cache uses.
+type Flight interface {
+	DoChan(key string, fn func() (any, error)) <-chan singleflight.Result
+}
+
+// Config is the cache's configuration, in the units it uses.
+type Config struct {
+	MaxBytes       int64
+	MaxObjectBytes int64
+	TTL            time.Duration
+	NegativeTTL    time.Duration
+	StaleIfError   time.Duration
+	// LoadTimeout bounds one shared origin fetch, body included, since it
+	// runs detached from the requests that wait for it.
+	LoadTimeout time.Duration
+}
+
+// FromConfig converts the YAML cache section. loadTimeout is usually a
+// small multiple of the origin timeout.
+func FromConfig(c config.Cache, loadTimeout time.Duration) Config {
+	return Config{
+		MaxBytes:       int64(c.MaxBytes),
+		MaxObjectBytes: int64(c.MaxObjectBytes),
+		TTL:            c.TTL.D(),
+		NegativeTTL:    c.NegativeTTL.D(),
+		StaleIfError:   c.StaleIfError.D(),
+		LoadTimeout:    loadTimeout,
+	}
+}
+
+// Validate reports settings the cache cannot work with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBytes < 0 || c.MaxObjectBytes < 0 || c.MaxObjectBytes > c.MaxBytes {
+		errs = append(errs, fmt.Errorf("cache: need 0 <= max_object_bytes (%d) <= max_bytes (%d)", c.MaxObjectBytes, c.MaxBytes))
+	}
+	if c.TTL < 0 || c.NegativeTTL < 0 || c.StaleIfError < 0 {
+		errs = append(errs, errors.New("cache: durations must not be negative"))
+	}
+	if c.LoadTimeout <= 0 {
+		errs = append(errs, errors.New("cache: load timeout must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	cfg    Config
+	now    func() time.Time
+	flight Flight
+	deps   Deps
+
+	mu    sync.Mutex // protects lru and bytes; simplelru is not safe alone
+	lru   *simplelru.LRU[string, *Entry]
+	bytes int64
+}
+
+// New builds a cache.
+func New(cfg Config, deps Deps) (*Cache, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Flight == nil {
+		deps.Flight = &singleflight.Group{}
+	}
+	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps}
+	// Entries are bounded by bytes, not count: the count limit is set out
+	// of reach and eviction is driven by c.bytes in add.
+	l, err := simplelru.NewLRU[string, *Entry](1<<30, func(_ string, e *Entry) { c.bytes -= e.size })
+	if err != nil {
+		return nil, err
+	}
+	c.lru = l
+	return c, nil
+}
+
+// MaxObjectBytes is the largest body the cache keeps.
+func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
+
+// Get returns the entry for key, loading it with load on a miss or after
+// its TTL. A negative entry comes back as ErrNotFound with outcome
+// Negative. A caller whose ctx ends stops waiting; the shared load goes on
+// for the others and still fills the cache.
+func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Outcome, error) {
+	now := c.now()
+	e, ok := c.peek(key)
+	if ok && c.fresh(e, now) {
+		if e.Negative {
+			return nil, Negative, ErrNotFound
+		}
+		return e, Hit, nil
+	}
+	ch := c.flight.DoChan(key, func() (any, error) { return c.load(ctx, key, load) })
+	select {
+	case <-ctx.Done():
+		return nil, Miss, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, Miss, r.Err
+		}
+		res := r.Val.(result)
+		if res.entry.Negative {
+			return nil, res.outcome, ErrNotFound
+		}
+		return res.entry, res.outcome, nil
+	}
+}
+
+type result struct {
+	entry   *Entry
+	outcome Outcome
+}
+
+// load runs once per key at a time (inside the flight).
+func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
+	// Another flight may have filled the entry between our look and now.
+	now := c.now()
+	prev, ok := c.peek(key)
+	if ok && c.fresh(prev, now) {
+		if prev.Negative {
+			return result{prev, Negative}, nil
+		}
+		return result{prev, Hit}, nil
+	}
+	// Detached: the first caller leaving must not fail everyone else.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.LoadTimeout)
+	defer cancel()
+	var revalidate *Entry
+	if ok && !prev.Negative && !prev.Large && prev.ETag != "" {
+		revalidate = prev
+	}
+	e, err := load(lctx, revalidate)
+	now = c.now()
+	switch {
+	case err == nil:
+		c.store(key, e, now)
+		return result{e, Miss}, nil
+	case errors.Is(err, ErrNotModified) && revalidate != nil:
+		fresh := *revalidate // copy: readers may hold the old one
+		c.store(key, &fresh, now)
+		return result{&fresh, Hit}, nil
+	case errors.Is(err, ErrNotFound):
+		neg := &Entry{Negative: true}
+		neg.render()
+		if c.cfg.NegativeTTL > 0 {
+			c.store(key, neg, now)
+		} else {
+			c.remove(key)
+		}
+		return result{neg, Miss}, err
+	}
+	if ok && !prev.Negative && !prev.Large && now.Sub(prev.stored) < c.cfg.TTL+c.cfg.StaleIfError {
+		return result{prev, Stale}, nil
+	}
+	return result{}, err
+}
+
+func (c *Cache) fresh(e *Entry, now time.Time) bool {
+	ttl := c.cfg.TTL
+	if e.Negative {
+		ttl = c.cfg.NegativeTTL
+	}
+	return now.Sub(e.stored) < ttl
+}
+
+func (c *Cache) peek(key string) (*Entry, bool) {
+	c.mu.Lock()
+	e, ok := c.lru.Get(key)
+	c.mu.Unlock()
+	return e, ok
+}
+
+func (c *Cache) remove(key string) {
+	c.mu.Lock()
+	c.lru.Remove(key)
+	bytes, objects := c.bytes, int64(c.lru.Len())
+	c.mu.Unlock()
+	c.changed(bytes, objects)
+}
+
+// store adds e (stamped now) and evicts least-recently-used entries until
+// the cache fits in max_bytes again. Bodies over max_object_bytes are never
+// stored: only a Large marker is.
+func (c *Cache) store(key string, e *Entry, now time.Time) {
+	if int64(len(e.Body)) > c.cfg.MaxObjectBytes {
+		e = NewLargeEntry()
+	}
+	e.stored = now
+	if e.size > c.cfg.MaxBytes {
+		c.remove(key)
+		return
+	}
+	evicted := 0
+	c.mu.Lock()
+	c.lru.Remove(key) // replace: its bytes leave through the callback
+	c.lru.Add(key, e)
+	c.bytes += e.size
+	for c.bytes > c.cfg.MaxBytes {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			break
+		}
+		evicted++
+	}
+	bytes, objects := c.bytes, int64(c.lru.Len())
+	c.mu.Unlock()
+	for range evicted {
+		if c.deps.OnEvict != nil {
+			c.deps.OnEvict()
+		}
+	}
+	c.changed(bytes, objects)
+}
+
+func (c *Cache) changed(bytes, objects int64) {
+	if c.deps.OnChange != nil {
+		c.deps.OnChange(bytes, objects)
+	}
+}
+
+// Len and Bytes report the current totals.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Bytes is the total size of the entries held.
+func (c *Cache) Bytes() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
+}

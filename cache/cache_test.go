@@ -1,0 +1,341 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+type clock struct {
+	mu sync.Mutex // protects t
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newCache(t *testing.T, cfg Config, deps Deps) (*Cache, *clock) {
+	t.Helper()
+	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	if deps.Now == nil {
+		deps.Now = clk.Now
+	}
+	if cfg.LoadTimeout == 0 {
+		cfg.LoadTimeout = 5 * time.Second
+	}
+	c, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, clk
+}
+
+var defCfg = Config{MaxBytes: 1 << 20, MaxObjectBytes: 64 << 10, TTL: time.Minute, NegativeTTL: 30 * time.Second, StaleIfError: time.Hour}
+
+// origin is a LoadFunc over a mutable object, counting loads.
+type origin struct {
+	mu    sync.Mutex // protects body, etag, err
+	body  string
+	etag  string
+	err   error
+	loads atomic.Int64
+	revs  atomic.Int64 // loads that were revalidations
+}
+
+func (o *origin) load(ctx context.Context, prev *Entry) (*Entry, error) {
+	o.loads.Add(1)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if prev != nil {
+		o.revs.Add(1)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if prev != nil && prev.ETag == o.etag {
+		return nil, fmt.Errorf("origin said 304: %w", ErrNotModified)
+	}
+	return NewEntry([]byte(o.body), "image/png", "", o.etag, time.Time{}), nil
+}
+
+func (o *origin) set(body, etag string, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.body, o.etag, o.err = body, etag, err
+}
+
+func TestEvictionByBytes(t *testing.T) {
+	var evictions atomic.Int64
+	var maxSeen atomic.Int64
+	cfg := Config{MaxBytes: 20 << 10, MaxObjectBytes: 4 << 10, TTL: time.Hour, LoadTimeout: time.Second}
+	c, _ := newCache(t, cfg, Deps{
+		OnEvict: func() { evictions.Add(1) },
+		OnChange: func(b, _ int64) {
+			if b > maxSeen.Load() {
+				maxSeen.Store(b)
+			}
+		},
+	})
+	body := strings.Repeat("x", 1000)
+	for i := range 100 {
+		key := fmt.Sprint("k", i)
+		_, _, err := c.Get(t.Context(), key, func(context.Context, *Entry) (*Entry, error) {
+			return NewEntry([]byte(body), "image/png", "", `"e"`, time.Time{}), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := c.Bytes(); b > cfg.MaxBytes {
+			t.Fatalf("after %d adds: %d bytes > max %d", i+1, b, cfg.MaxBytes)
+		}
+	}
+	if maxSeen.Load() > cfg.MaxBytes {
+		t.Errorf("reported %d bytes, over max", maxSeen.Load())
+	}
+	per := int64(1000 + len("image/png") + len(`"e"`) + entryOverhead)
+	if want := int(cfg.MaxBytes / per); c.Len() != want {
+		t.Errorf("entries: got %d, want %d", c.Len(), want)
+	}
+	if got := evictions.Load(); got != int64(100-c.Len()) {
+		t.Errorf("evictions: got %d, want %d", got, 100-c.Len())
+	}
+	// LRU: the newest are in, the oldest out.
+	if _, ok := c.peek("k99"); !ok {
+		t.Error("newest entry evicted")
+	}
+	if _, ok := c.peek("k0"); ok {
+		t.Error("oldest entry kept")
+	}
+}
+
+func TestOversizeNotCached(t *testing.T) {
+	c, _ := newCache(t, defCfg, Deps{})
+	big := strings.Repeat("b", int(defCfg.MaxObjectBytes)+1)
+	o := &origin{body: big, etag: `"big"`}
+	e, out, err := c.Get(t.Context(), "big", o.load)
+	if err != nil || out != Miss || len(e.Body) != len(big) {
+		t.Fatalf("first: %v %v", out, err)
+	}
+	e, out, err = c.Get(t.Context(), "big", o.load)
+	if err != nil || !e.Large || out != Hit || o.loads.Load() != 1 {
+		t.Fatalf("second: large=%v %v %v loads=%d", e.Large, out, err, o.loads.Load())
+	}
+	if c.Bytes() > entryOverhead {
+		t.Errorf("oversize body counted: %d bytes", c.Bytes())
+	}
+}
+
+func TestTTLAndRevalidation(t *testing.T) {
+	c, clk := newCache(t, defCfg, Deps{})
+	o := &origin{body: "v1", etag: `"1"`}
+	get := func() (*Entry, Outcome) {
+		t.Helper()
+		e, out, err := c.Get(t.Context(), "k", o.load)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e, out
+	}
+	if e, out := get(); out != Miss || string(e.Body) != "v1" {
+		t.Fatalf("first: %v", out)
+	}
+	clk.Add(59 * time.Second)
+	if _, out := get(); out != Hit || o.loads.Load() != 1 {
+		t.Fatalf("within ttl: %v, %d loads", out, o.loads.Load())
+	}
+	clk.Add(2 * time.Second) // past ttl, unchanged at origin: 304
+	if e, out := get(); out != Hit || string(e.Body) != "v1" || o.revs.Load() != 1 {
+		t.Fatalf("revalidated: %v, revs %d", out, o.revs.Load())
+	}
+	clk.Add(30 * time.Second) // the 304 restarted the ttl
+	if _, out := get(); out != Hit || o.loads.Load() != 2 {
+		t.Fatalf("after 304, fresh again: %v, %d loads", out, o.loads.Load())
+	}
+	o.set("v2", `"2"`, nil)
+	clk.Add(31 * time.Second) // past ttl, changed at origin: 200 replaces
+	if e, out := get(); out != Miss || string(e.Body) != "v2" {
+		t.Fatalf("replaced: %v %q", out, e.Body)
+	}
+}
+
+func TestNegative(t *testing.T) {
+	c, clk := newCache(t, defCfg, Deps{})
+	o := &origin{err: fmt.Errorf("404 from S3: %w", ErrNotFound)}
+	for i, want := range []Outcome{Miss, Negative, Negative} {
+		_, out, err := c.Get(t.Context(), "hole", o.load)
+		if !errors.Is(err, ErrNotFound) || out != want {
+			t.Fatalf("get %d: %v %v, want %v ErrNotFound", i, out, err, want)
+		}
+	}
+	if o.loads.Load() != 1 {
+		t.Errorf("loads: %d", o.loads.Load())
+	}
+	clk.Add(31 * time.Second)
+	o.set("now here", `"n"`, nil)
+	if e, out, err := c.Get(t.Context(), "hole", o.load); err != nil || out != Miss || string(e.Body) != "now here" {
+		t.Fatalf("after negative ttl: %v %v", out, err)
+	}
+}
+
+func TestStaleIfError(t *testing.T) {
+	c, clk := newCache(t, defCfg, Deps{})
+	o := &origin{body: "good", etag: `"g"`}
+	c.Get(t.Context(), "k", o.load)
+	o.set("", "", errors.New("S3 down"))
+	clk.Add(defCfg.TTL + time.Minute)
+	e, out, err := c.Get(t.Context(), "k", o.load)
+	if err != nil || out != Stale || string(e.Body) != "good" {
+		t.Fatalf("within stale window: %v %v", out, err)
+	}
+	clk.Add(defCfg.StaleIfError)
+	if _, _, err := c.Get(t.Context(), "k", o.load); err == nil || err.Error() != "S3 down" {
+		t.Fatalf("past stale window: got %v, want the origin error", err)
+	}
+	// A miss with the origin down is the origin's error.
+	if _, _, err := c.Get(t.Context(), "never", o.load); err == nil {
+		t.Fatal("miss with origin down succeeded")
+	}
+}
+
+// countingFlight counts callers that reached the flight.
+type countingFlight struct {
+	g       singleflight.Group
+	callers atomic.Int64
+}
+
+func (f *countingFlight) DoChan(key string, fn func() (any, error)) <-chan singleflight.Result {
+	ch := f.g.DoChan(key, fn)
+	f.callers.Add(1)
+	return ch
+}
+
+func TestSingleflight(t *testing.T) {
+	flight := &countingFlight{}
+	c, _ := newCache(t, defCfg, Deps{Flight: flight})
+	release := make(chan struct{})
+	var loads atomic.Int64
+	load := func(ctx context.Context, _ *Entry) (*Entry, error) {
+		loads.Add(1)
+		<-release
+		return NewEntry([]byte("tile"), "image/png", "", `"t"`, time.Time{}), nil
+	}
+	const n = 50
+	var wg sync.WaitGroup
+	results := make(chan Outcome, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e, out, err := c.Get(context.Background(), "k", load)
+			if err != nil || string(e.Body) != "tile" {
+				t.Errorf("waiter: %v", err)
+			}
+			results <- out
+		}()
+	}
+	// A waiter whose client leaves stops waiting at once.
+	gone, cancel := context.WithCancel(context.Background())
+	goneErr := make(chan error, 1)
+	go func() {
+		_, _, err := c.Get(gone, "k", load)
+		goneErr <- err
+	}()
+	for flight.callers.Load() < n+1 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-goneErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("departed waiter: got %v", err)
+	}
+	close(release) // the shared load was not cancelled with it
+	wg.Wait()
+	close(results)
+	if loads.Load() != 1 {
+		t.Fatalf("%d concurrent misses made %d loads, want 1", n+1, loads.Load())
+	}
+	for out := range results {
+		if out != Miss {
+			t.Errorf("waiter outcome %v, want miss (shared)", out)
+		}
+	}
+	if _, out, _ := c.Get(context.Background(), "k", load); out != Hit {
+		t.Errorf("after the flight: %v, want hit", out)
+	}
+}
+
+func TestFirstCallerLeavingDoesNotCancelLoad(t *testing.T) {
+	c, _ := newCache(t, defCfg, Deps{})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var loadErr atomic.Value
+	load := func(ctx context.Context, _ *Entry) (*Entry, error) {
+		close(started)
+		<-release
+		if err := ctx.Err(); err != nil {
+			loadErr.Store(err)
+			return nil, err
+		}
+		return NewEntry([]byte("tile"), "", "", `"t"`, time.Time{}), nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Get(ctx, "k", load); close(done) }()
+	<-started
+	cancel()
+	<-done
+	close(release)
+	for c.Len() == 0 && loadErr.Load() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	if err := loadErr.Load(); err != nil {
+		t.Fatalf("shared load saw the first caller's cancellation: %v", err)
+	}
+}
+
+// flightThatFillsFirst simulates a flight finishing just before ours
+// starts: by the time fn runs, the key is already fresh in the cache.
+type flightThatFillsFirst struct {
+	g    singleflight.Group
+	fill func()
+}
+
+func (f *flightThatFillsFirst) DoChan(key string, fn func() (any, error)) <-chan singleflight.Result {
+	f.fill()
+	return f.g.DoChan(key, fn)
+}
+
+func TestLooksAgainInsideFlight(t *testing.T) {
+	f := &flightThatFillsFirst{}
+	c, clk := newCache(t, defCfg, Deps{Flight: f})
+	f.fill = func() {
+		c.store("k", NewEntry([]byte("filled"), "", "", `"f"`, time.Time{}), clk.Now())
+	}
+	var loads atomic.Int64
+	e, out, err := c.Get(t.Context(), "k", func(context.Context, *Entry) (*Entry, error) {
+		loads.Add(1)
+		return NewEntry([]byte("loaded"), "", "", `"l"`, time.Time{}), nil
+	})
+	if err != nil || loads.Load() != 0 || string(e.Body) != "filled" || out != Hit {
+		t.Fatalf("got %q %v %v with %d loads, want the filled entry and no load", e.Body, out, err, loads.Load())
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if _, err := New(Config{MaxBytes: 10, MaxObjectBytes: 20, LoadTimeout: time.Second}, Deps{}); err == nil {
+		t.Error("max_object_bytes > max_bytes accepted")
+	}
+	if _, err := New(Config{MaxBytes: 10, MaxObjectBytes: 5}, Deps{}); err == nil {
+		t.Error("zero load timeout accepted")
+	}
+}
