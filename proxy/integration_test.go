@@ -24,6 +24,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/origin"
@@ -46,7 +47,15 @@ func (r *recordingClient) Do(req *http.Request) (*http.Response, error) {
 	return r.c.Do(req)
 }
 
+// stackOpts adjusts newStack: a cache, and a wrapper around the real S3
+// fetcher (to count or record what reaches MinIO).
+type stackOpts struct {
+	cache *config.Cache
+	wrap  func(origin.Fetcher) origin.Fetcher
+}
+
 type stack struct {
+	cache   *cache.Cache
 	srv     *httptest.Server
 	s3      *recordingClient
 	keys    map[string]crypto.Signer
@@ -82,7 +91,7 @@ func loadPrivate(t *testing.T, name string) crypto.Signer {
 
 // newStack runs the whole proxy against MinIO at endpoint, with HMAC, PEM
 // and JWKS keys all configured.
-func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset) *stack {
+func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, opts ...stackOpts) *stack {
 	t.Helper()
 	st := &stack{keys: map[string]crypto.Signer{}, logs: &syncBuffer{}}
 	for _, n := range []string{"rsa", "ec", "ed25519"} {
@@ -127,7 +136,18 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: o, Logger: log})
+	var f origin.Fetcher = o
+	for _, opt := range opts {
+		if opt.wrap != nil {
+			f = opt.wrap(f)
+		}
+		if opt.cache != nil {
+			if st.cache, err = cache.New(cache.FromConfig(*opt.cache, 10*time.Second), cache.Deps{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: f, Cache: st.cache, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -32,7 +33,7 @@ type fixture struct {
 // withCache selects whether newFixture builds the proxy with a cache.
 var withCache = false
 
-func newFixture(t *testing.T, mod func(*config.Config)) *fixture {
+func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Auth.HMACSecret = secret
@@ -75,7 +76,9 @@ func newFixture(t *testing.T, mod func(*config.Config)) *fixture {
 	return &fixture{p: p, mem: mem, reg: reg, log: logs}
 }
 
-func token(t *testing.T, ttl time.Duration, tilesets ...string) string {
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func token(t testing.TB, ttl time.Duration, tilesets ...string) string {
 	t.Helper()
 	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: tilesets, TTL: ttl, Subject: "alice"})
 	if err != nil {
