@@ -196,20 +196,9 @@ func (o *S3) get(ctx context.Context, client *s3.Client, req Request) (*Object, 
 	if err != nil {
 		return nil, err
 	}
-	obj := &Object{
-		Body:            out.Body,
-		Size:            aws.ToInt64(out.ContentLength),
-		ContentType:     aws.ToString(out.ContentType),
-		ContentEncoding: aws.ToString(out.ContentEncoding),
-		ETag:            aws.ToString(out.ETag),
-		LastModified:    aws.ToTime(out.LastModified),
-		ContentRange:    aws.ToString(out.ContentRange),
-	}
-	if out.ContentLength == nil {
-		obj.Size = -1
-	}
-	obj.TotalSize = obj.Size
-	if obj.ContentRange != "" {
+	obj := newObject(out.ContentLength, out.ContentType, out.ContentEncoding, out.ETag, out.LastModified)
+	obj.Body = out.Body
+	if obj.ContentRange = aws.ToString(out.ContentRange); obj.ContentRange != "" {
 		obj.TotalSize = totalFromContentRange(obj.ContentRange)
 	}
 	return obj, nil
@@ -227,18 +216,24 @@ func (o *S3) head(ctx context.Context, client *s3.Client, req Request) (*Object,
 	if err != nil {
 		return nil, err
 	}
+	return newObject(out.ContentLength, out.ContentType, out.ContentEncoding, out.ETag, out.LastModified), nil
+}
+
+// newObject gathers the metadata GetObject and HeadObject share; an
+// absent length is -1.
+func newObject(length *int64, contentType, contentEncoding, etag *string, lastModified *time.Time) *Object {
 	obj := &Object{
-		Size:            aws.ToInt64(out.ContentLength),
-		ContentType:     aws.ToString(out.ContentType),
-		ContentEncoding: aws.ToString(out.ContentEncoding),
-		ETag:            aws.ToString(out.ETag),
-		LastModified:    aws.ToTime(out.LastModified),
+		Size:            -1,
+		ContentType:     aws.ToString(contentType),
+		ContentEncoding: aws.ToString(contentEncoding),
+		ETag:            aws.ToString(etag),
+		LastModified:    aws.ToTime(lastModified),
 	}
-	if out.ContentLength == nil {
-		obj.Size = -1
+	if length != nil {
+		obj.Size = *length
 	}
 	obj.TotalSize = obj.Size
-	return obj, nil
+	return obj
 }
 
 // totalFromContentRange reads the total from "bytes 0-99/1234"; -1 if unknown.

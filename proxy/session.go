@@ -86,14 +86,8 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		w.fail(errNotFound, "")
 		return
 	}
-	w.tileset = p.label(name)
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.fail(errMethod, tileMethods)
-		return
-	}
-	ts, _, err := p.authorize(w, r, name)
-	if err != nil {
-		w.fail(err, "")
+	ts, ok := p.tileRequest(w, r, name)
+	if !ok {
 		return
 	}
 	base := strings.TrimRight(p.cfg.PublicURL, "/")

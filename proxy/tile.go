@@ -28,18 +28,11 @@ var (
 // serveTile answers GET/HEAD /tiles/{tileset}/{path...}: authorization
 // first, then the cache (when configured), then the origin.
 func (p *Proxy) serveTile(w *recorder, r *http.Request) {
-	name, rest := r.PathValue("tileset"), r.PathValue("path")
-	w.tileset = p.label(name)
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.fail(errMethod, tileMethods)
+	ts, ok := p.tileRequest(w, r, r.PathValue("tileset"))
+	if !ok {
 		return
 	}
-	ts, _, err := p.authorize(w, r, name)
-	if err != nil {
-		w.fail(err, "")
-		return
-	}
-	key := ts.Prefix + rest
+	key := ts.Prefix + r.PathValue("path")
 	if err := checkKey(key); err != nil {
 		w.fail(err, "")
 		return
@@ -64,6 +57,23 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 	default:
 		w.fail(err, "")
 	}
+}
+
+// tileRequest runs what every tileset route does first: label the
+// request for metrics, allow only GET/HEAD, then token -> grant ->
+// tileset. It answers the request itself when that fails.
+func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.Tileset, bool) {
+	w.tileset = p.label(name)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.fail(errMethod, tileMethods)
+		return nil, false
+	}
+	ts, _, err := p.authorize(w, r, name)
+	if err != nil {
+		w.fail(err, "")
+		return nil, false
+	}
+	return ts, true
 }
 
 // serveEntry answers from cached bytes. http.ServeContent does Range
