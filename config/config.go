@@ -30,6 +30,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests may run after
 	// SIGTERM before the process exits.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// DrainDelay is how long the server keeps serving after SIGTERM with
+	// /readyz answering 503, so load balancers stop sending traffic before
+	// the listeners close.
+	DrainDelay Duration `yaml:"drain_delay"`
+	// ReadinessGrace is how long /readyz waits for a first successful
+	// origin probe of every tileset before reporting ready anyway.
+	ReadinessGrace Duration `yaml:"readiness_grace"`
 	// Log configures structured logging.
 	Log Log `yaml:"log"`
 
@@ -160,6 +167,8 @@ func Default() Config {
 		MetricsListen:   ":9090",
 		PublicURL:       "http://localhost:8080",
 		ShutdownTimeout: Duration(20 * time.Second),
+		DrainDelay:      Duration(5 * time.Second),
+		ReadinessGrace:  Duration(30 * time.Second),
 		Log:             Log{Format: "text", Level: "info"},
 		Auth: Auth{
 			GrantsClaim: "tilesets",

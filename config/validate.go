@@ -66,6 +66,12 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "must not be negative")
 	}
+	if c.DrainDelay < 0 {
+		bad("drain_delay", "must not be negative")
+	}
+	if c.ReadinessGrace < 0 {
+		bad("readiness_grace", "must not be negative")
+	}
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
 		bad("log.format", "%q must be text or json", c.Log.Format)
 	}

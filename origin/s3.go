@@ -138,6 +138,24 @@ func (o *S3) Credentials(ctx context.Context, tileset string) (aws.Credentials, 
 	return client.Options().Credentials.Retrieve(ctx)
 }
 
+// ProbeKey is the object HeadObject'ed under each tileset's prefix to
+// check the origin answers; it need not exist.
+const ProbeKey = ".tileproxy-readiness-probe"
+
+// Probe checks that S3 (and STS, for a tileset with a role) answers for
+// tileset with working credentials: a HeadObject that finds the probe
+// object, or finds it missing, succeeds.
+func (o *S3) Probe(ctx context.Context, tileset, bucket, prefix string) error {
+	obj, err := o.Get(ctx, Request{Tileset: tileset, Bucket: bucket, Key: prefix + ProbeKey, HeadOnly: true})
+	if err == nil || errors.Is(err, ErrNotFound) {
+		if obj != nil && obj.Body != nil {
+			obj.Body.Close()
+		}
+		return nil
+	}
+	return err
+}
+
 // Get fetches req from S3. The timeout covers the wait for response
 // headers only: a large object may stream for longer, and the caller's
 // context still cancels it at any point.

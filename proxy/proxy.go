@@ -7,6 +7,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -52,7 +53,8 @@ type Proxy struct {
 	log          *slog.Logger
 	now          func() time.Time
 	mux          *http.ServeMux
-	ready        atomic.Bool // set once the server may take traffic; cleared while draining
+	ready        atomic.Bool // set once the origin answered (or the grace passed)
+	draining     atomic.Bool // set on shutdown; wins over ready
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -101,8 +103,12 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	return p, nil
 }
 
-// SetReady marks the proxy ready (true) or draining (false) for /readyz.
+// SetReady marks the proxy ready (or not) for /readyz.
 func (p *Proxy) SetReady(ready bool) { p.ready.Store(ready) }
+
+// Drain makes /readyz answer 503 from now on, whatever SetReady says
+// later, so a load balancer stops sending traffic before shutdown.
+func (p *Proxy) Drain() { p.draining.Store(true) }
 
 // ServeHTTP judges the raw path, routes, and records the outcome.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -177,6 +183,17 @@ func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.
 	return nil, nil, err
 }
 
+// logOrigin logs an origin failure with what an operator needs to chase
+// it: the AWS error code and request ID, never credentials.
+func (p *Proxy) logOrigin(ctx context.Context, msg, tileset string, err error) {
+	attrs := []any{"tileset", tileset, "err", err}
+	var oe *origin.Error
+	if errors.As(err, &oe) {
+		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
+	}
+	p.log.WarnContext(ctx, msg, attrs...)
+}
+
 // subjectHash identifies a caller in logs without naming them.
 func subjectHash(sub string) string {
 	if sub == "" {
@@ -193,7 +210,12 @@ func (p *Proxy) serveHealth(w *recorder, r *http.Request) {
 
 func (p *Proxy) serveReady(w *recorder, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if !p.ready.Load() {
+	switch {
+	case p.draining.Load():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("draining\n"))
+		return
+	case !p.ready.Load():
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("not ready\n"))
 		return

@@ -122,7 +122,7 @@ func (p *Proxy) loader(ts *config.Tileset, key string) cache.LoadFunc {
 		case errors.Is(err, origin.ErrNotFound):
 			return nil, fmt.Errorf("%w: %w", cache.ErrNotFound, err)
 		case err != nil:
-			p.log.WarnContext(ctx, "origin request failed", "tileset", ts.Name, "err", err)
+			p.logOrigin(ctx, "origin request failed", ts.Name, err)
 			return nil, err
 		}
 		defer obj.Body.Close()
@@ -141,7 +141,7 @@ func (p *Proxy) loader(ts *config.Tileset, key string) cache.LoadFunc {
 			}
 		}
 		if err != nil {
-			p.log.WarnContext(ctx, "origin body read failed", "tileset", ts.Name, "err", err)
+			p.logOrigin(ctx, "origin body read failed", ts.Name, err)
 			return nil, &origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject body", Err: err}
 		}
 		return cache.NewEntry(body, contentType(obj.ContentType, key), obj.ContentEncoding, obj.ETag, obj.LastModified), nil
@@ -190,7 +190,7 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, ke
 		p.serveMissing(w, ts)
 	default:
 		if code, _ := errorStatus(err); code >= 500 && code != StatusClientClosed {
-			p.log.WarnContext(r.Context(), "origin request failed", "tileset", ts.Name, "err", err)
+			p.logOrigin(r.Context(), "origin request failed", ts.Name, err)
 		}
 		w.fail(err, "")
 	}

@@ -68,6 +68,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	cfg.Listen = o.listen
 	cfg.MetricsListen = o.metricsListen
 	cfg.Viewer = true
+	cfg.DrainDelay = 0 // Ctrl-C on a laptop: no load balancer to drain
 	cfg.Auth.HMACSecret = secret
 	cfg.Auth.Cookie.Secure = false // the demo is plain http on loopback
 	cfg.S3.Endpoint = s3URL

@@ -137,6 +137,10 @@ type app struct {
 	log      *slog.Logger
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
+	// probe checks one tileset's origin for readiness; nil means ready at once.
+	probe func(ctx context.Context, t *config.Tileset) error
+	// metricsAddr is the metrics listener's address once run has bound it.
+	metricsAddr string
 }
 
 func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin.Deps) (*app, error) {
@@ -170,7 +174,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 	if err != nil {
 		return nil, err
 	}
-	return &app{cfg: cfg, log: log, proxy: p, registry: reg}, nil
+	probe := func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) }
+	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe}, nil
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
@@ -205,9 +210,10 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
 		servers = append(servers, ms)
 		go func() { errc <- ms.Serve(mln) }()
-		a.log.Info("metrics listening", "addr", mln.Addr().String())
+		a.metricsAddr = mln.Addr().String()
+		a.log.Info("metrics listening", "addr", a.metricsAddr)
 	}
-	a.proxy.SetReady(true)
+	go a.becomeReady(ctx)
 	a.log.Info("tileproxy listening", "addr", ln.Addr().String(), "tilesets", len(a.cfg.Tilesets))
 	if started != nil {
 		started(ln.Addr().String())
@@ -217,8 +223,15 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		return err
 	case <-ctx.Done():
 	}
-	a.proxy.SetReady(false)
-	a.log.Info("draining", "timeout", a.cfg.ShutdownTimeout.D())
+	a.proxy.Drain()
+	a.log.Info("draining", "delay", a.cfg.DrainDelay.D(), "timeout", a.cfg.ShutdownTimeout.D())
+	// Keep serving while /readyz says 503, so load balancers move away
+	// before the listeners close.
+	select {
+	case <-time.After(a.cfg.DrainDelay.D()):
+	case err := <-errc:
+		return err
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.D())
 	defer cancel()
 	var errs []error
@@ -228,6 +241,46 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// becomeReady probes every tileset's origin until each has answered once,
+// or readiness_grace has passed, then marks the proxy ready.
+func (a *app) becomeReady(ctx context.Context) {
+	if a.probe == nil {
+		a.proxy.SetReady(true)
+		return
+	}
+	pending := map[string]*config.Tileset{}
+	for i := range a.cfg.Tilesets {
+		pending[a.cfg.Tilesets[i].Name] = &a.cfg.Tilesets[i]
+	}
+	deadline := time.Now().Add(a.cfg.ReadinessGrace.D())
+	lastErr := map[string]error{}
+	for len(pending) > 0 && time.Now().Before(deadline) {
+		for name, t := range pending {
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.S3.Timeout.D())
+			err := a.probe(pctx, t)
+			cancel()
+			if err == nil {
+				delete(pending, name)
+				continue
+			}
+			lastErr[name] = err
+		}
+		if len(pending) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	for name := range pending {
+		a.log.Warn("readiness grace passed with the origin still failing for a tileset", "tileset", name, "err", lastErr[name])
+	}
+	a.proxy.SetReady(true)
+	a.log.Info("ready")
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {
