@@ -193,8 +193,12 @@ func (r *roleCredentials) refresh(ctx context.Context) (aws.Credentials, error) 
 				e.Kind = ErrDenied
 			}
 		}
+		var reqID interface{ ServiceRequestID() string }
+		if errors.As(err, &reqID) {
+			e.RequestID = reqID.ServiceRequestID()
+		}
 		r.lastErr = e
-		r.log.Warn("STS AssumeRole failed", "tileset", r.tileset, "code", e.Code,
+		r.log.Warn("STS AssumeRole failed", "tileset", r.tileset, "code", e.Code, "request_id", e.RequestID,
 			"retry_in", r.backoff, "have_valid_credentials", r.cur.HasKeys() && now.Before(r.hardAt))
 		return aws.Credentials{}, e
 	}
