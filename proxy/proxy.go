@@ -47,6 +47,7 @@ type Proxy struct {
 	verifier *auth.Verifier
 	fetcher  origin.Fetcher
 	cache    *cache.Cache
+	cors     *cors // nil without allowed origins
 	metrics  *metrics.Metrics
 	// cacheControl holds each tileset's Cache-Control, ready to assign.
 	cacheControl map[string][]string
@@ -76,6 +77,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		verifier:     deps.Verifier,
 		fetcher:      deps.Fetcher,
 		cache:        deps.Cache,
+		cors:         newCORS(cfg.CORS.AllowedOrigins),
 		metrics:      deps.Metrics,
 		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
 		log:          deps.Logger,
@@ -97,6 +99,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	handle("/tiles/{tileset}/{path...}", p.serveTile)
 	handle("/tiles/{file}", p.serveTileJSON)
 	handle("/auth/session", p.serveSession)
+	handle("/viewer/{file}", p.serveViewerAsset)
 	handle("/healthz", p.serveHealth)
 	handle("/readyz", p.serveReady)
 	handle("/", p.serveRoot)
@@ -116,7 +119,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := checkPath(rawPath(r)); err != nil {
 		rec.tileset = "_"
 		rec.fail(err, "")
-	} else {
+	} else if !p.cors.preflight(rec, r) {
+		p.cors.allow(rec.Header(), r.Header.Get("Origin"))
 		p.mux.ServeHTTP(rec, r)
 	}
 	p.finish(rec, r)

@@ -398,12 +398,21 @@ func TestReadyAndViewer(t *testing.T) {
 		t.Errorf("readyz draining: %d", w.Code)
 	}
 	w := f.do("GET", "/", nil)
-	if w.Code != 200 || !strings.Contains(w.Body.String(), `<option value="a"`) {
+	if w.Code != 200 || !strings.Contains(w.Body.String(), `<option value="a"`) || !strings.Contains(w.Body.String(), "/viewer/leaflet.js") {
 		t.Errorf("viewer: %d", w.Code)
+	}
+	if w := f.do("GET", "/viewer/leaflet.js", nil); w.Code != 200 || !strings.Contains(w.Body.String(), "Leaflet") || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/javascript") {
+		t.Errorf("leaflet.js: %d %q", w.Code, w.Header().Get("Content-Type"))
+	}
+	if w := f.do("GET", "/viewer/nope.js", nil); w.Code != 404 {
+		t.Errorf("unknown asset: %d", w.Code)
 	}
 	off := newFixture(t, func(c *config.Config) { c.Viewer = false })
 	if w := off.do("GET", "/", nil); w.Code != 404 {
 		t.Errorf("viewer off: %d", w.Code)
+	}
+	if w := off.do("GET", "/viewer/leaflet.js", nil); w.Code != 404 {
+		t.Errorf("viewer asset with viewer off: %d", w.Code)
 	}
 }
 
@@ -492,5 +501,56 @@ func TestCacheHitMatchesMiss(t *testing.T) {
 	f.do("GET", "/tiles/a/9/9/9.png", a)
 	if n := f.mem.Calls.Load(); n != 2 {
 		t.Errorf("origin calls after two misses of one hole: %d, want 2", n)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	const page = "http://maps.example.com:3000"
+	tok := "Bearer " + token(t, time.Hour, "a")
+	for _, tc := range []struct {
+		name           string
+		allowed        []string
+		method, origin string
+		hdr            map[string]string
+		code           int
+		acao, acac     string
+	}{
+		{"off", nil, "GET", page, map[string]string{"Authorization": tok}, 200, "", ""},
+		{"exact", []string{page}, "GET", page, map[string]string{"Authorization": tok}, 200, page, "true"},
+		{"exact on a 401", []string{page}, "GET", page, nil, 401, page, "true"},
+		{"other origin", []string{page}, "GET", "http://evil.example.com", map[string]string{"Authorization": tok}, 200, "", ""},
+		{"star", []string{"*"}, "GET", "http://any.example.com", map[string]string{"Authorization": tok}, 200, "*", ""},
+		{"star keeps exact credentials", []string{"*", page}, "GET", page, map[string]string{"Authorization": tok}, 200, page, "true"},
+		{"preflight", []string{page}, "OPTIONS", page, map[string]string{"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}, 204, page, "true"},
+		{"preflight refused", []string{page}, "OPTIONS", "http://evil.example.com", map[string]string{"Access-Control-Request-Method": "GET"}, 403, "", ""},
+		{"plain OPTIONS", []string{page}, "OPTIONS", page, nil, 405, page, "true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, func(c *config.Config) { c.CORS.AllowedOrigins = tc.allowed })
+			hdr := map[string]string{"Origin": tc.origin}
+			for k, v := range tc.hdr {
+				hdr[k] = v
+			}
+			w := f.do(tc.method, "/tiles/a/0/0/0.png", hdr)
+			h := w.Header()
+			if w.Code != tc.code || h.Get("Access-Control-Allow-Origin") != tc.acao || h.Get("Access-Control-Allow-Credentials") != tc.acac {
+				t.Fatalf("got %d ACAO=%q ACAC=%q, want %d %q %q", w.Code, h.Get("Access-Control-Allow-Origin"), h.Get("Access-Control-Allow-Credentials"), tc.code, tc.acao, tc.acac)
+			}
+			if tc.allowed != nil && h.Get("Vary") != "Origin" {
+				t.Errorf("Vary: %q", h.Get("Vary"))
+			}
+			if tc.allowed == nil && h.Get("Vary") != "" {
+				t.Errorf("Vary without CORS: %q", h.Get("Vary"))
+			}
+			if tc.code == 204 && (!strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST")) {
+				t.Errorf("preflight headers: %v", h)
+			}
+			if tc.code == 200 && tc.acao != "" && !strings.Contains(h.Get("Access-Control-Expose-Headers"), "X-Cache") {
+				t.Errorf("Expose-Headers: %q", h.Get("Access-Control-Expose-Headers"))
+			}
+			if tc.code == 204 && f.mem.Calls.Load() != 0 {
+				t.Error("preflight reached the origin")
+			}
+		})
 	}
 }
