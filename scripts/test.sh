@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command. On a fresh machine it installs what is missing (the
 # pinned MinIO and mc, built with `go install` the first time; Debian's
-# prometheus and docker-compose for the operations tests), starts a
+# prometheus, docker-compose and chromium for the operations and browser
+# tests), starts a
 # throwaway MinIO on 127.0.0.1, runs gofmt/vet and `go test ./...` against
 # it, and stops MinIO again whatever happened.
 #
@@ -27,7 +28,7 @@ need_apt() { # command:package ...
 		echo "test.sh: missing ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
 	fi
 }
-need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose
+need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium
 
 export TILEPROXY_MINIO_STATE="${TMPDIR:-/tmp}/tileproxy-minio-test-$$"
 trap './scripts/minio.sh stop' EXIT
