@@ -95,7 +95,9 @@ func TestInitScript(t *testing.T) {
 		cmd.Env = append(os.Environ(),
 			"MINIO_ENDPOINT="+env.Endpoint, "MINIO_ROOT_USER="+env.AccessKey, "MINIO_ROOT_PASSWORD="+env.SecretKey,
 			"READER_ACCESS_KEY="+reader, "READER_SECRET_KEY="+readerSecret,
-			"BUCKET="+bucket, "TILES_DIR=../testdata/tiles", "MC="+mc, "MC_CONFIG_DIR="+t.TempDir())
+			"BUCKET="+bucket, "TILES_DIR=../testdata/tiles", "MC="+mc, "MC_CONFIG_DIR="+t.TempDir(),
+			// Its own policy: the suite's reader user shares this MinIO.
+			"POLICY_NAME=init-test-read-"+fmt.Sprint(os.Getpid()))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("init.sh: %v\n%s", err, out)
 		}

@@ -8,12 +8,14 @@
 #      READER_ACCESS_KEY READER_SECRET_KEY
 #      BUCKET (optional: create it)  TILES_DIR (optional: upload into BUCKET)
 #      READ_RESOURCE (default arn:aws:s3:::BUCKET/*, or arn:aws:s3:::* without BUCKET)
+#      POLICY_NAME (default tileproxy-read)
 #      MC (mc binary, default mc)
 set -eu
 MC=${MC:-mc}
 : "${MINIO_ENDPOINT:?}" "${MINIO_ROOT_USER:?}" "${MINIO_ROOT_PASSWORD:?}" "${READER_ACCESS_KEY:?}" "${READER_SECRET_KEY:?}"
 BUCKET=${BUCKET:-}
 TILES_DIR=${TILES_DIR:-}
+POLICY_NAME=${POLICY_NAME:-tileproxy-read}
 if [ -n "$BUCKET" ]; then
 	READ_RESOURCE=${READ_RESOURCE:-arn:aws:s3:::$BUCKET/*}
 else
@@ -42,8 +44,8 @@ cat >"$policy" <<JSON
   ]
 }
 JSON
-$MC admin policy create tp tileproxy-read "$policy"
+$MC admin policy create tp "$POLICY_NAME" "$policy"
 rm -f "$policy"
 $MC admin user add tp "$READER_ACCESS_KEY" "$READER_SECRET_KEY"
-$MC admin policy attach tp tileproxy-read --user "$READER_ACCESS_KEY" || true
+$MC admin policy attach tp "$POLICY_NAME" --user "$READER_ACCESS_KEY" || true
 echo "init: reader $READER_ACCESS_KEY can GetObject on $READ_RESOURCE"
