@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/tileproxy/tileproxy/config"
@@ -38,6 +40,20 @@ type Deps struct {
 	JWKSRefreshInterval time.Duration
 	// JWKSUnknownKIDEvery limits refreshes caused by an unknown kid; 30 s when 0.
 	JWKSUnknownKIDEvery time.Duration
+	// VerifiedCacheSize bounds the cache of verified tokens; 10,000 when 0,
+	// negative disables it.
+	VerifiedCacheSize int
+}
+
+// verifiedMaxAge bounds how long a verification is reused, so a key
+// withdrawn from the JWKS stops being honoured within this time even for
+// tokens that have not expired.
+const verifiedMaxAge = 10 * time.Minute
+
+// verified is a cached successful verification.
+type verified struct {
+	p     *Principal
+	until time.Time // min(exp + leeway, verified + verifiedMaxAge)
 }
 
 // Verifier checks tokens against the configured keys and claims rules.
@@ -51,6 +67,11 @@ type Verifier struct {
 	grantsClaim string
 	queryParam  string
 	issuer      string
+	leeway      time.Duration
+	now         func() time.Time
+	// seen caches successful verifications by SHA-256 of the token, so a
+	// map's hundreds of tile requests cost one signature check.
+	seen *lru.Cache[[sha256.Size]byte, verified]
 }
 
 // Principal is a verified caller.
@@ -84,6 +105,18 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		grantsClaim: cfg.GrantsClaim,
 		queryParam:  cfg.QueryParam,
 		issuer:      cfg.Issuer,
+		leeway:      cfg.Leeway.D(),
+		now:         deps.Now,
+	}
+	if size := deps.VerifiedCacheSize; size >= 0 {
+		if size == 0 {
+			size = 10_000
+		}
+		c, err := lru.New[[sha256.Size]byte, verified](size)
+		if err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		v.seen = c
 	}
 	if cfg.HMACSecret != "" {
 		if len(cfg.HMACSecret) < config.MinHMACSecretBytes {
@@ -147,6 +180,33 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	if token == "" || len(token) > MaxTokenBytes {
 		return nil, ErrMalformed
 	}
+	if v.seen == nil {
+		return v.verify(ctx, token)
+	}
+	key := sha256.Sum256([]byte(token))
+	now := v.now()
+	if c, ok := v.seen.Get(key); ok {
+		if now.Before(c.until) {
+			return c.p, nil
+		}
+		v.seen.Remove(key)
+	}
+	p, err := v.verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	// Reuse never extends validity: exactly as long as verification itself
+	// would accept the token (exp plus leeway), and at most verifiedMaxAge.
+	until := now.Add(verifiedMaxAge)
+	if exp := p.Expires.Add(v.leeway); exp.Before(until) {
+		until = exp
+	}
+	v.seen.Add(key, verified{p: p, until: until})
+	return p, nil
+}
+
+// verify checks the signature and claims, without the cache.
+func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error) {
 	claims := jwt.MapClaims{}
 	t, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
 	if err != nil {

@@ -392,3 +392,56 @@ func TestMintHMAC(t *testing.T) {
 		t.Error("short secret accepted")
 	}
 }
+
+func TestVerifiedCacheNeverExtendsValidity(t *testing.T) {
+	clock := now
+	v, err := New(t.Context(), authCfg(), Deps{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, jwt.SigningMethodHS256, secret, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(time.Minute).Unix() }), nil)
+	p1, err := v.Verify(t.Context(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := v.Verify(t.Context(), tok)
+	if err != nil || p2 != p1 {
+		t.Fatalf("second verification did not come from the cache (%v)", err)
+	}
+	clock = now.Add(time.Minute + 29*time.Second) // inside exp + 30 s leeway
+	if _, err := v.Verify(t.Context(), tok); err != nil {
+		t.Fatalf("within leeway: %v", err)
+	}
+	clock = now.Add(time.Minute + 31*time.Second) // past exp + leeway
+	if _, err := v.Verify(t.Context(), tok); !errors.Is(err, ErrExpired) {
+		t.Fatalf("past exp: got %v, want ErrExpired although the token was cached", err)
+	}
+}
+
+func TestVerifiedCacheIsReverifiedAfterMaxAge(t *testing.T) {
+	clock := now
+	v, err := New(t.Context(), authCfg(), Deps{Now: func() time.Time { return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, jwt.SigningMethodHS256, secret, claims(func(c jwt.MapClaims) { c["exp"] = now.Add(24 * time.Hour).Unix() }), nil)
+	p1, _ := v.Verify(t.Context(), tok)
+	clock = now.Add(verifiedMaxAge - time.Second)
+	if p, _ := v.Verify(t.Context(), tok); p != p1 {
+		t.Error("re-verified before verifiedMaxAge")
+	}
+	clock = now.Add(verifiedMaxAge + time.Second)
+	if p, err := v.Verify(t.Context(), tok); err != nil || p == p1 {
+		t.Errorf("not re-verified after verifiedMaxAge (%v)", err)
+	}
+	// Refusals are never cached: a bad token is judged every time.
+	bad := tok[:len(tok)-2] + "xx"
+	for range 2 {
+		if _, err := v.Verify(t.Context(), bad); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("bad token: %v", err)
+		}
+	}
+	if v.seen.Len() != 1 {
+		t.Errorf("cache holds %d entries, want only the good token", v.seen.Len())
+	}
+}
