@@ -16,7 +16,7 @@ func BenchmarkGetHitParallel(b *testing.B) {
 	}
 	keys := make([]string, 1024)
 	body := make([]byte, 20<<10)
-	load := func(context.Context, *Entry) (*Entry, error) {
+	load := func(context.Context, string, *Entry) (*Entry, error) {
 		return NewEntry(body, "image/png", "", `"e"`, time.Time{}), nil
 	}
 	for i := range keys {

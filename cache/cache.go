@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,10 +50,11 @@ type Entry struct {
 
 	// Header values rendered once, so a hit sets headers without
 	// formatting or allocating.
-	HeaderContentType  []string
-	HeaderETag         []string
-	HeaderLastModified []string
-	HeaderEncoding     []string
+	HeaderContentType   []string
+	HeaderContentLength []string
+	HeaderETag          []string
+	HeaderLastModified  []string
+	HeaderEncoding      []string
 
 	stored time.Time // when fetched or last revalidated
 	size   int64
@@ -73,6 +75,7 @@ func NewLargeEntry() *Entry {
 }
 
 func (e *Entry) render() {
+	e.HeaderContentLength = []string{strconv.Itoa(len(e.Body))}
 	if e.ContentType != "" {
 		e.HeaderContentType = []string{e.ContentType}
 	}
@@ -91,11 +94,11 @@ func (e *Entry) render() {
 // Size is what the entry counts against max_bytes.
 func (e *Entry) Size() int64 { return e.size }
 
-// LoadFunc fetches key from the origin. prev is the expired entry being
+// LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
 // revalidated (nil on a miss): send prev.ETag as If-None-Match and return
 // ErrNotModified on a 304. Return ErrNotFound for a missing object and any
 // other error for an origin failure (eligible for stale-if-error).
-type LoadFunc func(ctx context.Context, prev *Entry) (*Entry, error)
+type LoadFunc func(ctx context.Context, key string, prev *Entry) (*Entry, error)
 
 // Outcome says how a lookup was answered.
 type Outcome int
@@ -265,7 +268,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	if ok && !prev.Negative && !prev.Large && prev.ETag != "" {
 		revalidate = prev
 	}
-	e, err := load(lctx, revalidate)
+	e, err := load(lctx, key, revalidate)
 	now = c.now()
 	switch {
 	case err == nil:

@@ -53,7 +53,7 @@ type origin struct {
 	revs  atomic.Int64 // loads that were revalidations
 }
 
-func (o *origin) load(ctx context.Context, prev *Entry) (*Entry, error) {
+func (o *origin) load(ctx context.Context, _ string, prev *Entry) (*Entry, error) {
 	o.loads.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -90,7 +90,7 @@ func TestEvictionByBytes(t *testing.T) {
 	body := strings.Repeat("x", 1000)
 	for i := range 100 {
 		key := fmt.Sprint("k", i)
-		_, _, err := c.Get(t.Context(), key, func(context.Context, *Entry) (*Entry, error) {
+		_, _, err := c.Get(t.Context(), key, func(context.Context, string, *Entry) (*Entry, error) {
 			return NewEntry([]byte(body), "image/png", "", `"e"`, time.Time{}), nil
 		})
 		if err != nil {
@@ -225,7 +225,7 @@ func TestSingleflight(t *testing.T) {
 	c, _ := newCache(t, defCfg, Deps{Flight: flight})
 	release := make(chan struct{})
 	var loads atomic.Int64
-	load := func(ctx context.Context, _ *Entry) (*Entry, error) {
+	load := func(ctx context.Context, _ string, _ *Entry) (*Entry, error) {
 		loads.Add(1)
 		<-release
 		return NewEntry([]byte("tile"), "image/png", "", `"t"`, time.Time{}), nil
@@ -279,7 +279,7 @@ func TestFirstCallerLeavingDoesNotCancelLoad(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	var loadErr atomic.Value
-	load := func(ctx context.Context, _ *Entry) (*Entry, error) {
+	load := func(ctx context.Context, _ string, _ *Entry) (*Entry, error) {
 		close(started)
 		<-release
 		if err := ctx.Err(); err != nil {
@@ -322,7 +322,7 @@ func TestLooksAgainInsideFlight(t *testing.T) {
 		c.store("k", NewEntry([]byte("filled"), "", "", `"f"`, time.Time{}), clk.Now())
 	}
 	var loads atomic.Int64
-	e, out, err := c.Get(t.Context(), "k", func(context.Context, *Entry) (*Entry, error) {
+	e, out, err := c.Get(t.Context(), "k", func(context.Context, string, *Entry) (*Entry, error) {
 		loads.Add(1)
 		return NewEntry([]byte("loaded"), "", "", `"l"`, time.Time{}), nil
 	})

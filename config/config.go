@@ -53,6 +53,9 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is "debug", "info", "warn" or "error".
 	Level string `yaml:"level"`
+	// Access writes one line per request at info level. Turn it off only
+	// when a load balancer already logs requests and the rate is high.
+	Access bool `yaml:"access"`
 }
 
 // Auth configures JWT verification and where tokens are read from.
@@ -169,7 +172,7 @@ func Default() Config {
 		ShutdownTimeout: Duration(20 * time.Second),
 		DrainDelay:      Duration(5 * time.Second),
 		ReadinessGrace:  Duration(30 * time.Second),
-		Log:             Log{Format: "text", Level: "info"},
+		Log:             Log{Format: "text", Level: "info", Access: true},
 		Auth: Auth{
 			GrantsClaim: "tilesets",
 			Algorithms:  []string{"HS256"},

@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,23 @@ type Metrics struct {
 	authFailures   *prometheus.CounterVec
 	stsAssumeRole  *prometheus.CounterVec
 	stsExpiry      *prometheus.GaugeVec
+
+	// Resolved children, so the per-request path hashes no label values.
+	// Keys are bounded like the labels: configured tilesets x codes seen.
+	reqByCode   sync.Map // codeKey -> prometheus.Counter
+	durByTS     sync.Map // tileset -> prometheus.Observer
+	originByRes sync.Map // resultKey -> prometheus.Counter
+	originDurTS sync.Map // tileset -> prometheus.Observer
+	cacheByRes  map[string]prometheus.Counter
+}
+
+type codeKey struct {
+	tileset string
+	code    int
+}
+
+type resultKey struct {
+	tileset, result string
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -89,6 +107,10 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Help: "Unix time at which the tileset's current assumed-role credentials expire.",
 		}, []string{"tileset"}),
 	}
+	m.cacheByRes = map[string]prometheus.Counter{}
+	for _, r := range []string{"hit", "miss", "stale", "negative"} {
+		m.cacheByRes[r] = m.cacheRequests.WithLabelValues(r)
+	}
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
 		Help:        "Build information; always 1.",
@@ -128,13 +150,26 @@ func (m *Metrics) Request(tileset string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.requests.WithLabelValues(tileset, codeLabel(code)).Inc()
-	m.duration.WithLabelValues(tileset).Observe(d.Seconds())
+	k := codeKey{tileset, code}
+	c, ok := m.reqByCode.Load(k)
+	if !ok {
+		c, _ = m.reqByCode.LoadOrStore(k, m.requests.WithLabelValues(tileset, codeLabel(code)))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.durByTS.Load(tileset)
+	if !ok {
+		o, _ = m.durByTS.LoadOrStore(tileset, m.duration.WithLabelValues(tileset))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // Cache records one cache lookup result: hit, miss, stale or negative.
 func (m *Metrics) Cache(result string) {
 	if m == nil {
+		return
+	}
+	if c, ok := m.cacheByRes[result]; ok {
+		c.Inc()
 		return
 	}
 	m.cacheRequests.WithLabelValues(result).Inc()
@@ -145,8 +180,17 @@ func (m *Metrics) Origin(tileset, result string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.originRequests.WithLabelValues(tileset, result).Inc()
-	m.originDuration.WithLabelValues(tileset).Observe(d.Seconds())
+	k := resultKey{tileset, result}
+	c, ok := m.originByRes.Load(k)
+	if !ok {
+		c, _ = m.originByRes.LoadOrStore(k, m.originRequests.WithLabelValues(tileset, result))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.originDurTS.Load(tileset)
+	if !ok {
+		o, _ = m.originDurTS.LoadOrStore(tileset, m.originDuration.WithLabelValues(tileset))
+	}
+	o.(prometheus.Observer).Observe(d.Seconds())
 }
 
 // AuthFailure records a refused request.

@@ -70,20 +70,24 @@ func checkPath(raw string) error {
 	if !strings.HasPrefix(dec, "/") {
 		return fmt.Errorf("%w: not absolute", errBadPath)
 	}
-	segs := strings.Split(dec[1:], "/")
-	for i, s := range segs {
-		switch s {
+	// Walk the segments without splitting (no allocation per request).
+	rest := dec[1:]
+	for {
+		seg, more, found := strings.Cut(rest, "/")
+		switch seg {
 		case ".", "..":
 			return fmt.Errorf("%w: dot segment", errBadPath)
 		case "":
-			// Only a trailing slash on a non-tile route is allowed;
-			// "//" anywhere is refused.
-			if i != len(segs)-1 {
+			// Only a trailing slash is allowed; "//" anywhere is refused.
+			if found {
 				return fmt.Errorf("%w: empty segment", errBadPath)
 			}
 		}
+		if !found {
+			return nil
+		}
+		rest = more
 	}
-	return nil
 }
 
 // checkKey validates the object-key part of a tile path.

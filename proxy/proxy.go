@@ -8,8 +8,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -49,6 +47,8 @@ type Proxy struct {
 	cache    *cache.Cache
 	cors     *cors // nil without allowed origins
 	metrics  *metrics.Metrics
+	// loaders holds each tileset's cache loader.
+	loaders map[string]cache.LoadFunc
 	// cacheControl holds each tileset's Cache-Control, ready to assign.
 	cacheControl map[string][]string
 	log          *slog.Logger
@@ -80,6 +80,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		cors:         newCORS(cfg.CORS.AllowedOrigins),
 		metrics:      deps.Metrics,
 		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
+		loaders:      make(map[string]cache.LoadFunc, len(cfg.Tilesets)),
 		log:          deps.Logger,
 		now:          deps.Now,
 		mux:          http.NewServeMux(),
@@ -92,6 +93,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 			cc = config.DefaultCacheControl
 		}
 		p.cacheControl[t.Name] = []string{cc}
+		p.loaders[t.Name] = p.loader(t)
 	}
 	handle := func(pattern string, h func(*recorder, *http.Request)) {
 		p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { h(w.(*recorder), r) })
@@ -135,14 +137,18 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	if rec.tileset != "" && rec.tileset != "_" {
 		p.metrics.Request(rec.tileset, rec.status, d)
 	}
-	attrs := []slog.Attr{
+	if !p.cfg.Log.Access || !p.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 9)
+	attrs = append(attrs,
 		slog.String("method", r.Method),
 		// The path only: the query may hold an access_token.
 		slog.String("path", r.URL.Path),
 		slog.Int("status", rec.status),
 		slog.Int64("bytes", rec.bytes),
 		slog.Duration("duration", d),
-	}
+	)
 	if rec.tileset != "" && rec.tileset != "_" {
 		attrs = append(attrs, slog.String("tileset", rec.tileset))
 	}
@@ -173,7 +179,7 @@ func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.
 		var pr *auth.Principal
 		pr, err = p.verifier.Verify(r.Context(), tok)
 		if err == nil {
-			rec.subject = subjectHash(pr.Subject)
+			rec.subject = pr.SubjectHash
 			if !pr.Allows(name) {
 				err = auth.ErrNotGranted
 			} else if ts, ok := p.tilesets[name]; ok {
@@ -196,15 +202,6 @@ func (p *Proxy) logOrigin(ctx context.Context, msg, tileset string, err error) {
 		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
 	}
 	p.log.WarnContext(ctx, msg, attrs...)
-}
-
-// subjectHash identifies a caller in logs without naming them.
-func subjectHash(sub string) string {
-	if sub == "" {
-		return ""
-	}
-	s := sha256.Sum256([]byte(sub))
-	return hex.EncodeToString(s[:6])
 }
 
 func (p *Proxy) serveHealth(w *recorder, r *http.Request) {

@@ -41,7 +41,7 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 		p.serveStream(w, r, ts, key)
 		return
 	}
-	e, out, err := p.cache.Get(r.Context(), ts.Bucket+"/"+key, p.loader(ts, key))
+	e, out, err := p.cache.Get(r.Context(), ts.Bucket+"/"+key, p.loaders[ts.Name])
 	if !errors.Is(err, r.Context().Err()) || err == nil {
 		p.metrics.Cache(out.String())
 	}
@@ -76,9 +76,11 @@ func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.
 	return ts, true
 }
 
-// serveEntry answers from cached bytes. http.ServeContent does Range
-// (206/416, and ignores abusive multi-ranges), If-None-Match,
-// If-Modified-Since, If-Range and HEAD exactly as net/http would for a file.
+// serveEntry answers from cached bytes. A plain GET or HEAD (the bulk of
+// map traffic) gets the entry's pre-rendered headers and its body in one
+// write; anything conditional or ranged goes to http.ServeContent, which
+// does Range (206/416, ignoring abusive multi-ranges), If-None-Match,
+// If-Modified-Since and If-Range exactly as net/http does for a file.
 func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *cache.Entry) {
 	h := w.Header()
 	h["Content-Type"] = e.HeaderContentType
@@ -88,11 +90,32 @@ func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *
 	if e.HeaderETag != nil {
 		h["Etag"] = e.HeaderETag
 	}
+	if e.HeaderLastModified != nil {
+		h["Last-Modified"] = e.HeaderLastModified
+	}
 	h["Cache-Control"] = p.cacheControl[ts.Name]
 	h["Accept-Ranges"] = hdrBytes
 	h["X-Cache"] = hdrXCache[w.cache]
 	h["X-Content-Type-Options"] = hdrNoSniff
+	if unconditional(r.Header) {
+		h["Content-Length"] = e.HeaderContentLength
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			w.Write(e.Body)
+		}
+		return
+	}
 	http.ServeContent(w, r, "", e.LastModified, bytes.NewReader(e.Body))
+}
+
+// unconditional reports a request with no Range and no precondition.
+func unconditional(h http.Header) bool {
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+		if _, ok := h[k]; ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Proxy) serveMissing(w *recorder, ts *config.Tileset) {
@@ -104,11 +127,13 @@ func (p *Proxy) serveMissing(w *recorder, ts *config.Tileset) {
 	w.fail(errNotFound, "")
 }
 
-// loader fetches key for the cache: whole bodies up to max_object_bytes,
-// a Large marker (body unread) beyond. prev, on revalidation, supplies the
-// ETag for If-None-Match.
-func (p *Proxy) loader(ts *config.Tileset, key string) cache.LoadFunc {
-	return func(ctx context.Context, prev *cache.Entry) (*cache.Entry, error) {
+// loader fetches objects of tileset ts for the cache: whole bodies up to
+// max_object_bytes, a Large marker (body unread) beyond. The cache key is
+// "bucket/key". prev, on revalidation, supplies the ETag for If-None-Match.
+// One loader per tileset is built up front, so a hit allocates no closure.
+func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
+	return func(ctx context.Context, cacheKey string, prev *cache.Entry) (*cache.Entry, error) {
+		key := cacheKey[len(ts.Bucket)+1:]
 		req := origin.Request{Tileset: ts.Name, Bucket: ts.Bucket, Key: key}
 		if prev != nil {
 			req.IfNoneMatch = prev.ETag

@@ -119,6 +119,7 @@ tileproxy_requests_total{code="403",tileset="vector"} 1
 tileproxy_cache_requests_total{result="hit"} 2
 tileproxy_cache_requests_total{result="miss"} 2
 tileproxy_cache_requests_total{result="negative"} 1
+tileproxy_cache_requests_total{result="stale"} 0
 # HELP tileproxy_auth_failures_total Refused requests by reason (no_token, expired, bad_signature, not_granted, ...).
 # TYPE tileproxy_auth_failures_total counter
 tileproxy_auth_failures_total{reason="no_token"} 1
