@@ -112,6 +112,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
 	log := newLogger(cfg.Log, stderr)
+	if limit, set := memoryLimit(cfg.Cache.MaxBytes); set {
+		log.Info("soft memory limit set from cache.max_bytes (override with GOMEMLIMIT)", "limit_mib", limit>>20)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app, err := newApp(ctx, cfg, log, origin.Deps{Logger: log})
@@ -119,6 +122,22 @@ func serveCmd(args []string, stderr io.Writer) error {
 		return err
 	}
 	return app.run(ctx, nil)
+}
+
+// memoryLimit gives the Go runtime a soft memory limit sized from the
+// cache, unless GOMEMLIMIT is set: by default the GC lets the heap grow to
+// twice the live data, which for a cache-sized heap means twice the memory
+// an operator planned for. The limit makes the GC work harder near it
+// instead; it is soft, so the process is never killed by it.
+func memoryLimit(maxBytes config.ByteSize) (int64, bool) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	// The cache, an eighth for entries evicted but not yet collected and
+	// for in-flight bodies, and room for the runtime and the SDK.
+	limit := max(int64(maxBytes)+int64(maxBytes)/8+32<<20, 64<<20)
+	debug.SetMemoryLimit(limit)
+	return limit, true
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
@@ -158,17 +177,21 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 	if err != nil {
 		return nil, err
 	}
-	// A shared fetch runs detached from its requests, so it gets its own
-	// bound: time to headers plus time to read a max_object_bytes body.
-	c, err := cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.D()+cfg.S3.ConnectTimeout.D()), cache.Deps{
-		OnChange: func(bytes, objects int64) {
-			m.CacheBytes.Set(float64(bytes))
-			m.CacheObjects.Set(float64(objects))
-		},
-		OnEvict: m.CacheEvictions.Inc,
-	})
-	if err != nil {
-		return nil, err
+	// max_bytes: 0 turns the cache off: every request streams from S3.
+	var c *cache.Cache
+	if cfg.Cache.MaxBytes > 0 {
+		// A shared fetch runs detached from its requests, so it gets its
+		// own bound: time to headers plus time to read a whole body.
+		c, err = cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.D()+cfg.S3.ConnectTimeout.D()), cache.Deps{
+			OnChange: func(bytes, objects int64) {
+				m.CacheBytes.Set(float64(bytes))
+				m.CacheObjects.Set(float64(objects))
+			},
+			OnEvict: m.CacheEvictions.Inc,
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
 	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log})
 	if err != nil {

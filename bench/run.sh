@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark, one run, loopback only, every load bounded:
+# nginx (static files, 1 worker), a bare Go net/http handler, and tileproxy
+# (hits with HS256 / ES256 header tokens and a cookie; misses vs direct SDK
+# GETs; a thundering herd; RSS after pushing 5x max_bytes through the cache).
+#
+#   ./bench/run.sh            # ~3 minutes; prints a table and writes bench/results/latest.md
+#   DURATION=30s ./bench/run.sh
+#
+# Needs root for apt-get (wrk, nginx-light) the first time, and the pinned
+# MinIO (scripts/minio.sh installs it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin:/usr/sbin"
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+
+need() { # command package
+	command -v "$1" >/dev/null 2>&1 && return 0
+	[ "$(id -u)" = 0 ] || { echo "run.sh: need $2 (sudo apt-get install $2)" >&2; exit 1; }
+	apt-get update -qq >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+need wrk wrk
+need nginx nginx-light
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[ -f "$TMP/nginx.pid" ] && kill "$(cat "$TMP/nginx.pid")" 2>/dev/null || true
+	TILEPROXY_MINIO_STATE="$TMP/minio" ./scripts/minio.sh stop || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+next_port=18100
+# alloc_port VAR: the next free port into VAR (no subshell, so the counter moves).
+alloc_port() {
+	while ! port_free "$next_port"; do next_port=$((next_port + 1)); done
+	printf -v "$1" '%s' "$next_port"
+	next_port=$((next_port + 1))
+}
+wait_up() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "run.sh: $1 not up" >&2; exit 1; }
+
+echo "== building" >&2
+go build -o "$TMP/tileproxy" ./cmd/tileproxy
+go build -o "$TMP/benchtool" ./bench/benchtool
+"$TMP/benchtool" gentiles -out "$TMP/data" -n 2048 >"$TMP/tiles.txt"
+chmod 755 "$TMP" && chmod -R a+rX "$TMP/data" # nginx's worker runs as www-data
+cat "$TMP/tiles.txt" >&2
+
+echo "== MinIO" >&2
+TILEPROXY_MINIO_STATE="$TMP/minio" ./scripts/minio.sh start
+# shellcheck disable=SC1090
+source <(TILEPROXY_MINIO_STATE="$TMP/minio" ./scripts/minio.sh env)
+export MC_CONFIG_DIR="$TMP/mc"
+mc alias set b "$TILEPROXY_TEST_S3_ENDPOINT" "$TILEPROXY_TEST_S3_ACCESS_KEY" "$TILEPROXY_TEST_S3_SECRET_KEY" >/dev/null
+mc mb -q b/bench >/dev/null
+mc cp -q --recursive "$TMP/data/tiles/" b/bench/tiles/ >/dev/null
+# 330 distinct 1 MiB objects: over 5x a 64 MiB cache.
+mkdir -p "$TMP/fill"
+for i in $(seq 0 329); do head -c 1048576 /dev/urandom >"$TMP/fill/$i.bin"; done
+mc cp -q --recursive "$TMP/fill/" b/bench/fill/ >/dev/null
+rm -rf "$TMP/fill"
+
+SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export TILEPROXY_HMAC_SECRET=$SECRET
+export AWS_ACCESS_KEY_ID=$TILEPROXY_TEST_S3_ACCESS_KEY AWS_SECRET_ACCESS_KEY=$TILEPROXY_TEST_S3_SECRET_KEY
+HS=$("$TMP/tileproxy" token -tilesets '*' -ttl 2h)
+ES=$("$TMP/benchtool" token -key testdata/keys/ec.pem)
+
+# tileproxy INSTANCE MAX_BYTES ACCESS_LOG: start one with its own config.
+start_tileproxy() {
+	local name=$1 maxb=$2 access=$3 p m maxobj=4MiB
+	alloc_port p
+	alloc_port m
+	[ "$maxb" = 0 ] && maxobj=0
+	cat >"$TMP/$name.yaml" <<EOF
+listen: "127.0.0.1:$p"
+metrics_listen: "127.0.0.1:$m"
+public_url: "http://127.0.0.1:$p"
+drain_delay: 0s
+log: {format: json, level: warn, access: $access}
+auth:
+  hmac_secret: "\${TILEPROXY_HMAC_SECRET}"
+  public_keys: ["$PWD/testdata/keys/ec.pub.pem"]
+  algorithms: [HS256, ES256]
+s3:
+  endpoint: "$TILEPROXY_TEST_S3_ENDPOINT"
+  use_path_style: true
+cache: {max_bytes: $maxb, max_object_bytes: $maxobj, ttl: 1h}
+tilesets:
+  - {name: demo, bucket: bench, prefix: tiles/demo/, maxzoom: 6}
+  - {name: fill, bucket: bench, prefix: fill/}
+EOF
+	"$TMP/tileproxy" serve -config "$TMP/$name.yaml" 2>"$TMP/$name.log" &
+	PIDS+=($!)
+	eval "${name}_PID=$! ${name}_URL=http://127.0.0.1:$p ${name}_METRICS=http://127.0.0.1:$m/metrics"
+	wait_up "http://127.0.0.1:$p/healthz"
+}
+
+echo "== servers" >&2
+alloc_port NGINX_PORT
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes 1;
+daemon on;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  include /etc/nginx/mime.types;
+  access_log $TMP/nginx-access.log;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    root $TMP/data;
+    location /tiles/ { add_header Cache-Control "private, max-age=3600"; }
+  }
+}
+EOF
+nginx -c "$TMP/nginx.conf" -p "$TMP" || { cat "$TMP/nginx-error.log" >&2; exit 1; }
+alloc_port BARE_PORT
+"$TMP/benchtool" bare -dir "$TMP/data" -listen "127.0.0.1:$BARE_PORT" 2>/dev/null &
+PIDS+=($!)
+wait_up "http://127.0.0.1:$BARE_PORT/tiles/demo/6/0/0.png"
+wait_up "http://127.0.0.1:$NGINX_PORT/tiles/demo/6/0/0.png"
+start_tileproxy hit 512MiB true
+start_tileproxy nolog 512MiB false
+start_tileproxy cold 0 true
+start_tileproxy small 64MiB true
+
+cat >"$TMP/mix.lua" <<'EOF'
+local urls = {}
+for line in io.lines(os.getenv("URLS")) do urls[#urls + 1] = line end
+local name, value = os.getenv("HDR_NAME"), os.getenv("HDR_VALUE")
+local headers = {}
+if name and name ~= "" then headers[name] = value end
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+request = function() return wrk.format("GET", urls[math.random(#urls)], headers) end
+EOF
+export URLS="$TMP/data/urls.txt"
+
+# wrkrun LABEL BASE [HEADER VALUE]: prints "LABEL req/s p50ms p99ms".
+wrkrun() {
+	local label=$1 base=$2
+	HDR_NAME=${3:-} HDR_VALUE=${4:-} wrk -t2 -c"$CONNS" -d3s -s "$TMP/mix.lua" "$base" >/dev/null # warm caches
+	HDR_NAME=${3:-} HDR_VALUE=${4:-} wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$TMP/mix.lua" "$base" >"$TMP/$label.wrk"
+	awk -v l="$label" '
+		function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+		/Requests\/sec/ { rps = $2 }
+		$1 == "50.000%" || $1 == "50%" { p50 = ms($2) }
+		$1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
+		/Non-2xx/ { bad = $NF }
+		END { printf "%s %.0f %.3f %.3f %s\n", l, rps, p50, p99, (bad == "" ? 0 : bad) }' "$TMP/$label.wrk"
+}
+
+echo "== load: $CONNS connections, $DURATION each" >&2
+{
+	wrkrun nginx "http://127.0.0.1:$NGINX_PORT"
+	wrkrun bare "http://127.0.0.1:$BARE_PORT"
+	wrkrun tileproxy-hs256 "$hit_URL" Authorization "Bearer $HS"
+	wrkrun tileproxy-es256 "$hit_URL" Authorization "Bearer $ES"
+	wrkrun tileproxy-cookie "$hit_URL" Cookie "tileproxy_token=$HS"
+	wrkrun tileproxy-hs256-noaccesslog "$nolog_URL" Authorization "Bearer $HS"
+} >"$TMP/rows"
+cat "$TMP/rows" >&2
+
+echo "== misses, herd, memory" >&2
+read -r MP50 MP99 DP50 DP99 < <("$TMP/benchtool" miss -proxy "$cold_URL" -token "$HS" -s3 "$TILEPROXY_TEST_S3_ENDPOINT" \
+	-ak "$AWS_ACCESS_KEY_ID" -sk "$AWS_SECRET_ACCESS_KEY" -bucket bench -urls "$URLS" -n 400)
+HERD=$("$TMP/benchtool" herd -proxy "$small_URL" -metrics "$small_METRICS" -token "$HS" -path /tiles/demo/6/63/31.png -n 200)
+"$TMP/benchtool" fill -proxy "$small_URL" -token "$HS" -n 330
+RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$small_PID/status")
+CACHE_BYTES=$(curl -fsS "$small_METRICS" | awk '/^tileproxy_cache_bytes / {printf "%d", $2}')
+RSS_MB=$(awk -v k="$RSS_KB" 'BEGIN {printf "%.1f", k / 1024}')
+RSS_LIMIT=$(awk 'BEGIN {printf "%.1f", 1.3 * 64 + 50}')
+
+mkdir -p bench/results
+{
+	echo "# tileproxy benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+	echo
+	echo "$(nproc) cores, $(go version | awk '{print $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), wrk -t2 -c$CONNS -d$DURATION over loopback;"
+	echo "$(cat "$TMP/tiles.txt") (random paths from the same list for every server)."
+	echo
+	echo "| server | req/s | p50 ms | p99 ms | non-2xx |"
+	echo "|---|---:|---:|---:|---:|"
+	awk '{printf "| %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5}' "$TMP/rows"
+	echo
+	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" '
+		{ rps[$1] = $2; p99[$1] = $4 }
+		END {
+			printf "Misses (cache off, 400 sequential GETs): tileproxy p50 %s ms, p99 %s ms; direct SDK p50 %s ms, p99 %s ms; overhead p50 %.2f ms, p99 %.2f ms.\n\n", mp50, mp99, dp50, dp99, mp50 - dp50, mp99 - dp99
+			printf "Herd: 200 concurrent first requests for one tile -> %d S3 GET(s).\n\n", herd
+			printf "Memory: RSS %s MiB after 330 MiB of distinct objects through a 64 MiB cache (cache holds %.1f MiB); limit 1.3 x 64 + 50 = %s MiB.\n\n", rss, cb / 1048576, lim
+			printf "**Ratios:** hs256/bare %.2f, es256/bare %.2f, cookie/bare %.2f, hs256-noaccesslog/bare %.2f, hs256/nginx %.2f, bare/nginx %.2f; p99 hs256/bare %.2f; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n",
+				rps["tileproxy-hs256"] / rps["bare"], rps["tileproxy-es256"] / rps["bare"], rps["tileproxy-cookie"] / rps["bare"],
+				rps["tileproxy-hs256-noaccesslog"] / rps["bare"], rps["tileproxy-hs256"] / rps["nginx"], rps["bare"] / rps["nginx"],
+				p99["tileproxy-hs256"] / p99["bare"], mp50 - dp50, herd, rss, lim
+		}' "$TMP/rows"
+} >bench/results/latest.md
+cat bench/results/latest.md
