@@ -116,6 +116,9 @@ type S3 struct {
 	Timeout Duration `yaml:"timeout"`
 	// ConnectTimeout bounds establishing a TCP connection to the origin.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// MaxInFlight bounds concurrent origin requests; past it requests get
+	// 503 with Retry-After (or a stale copy) instead of queueing.
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // Cache configures the in-memory tile cache.
@@ -185,6 +188,7 @@ func Default() Config {
 			SessionDuration: Duration(time.Hour),
 			Timeout:         Duration(10 * time.Second),
 			ConnectTimeout:  Duration(3 * time.Second),
+			MaxInFlight:     256,
 		},
 		Cache: Cache{
 			MaxBytes:       256 << 20,

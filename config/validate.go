@@ -120,6 +120,9 @@ func (c *Config) Validate() error {
 	if c.S3.ConnectTimeout <= 0 {
 		bad("s3.connect_timeout", "must be positive")
 	}
+	if c.S3.MaxInFlight < 1 {
+		bad("s3.max_in_flight", "must be at least 1")
+	}
 
 	if c.Cache.MaxBytes < 0 {
 		bad("cache.max_bytes", "must not be negative")

@@ -87,7 +87,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		}),
 		originRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "origin_requests_total",
-			Help: "Requests to S3 by tileset and result (ok, not_modified, not_found, denied, unavailable, timeout, canceled, range).",
+			Help: "Requests to S3 by tileset and result (ok, not_modified, not_found, denied, unavailable, timeout, canceled, range, saturated).",
 		}, []string{"tileset", "result"}),
 		originDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "origin_request_duration_seconds",

@@ -15,6 +15,8 @@ var (
 	errUnknownTileset = errors.New("unknown tileset")
 	errNotFound       = errors.New("not found")
 	errMethod         = errors.New("method not allowed")
+	// errSaturated: s3.max_in_flight origin requests are already running.
+	errSaturated = errors.New("origin busy")
 )
 
 // StatusClientClosed is logged and counted when the client went away
@@ -44,6 +46,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestedRangeNotSatisfiable, "range not satisfiable"
 	case errors.Is(err, context.Canceled):
 		return StatusClientClosed, ""
+	case errors.Is(err, errSaturated):
+		return http.StatusServiceUnavailable, "origin busy"
 	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "origin timeout"
 	case errors.Is(err, origin.ErrDenied), errors.Is(err, origin.ErrUnavailable):
@@ -72,6 +76,8 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 		}
 	case http.StatusMethodNotAllowed:
 		h.Set("Allow", allow)
+	case http.StatusServiceUnavailable:
+		h.Set("Retry-After", "1")
 	}
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/plain; charset=utf-8")

@@ -9,9 +9,11 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +47,8 @@ type Proxy struct {
 	verifier *auth.Verifier
 	fetcher  origin.Fetcher
 	cache    *cache.Cache
-	cors     *cors // nil without allowed origins
+	cors     *cors         // nil without allowed origins
+	inFlight chan struct{} // one slot per running origin request (s3.max_in_flight)
 	metrics  *metrics.Metrics
 	// loaders holds each tileset's cache loader.
 	loaders map[string]cache.LoadFunc
@@ -78,6 +81,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		fetcher:      deps.Fetcher,
 		cache:        deps.Cache,
 		cors:         newCORS(cfg.CORS.AllowedOrigins),
+		inFlight:     make(chan struct{}, max(cfg.S3.MaxInFlight, 1)),
 		metrics:      deps.Metrics,
 		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
 		loaders:      make(map[string]cache.LoadFunc, len(cfg.Tilesets)),
@@ -299,11 +303,44 @@ func contentType(stored, key string) string {
 	return "application/octet-stream"
 }
 
+// fetch asks the origin for req within s3.max_in_flight: a slot is taken
+// for the request and kept until its body is closed, and when none is free
+// the answer is errSaturated at once rather than a queue that grows.
+func (p *Proxy) fetch(ctx context.Context, req origin.Request) (*origin.Object, error) {
+	select {
+	case p.inFlight <- struct{}{}:
+	default:
+		return nil, errSaturated
+	}
+	obj, err := p.fetcher.Get(ctx, req)
+	if err != nil || obj.Body == nil {
+		<-p.inFlight
+		return obj, err
+	}
+	obj.Body = &releaseOnClose{ReadCloser: obj.Body, release: func() { <-p.inFlight }}
+	return obj, nil
+}
+
+// releaseOnClose frees an in-flight slot once, when the body is closed.
+type releaseOnClose struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (r *releaseOnClose) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.release)
+	return err
+}
+
 // originResult is the origin_requests_total result label for err.
 func originResult(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, errSaturated):
+		return "saturated"
 	case errors.Is(err, origin.ErrNotModified):
 		return "not_modified"
 	case errors.Is(err, origin.ErrNotFound):

@@ -139,7 +139,7 @@ func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
 			req.IfNoneMatch = prev.ETag
 		}
 		start := p.now()
-		obj, err := p.fetcher.Get(ctx, req)
+		obj, err := p.fetch(ctx, req)
 		p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
 		switch {
 		case errors.Is(err, origin.ErrNotModified):
@@ -193,7 +193,7 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, ke
 		req.Range = r.Header.Get("Range")
 	}
 	start := p.now()
-	obj, err := p.fetcher.Get(r.Context(), req)
+	obj, err := p.fetch(r.Context(), req)
 	p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
 	if w.cache == "" {
 		w.cache = "MISS"

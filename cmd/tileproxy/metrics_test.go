@@ -124,7 +124,7 @@ tileproxy_cache_requests_total{result="stale"} 0
 # TYPE tileproxy_auth_failures_total counter
 tileproxy_auth_failures_total{reason="no_token"} 1
 tileproxy_auth_failures_total{reason="not_granted"} 1
-# HELP tileproxy_origin_requests_total Requests to S3 by tileset and result (ok, not_modified, not_found, denied, unavailable, timeout, canceled, range).
+# HELP tileproxy_origin_requests_total Requests to S3 by tileset and result (ok, not_modified, not_found, denied, unavailable, timeout, canceled, range, saturated).
 # TYPE tileproxy_origin_requests_total counter
 tileproxy_origin_requests_total{result="not_found",tileset="demo"} 1
 tileproxy_origin_requests_total{result="ok",tileset="demo"} 1

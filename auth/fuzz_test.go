@@ -1,0 +1,139 @@
+package auth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// attackTokens seed the JWT fuzzer with known attacks.
+func attackTokens(f *testing.F) []string {
+	pub, _ := os.ReadFile("../testdata/keys/rsa.pub.pem")
+	exp := time.Now().Add(time.Hour).Unix()
+	body := b64(`{"exp":` + itoa(exp) + `,"tilesets":"*"}`)
+	sign := func(hdr map[string]any, c jwt.MapClaims, key []byte) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, c)
+		for k, v := range hdr {
+			tok.Header[k] = v
+		}
+		s, err := tok.SignedString(key)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return s
+	}
+	good := jwt.MapClaims{"exp": exp, "tilesets": []string{"a"}}
+	return []string{
+		sign(nil, good, secret), // the one valid seed
+		b64(`{"alg":"none","typ":"JWT"}`) + "." + body + ".",
+		b64(`{"alg":"NONE"}`) + "." + body + ".",
+		b64(`{"alg":"nOnE"}`) + "." + body + "." + b64("sig"),
+		sign(nil, good, pub), // HS256 signed with the RSA public key
+		sign(map[string]any{"kid": "../../../../dev/null"}, good, []byte("00000000000000000000000000000000")),
+		sign(map[string]any{"kid": "' OR '1'='1' --"}, good, []byte("00000000000000000000000000000000")),
+		sign(map[string]any{"jku": "http://evil.example/jwks.json", "x5u": "http://evil.example/c.pem"}, good, []byte("evil-evil-evil-evil-evil-evil-xx")),
+		sign(nil, jwt.MapClaims{"exp": exp, "tilesets": []string{strings.Repeat("t", 6000)}}, secret),
+		sign(nil, jwt.MapClaims{"exp": "tomorrow", "tilesets": "*"}, secret),
+		sign(nil, jwt.MapClaims{"exp": 1e308, "tilesets": "*"}, secret),
+		sign(nil, jwt.MapClaims{"exp": exp, "tilesets": []any{[]any{"a"}, map[string]any{}}}, secret),
+		b64(`{"alg":"HS256"}`) + "." + b64("not json") + "." + b64("x"),
+		b64("not json") + "." + body + "." + b64("x"),
+		"a.b.c", "...", "", strings.Repeat("A", 9000),
+		b64(`{"alg":"HS256","crit":["exp"]}`) + "." + body + ".x",
+		b64(`{"alg":"RS256","kid":"x"}`) + "." + body + "." + b64(strings.Repeat("s", 256)),
+	}
+}
+
+func itoa(n int64) string {
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// FuzzVerify: no input panics, and anything accepted really carries an
+// HS256 signature by the secret (the fuzzer cannot forge one).
+func FuzzVerify(f *testing.F) {
+	a := authCfg()
+	a.PublicKeys = []string{"../testdata/keys/rsa.pub.pem", "../testdata/keys/ec.pub.pem", "../testdata/keys/ed25519.pub.pem"}
+	a.Algorithms = []string{"HS256", "RS256", "ES256", "EdDSA"}
+	v, err := New(f.Context(), a, Deps{VerifiedCacheSize: -1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range attackTokens(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		p, err := v.Verify(t.Context(), tok)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "invalid token: ") {
+				t.Fatalf("error outside the invalid family: %v", err)
+			}
+			return
+		}
+		parts := strings.Split(tok, ".")
+		if len(parts) != 3 {
+			t.Fatalf("accepted a token of %d parts", len(parts))
+		}
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(parts[0] + "." + parts[1]))
+		sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+		if !hmac.Equal(sig, mac.Sum(nil)) {
+			t.Fatalf("accepted a token not signed with the secret: %q", tok)
+		}
+		if p.Expires.IsZero() {
+			t.Fatal("accepted a token without exp")
+		}
+	})
+}
+
+// FuzzTokenFromRequest: arbitrary header, cookie and query values never
+// panic, and the first source present is the one returned.
+func FuzzTokenFromRequest(f *testing.F) {
+	v, err := New(f.Context(), authCfg(), Deps{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add("Bearer abc", "def", "access_token=ghi")
+	f.Add("", "", "access_token=a&access_token=b")
+	f.Add("Basic dXNlcjpwdw==", "x", "")
+	f.Add("Bearer", "", "access_token=%zz")
+	f.Add("", "tileproxy_token=;tileproxy_token=x", "access_token=")
+	f.Add("bEaReR  spaced ", "", "a=1;access_token=2")
+	f.Fuzz(func(t *testing.T, authz, cookie, query string) {
+		r := httptest.NewRequest("GET", "/tiles/a/0/0/0.png", nil)
+		r.URL.RawQuery = query
+		if authz != "" {
+			r.Header["Authorization"] = []string{authz}
+		}
+		if cookie != "" {
+			r.Header["Cookie"] = []string{CookieName + "=" + cookie}
+		}
+		tok, src, err := v.TokenFromRequest(r)
+		if err == nil && tok == "" {
+			t.Fatal("empty token without an error")
+		}
+		if authz != "" && src != SourceHeader {
+			t.Fatalf("header present but source %q", src)
+		}
+		if authz == "" && src == SourceQuery {
+			if _, cerr := r.Cookie(CookieName); cerr == nil {
+				t.Fatal("cookie present but the query was used")
+			}
+		}
+	})
+}
