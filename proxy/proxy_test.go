@@ -554,3 +554,16 @@ func TestCORS(t *testing.T) {
 		})
 	}
 }
+
+func TestMultiRangeIgnored(t *testing.T) {
+	bothModes(t, func(t *testing.T) {
+		f := newFixture(t, nil)
+		w := f.do("GET", "/tiles/a/0/0/0.png", map[string]string{
+			"Authorization": "Bearer " + token(t, time.Hour, "a"),
+			"Range":         "bytes=" + strings.TrimSuffix(strings.Repeat("0-0,", 500), ","),
+		})
+		if w.Code != 200 || w.Body.String() != "PNG-a-000" {
+			t.Fatalf("multi-range: got %d with %d bytes, want the whole tile", w.Code, w.Body.Len())
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tileproxy/tileproxy/cache"
@@ -105,6 +106,13 @@ func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *
 		}
 		return
 	}
+	if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
+		// Multi-range answers are multipart, with a part header per
+		// range: "0-0,0-0,..." buys a large answer for a small request.
+		// No map library asks for more than one range, and a server may
+		// ignore Range (RFC 9110 §14.2), so the whole tile is sent.
+		r.Header.Del("Range")
+	}
 	http.ServeContent(w, r, "", e.LastModified, bytes.NewReader(e.Body))
 }
 
@@ -189,8 +197,8 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, ke
 			req.IfModifiedSince = t
 		}
 	}
-	if !req.HeadOnly {
-		req.Range = r.Header.Get("Range")
+	if rg := r.Header.Get("Range"); !req.HeadOnly && !strings.Contains(rg, ",") {
+		req.Range = rg // a single range; multi-range is ignored as in serveEntry
 	}
 	start := p.now()
 	obj, err := p.fetch(r.Context(), req)

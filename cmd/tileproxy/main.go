@@ -160,6 +160,24 @@ type app struct {
 	probe func(ctx context.Context, t *config.Tileset) error
 	// metricsAddr is the metrics listener's address once run has bound it.
 	metricsAddr string
+	// limits are the main server's connection limits.
+	limits serverLimits
+}
+
+// serverLimits bound what one connection may hold: slow headers
+// (slowloris), slow bodies, idle keep-alives and header size.
+type serverLimits struct {
+	readHeader, read, write, idle time.Duration
+	maxHeaderBytes                int
+}
+
+var defaultLimits = serverLimits{
+	readHeader: 10 * time.Second,
+	read:       30 * time.Second,
+	// Generous: a large object streams through; slower readers are cut.
+	write:          5 * time.Minute,
+	idle:           2 * time.Minute,
+	maxHeaderBytes: 32 << 10,
 }
 
 func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin.Deps) (*app, error) {
@@ -198,7 +216,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 		return nil, err
 	}
 	probe := func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) }
-	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe}, nil
+	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe, limits: defaultLimits}, nil
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
@@ -209,15 +227,17 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.cfg.Listen, err)
 	}
+	if a.limits == (serverLimits{}) {
+		a.limits = defaultLimits
+	}
 	main := &http.Server{
 		Handler:           a.proxy,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Generous: a large object streams through; slow readers are cut.
-		WriteTimeout:   5 * time.Minute,
-		IdleTimeout:    2 * time.Minute,
-		MaxHeaderBytes: 32 << 10,
-		ErrorLog:       slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: a.limits.readHeader,
+		ReadTimeout:       a.limits.read,
+		WriteTimeout:      a.limits.write,
+		IdleTimeout:       a.limits.idle,
+		MaxHeaderBytes:    a.limits.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	servers := []*http.Server{main}
 	errc := make(chan error, 2)

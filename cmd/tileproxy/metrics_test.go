@@ -32,6 +32,13 @@ const metricsSecret = "metrics-test-secret-0123456789abcdef"
 // S3 with a metrics listener, and returns it with its base URL.
 func runningApp(t *testing.T, logs io.Writer) (*app, string) {
 	t.Helper()
+	return runningAppWith(t, logs, nil)
+}
+
+// runningAppWith is runningApp with a hook to adjust the app (its
+// connection limits) before it starts serving.
+func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string) {
+	t.Helper()
 	s3URL, closeS3, err := startFakeS3()
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +60,9 @@ func runningApp(t *testing.T, logs io.Writer) (*app, string) {
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDMETRICSTEST", "metrics-aws-secret-key", "")})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if mod != nil {
+		mod(a)
 	}
 	addrs, done := make(chan string, 1), make(chan error, 1)
 	go func() { done <- a.run(ctx, func(addr string) { addrs <- addr }) }()
