@@ -127,7 +127,7 @@ func TestHostileInputs(t *testing.T) {
 		{"two Authorization headers", get(tile, bearer, bearer), 401},
 		{"cookie garbage", get(tile, "Cookie: tileproxy_token=garbage"), 401},
 		{"cookie empty", get(tile, "Cookie: tileproxy_token="), 401},
-		{"query token twice", get(tile+"?access_token="+good+"&access_token="+good), 401},
+		{"query token twice", get(tile + "?access_token=" + good + "&access_token=" + good), 401},
 		{"query garbage", get(tile + "?access_token=%zz"), 401},
 		{"bad header, good cookie", get(tile, "Authorization: Bearer bad", "Cookie: tileproxy_token="+good), 401},
 		{"not granted", get("/tiles/vector/0/0/0.pbf", bearer), 403},
