@@ -50,8 +50,9 @@ func (r *recordingClient) Do(req *http.Request) (*http.Response, error) {
 // stackOpts adjusts newStack: a cache, and a wrapper around the real S3
 // fetcher (to count or record what reaches MinIO).
 type stackOpts struct {
-	cache *config.Cache
-	wrap  func(origin.Fetcher) origin.Fetcher
+	cache   *config.Cache
+	wrap    func(origin.Fetcher) origin.Fetcher
+	timeout time.Duration // s3.timeout; 5 s when 0
 }
 
 type stack struct {
@@ -120,6 +121,11 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, 
 	cfg.S3.Endpoint = endpoint
 	cfg.S3.UsePathStyle = true
 	cfg.S3.Timeout = config.Duration(5 * time.Second)
+	for _, opt := range opts {
+		if opt.timeout > 0 {
+			cfg.S3.Timeout = config.Duration(opt.timeout)
+		}
+	}
 	cfg.Tilesets = tilesets
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
