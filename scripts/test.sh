@@ -6,8 +6,8 @@
 # throwaway MinIO on 127.0.0.1, runs gofmt/vet and `go test ./...` against
 # it, and stops MinIO again whatever happened.
 #
-#   ./scripts/test.sh                 everything
-#   ./scripts/test.sh -run TestProxy  extra arguments go to `go test`
+#   ./scripts/test.sh                 everything, then each fuzz target for FUZZTIME
+#   ./scripts/test.sh -run TestProxy  extra arguments go to `go test` (no fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin"
@@ -42,4 +42,19 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# The soak runs 2 minutes under CI, 60 s otherwise (TILEPROXY_SOAK=10m for longer).
+if [ -n "${CI:-}" ]; then export TILEPROXY_SOAK="${TILEPROXY_SOAK:-2m}"; fi
 go test -count=1 "$@" ./...
+
+# Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).
+# A crash fails the run and leaves its input in testdata/fuzz/ as a regression seed.
+FUZZTIME=${FUZZTIME:-15s}
+if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
+	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest config:FuzzParse; do
+		pkg=${target%%:*} fn=${target#*:}
+		echo "fuzz: $fn ($FUZZTIME)"
+		go test -run '^$' -fuzz "^$fn\$" -fuzztime "$FUZZTIME" "./$pkg" >"${TMPDIR:-/tmp}/fuzz-$fn.log" 2>&1 || {
+			cat "${TMPDIR:-/tmp}/fuzz-$fn.log"; exit 1; }
+		tail -n 3 "${TMPDIR:-/tmp}/fuzz-$fn.log" | grep -E '^(ok|PASS)' || true
+	done
+fi
