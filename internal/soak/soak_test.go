@@ -150,6 +150,10 @@ tilesets: [{name: soak, bucket: %q, prefix: soak/}]
 	ctx, stop := context.WithTimeout(context.Background(), duration)
 	defer stop()
 	var requests, failures, bytesIn atomic.Int64
+	var (
+		failMu sync.Mutex // protects failed
+		failed []string
+	)
 	var peak atomic.Int64
 	var wg sync.WaitGroup
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
@@ -169,15 +173,24 @@ tilesets: [{name: soak, bucket: %q, prefix: soak/}]
 				if err != nil {
 					if ctx.Err() == nil {
 						failures.Add(1)
+						failMu.Lock()
+						failed = append(failed, err.Error())
+						failMu.Unlock()
 					}
 					continue
 				}
-				n, _ := io.Copy(io.Discard, resp.Body)
+				n, cerr := io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				if ctx.Err() != nil && cerr != nil {
+					continue // cut off by the soak's own deadline, not a failure
+				}
 				requests.Add(1)
 				bytesIn.Add(n)
 				if resp.StatusCode != 200 || n != 1<<20 {
 					failures.Add(1)
+					failMu.Lock()
+					failed = append(failed, fmt.Sprintf("%d/%d bytes (%v)", resp.StatusCode, n, cerr))
+					failMu.Unlock()
 				}
 			}
 		}()
@@ -217,7 +230,7 @@ sample:
 		t.Errorf("peak RSS %.1f MiB over the limit %.1f MiB", float64(peak.Load())/(1<<20), float64(limit)/(1<<20))
 	}
 	if failures.Load() > 0 {
-		t.Errorf("%d requests failed", failures.Load())
+		t.Errorf("%d requests failed: %v", failures.Load(), failed)
 	}
 	if requests.Load() < int64(objects) {
 		t.Errorf("only %d requests: the soak did not push enough data", requests.Load())
