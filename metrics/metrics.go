@@ -150,17 +150,27 @@ func (m *Metrics) Request(tileset string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	k := codeKey{tileset, code}
-	c, ok := m.reqByCode.Load(k)
-	if !ok {
-		c, _ = m.reqByCode.LoadOrStore(k, m.requests.WithLabelValues(tileset, codeLabel(code)))
+	counter(&m.reqByCode, codeKey{tileset, code}, m.requests, tileset, codeLabel(code)).Inc()
+	observer(&m.durByTS, tileset, m.duration).Observe(d.Seconds())
+}
+
+// counter returns vec's child for labels, resolved once and kept in m
+// under k, so a steady state does no label hashing.
+func counter(m *sync.Map, k any, vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
+	if c, ok := m.Load(k); ok {
+		return c.(prometheus.Counter)
 	}
-	c.(prometheus.Counter).Inc()
-	o, ok := m.durByTS.Load(tileset)
-	if !ok {
-		o, _ = m.durByTS.LoadOrStore(tileset, m.duration.WithLabelValues(tileset))
+	c, _ := m.LoadOrStore(k, vec.WithLabelValues(labels...))
+	return c.(prometheus.Counter)
+}
+
+// observer is counter for a histogram labelled by tileset alone.
+func observer(m *sync.Map, tileset string, vec *prometheus.HistogramVec) prometheus.Observer {
+	if o, ok := m.Load(tileset); ok {
+		return o.(prometheus.Observer)
 	}
-	o.(prometheus.Observer).Observe(d.Seconds())
+	o, _ := m.LoadOrStore(tileset, vec.WithLabelValues(tileset))
+	return o.(prometheus.Observer)
 }
 
 // Cache records one cache lookup result: hit, miss, stale or negative.
@@ -180,17 +190,8 @@ func (m *Metrics) Origin(tileset, result string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	k := resultKey{tileset, result}
-	c, ok := m.originByRes.Load(k)
-	if !ok {
-		c, _ = m.originByRes.LoadOrStore(k, m.originRequests.WithLabelValues(tileset, result))
-	}
-	c.(prometheus.Counter).Inc()
-	o, ok := m.originDurTS.Load(tileset)
-	if !ok {
-		o, _ = m.originDurTS.LoadOrStore(tileset, m.originDuration.WithLabelValues(tileset))
-	}
-	o.(prometheus.Observer).Observe(d.Seconds())
+	counter(&m.originByRes, resultKey{tileset, result}, m.originRequests, tileset, result).Inc()
+	observer(&m.originDurTS, tileset, m.originDuration).Observe(d.Seconds())
 }
 
 // AuthFailure records a refused request.

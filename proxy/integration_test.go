@@ -60,21 +60,9 @@ type stack struct {
 	srv     *httptest.Server
 	s3      *recordingClient
 	keys    map[string]crypto.Signer
-	logs    *syncBuffer
+	logs    *testenv.SyncBuffer
 	stopped func()
 }
-
-type syncBuffer struct {
-	mu sync.Mutex // protects b
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func loadPrivate(t *testing.T, name string) crypto.Signer {
 	t.Helper()
@@ -94,7 +82,7 @@ func loadPrivate(t *testing.T, name string) crypto.Signer {
 // and JWKS keys all configured.
 func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, opts ...stackOpts) *stack {
 	t.Helper()
-	st := &stack{keys: map[string]crypto.Signer{}, logs: &syncBuffer{}}
+	st := &stack{keys: map[string]crypto.Signer{}, logs: &testenv.SyncBuffer{}}
 	for _, n := range []string{"rsa", "ec", "ed25519"} {
 		st.keys[n] = loadPrivate(t, n)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
 type rawAnswer struct {
@@ -62,7 +63,7 @@ func method(m, path, authz string) string {
 // server and checks the exact status, a short body, and that nothing
 // internal (bucket, key, AWS wording, stack, secrets) comes back.
 func TestHostileInputs(t *testing.T) {
-	var logs syncWriter
+	var logs testenv.SyncBuffer
 	a, base := runningApp(t, &logs)
 	addr := strings.TrimPrefix(base, "http://")
 	secret := []byte(metricsSecret)

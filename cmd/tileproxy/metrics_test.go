@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -181,7 +180,7 @@ func scrape(t *testing.T, addr string) []byte {
 
 func TestPromtoolChecksMetrics(t *testing.T) {
 	promtool := requireBin(t, "promtool")
-	var logs syncWriter
+	var logs testenv.SyncBuffer
 	a, base := runningApp(t, &logs)
 	tok, _ := auth.MintHMAC(auth.MintOptions{Secret: []byte(metricsSecret), Tilesets: []string{"demo"}, TTL: time.Hour})
 	script(t, base, tok)
@@ -231,7 +230,7 @@ scrape_configs:
 	ln.Close()
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog syncWriter
+	var promLog testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &promLog, &promLog
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -270,22 +269,4 @@ scrape_configs:
 	if up := query(`up{job="tileproxy"} == 1`); len(up) != 1 {
 		t.Errorf("scrape target not up: %v", up)
 	}
-}
-
-// syncWriter is a goroutine-safe log sink.
-type syncWriter struct {
-	mu sync.Mutex // protects b
-	b  strings.Builder
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }
