@@ -156,11 +156,13 @@ func (m *Metrics) Request(tileset string, code int, d time.Duration) {
 
 // counter returns vec's child for labels, resolved once and kept in m
 // under k, so a steady state does no label hashing.
-func counter(m *sync.Map, k any, vec *prometheus.CounterVec, labels ...string) prometheus.Counter {
+// The two labels are separate parameters, not variadic, so the steady
+// state builds no slice.
+func counter(m *sync.Map, k any, vec *prometheus.CounterVec, label1, label2 string) prometheus.Counter {
 	if c, ok := m.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
-	c, _ := m.LoadOrStore(k, vec.WithLabelValues(labels...))
+	c, _ := m.LoadOrStore(k, vec.WithLabelValues(label1, label2))
 	return c.(prometheus.Counter)
 }
 
