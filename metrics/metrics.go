@@ -158,7 +158,9 @@ func (m *Metrics) Request(tileset string, code int, d time.Duration) {
 // under k, so a steady state does no label hashing.
 // The two labels are separate parameters, not variadic, so the steady
 // state builds no slice.
-func counter(m *sync.Map, k any, vec *prometheus.CounterVec, label1, label2 string) prometheus.Counter {
+// The key is a type parameter rather than an any, so the conversion for
+// Load stays on the stack and only the miss path boxes it.
+func counter[K comparable](m *sync.Map, k K, vec *prometheus.CounterVec, label1, label2 string) prometheus.Counter {
 	if c, ok := m.Load(k); ok {
 		return c.(prometheus.Counter)
 	}
