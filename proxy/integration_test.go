@@ -56,12 +56,11 @@ type stackOpts struct {
 }
 
 type stack struct {
-	cache   *cache.Cache
-	srv     *httptest.Server
-	s3      *recordingClient
-	keys    map[string]crypto.Signer
-	logs    *testenv.SyncBuffer
-	stopped func()
+	cache *cache.Cache
+	srv   *httptest.Server
+	s3    *recordingClient
+	keys  map[string]crypto.Signer
+	logs  *testenv.SyncBuffer
 }
 
 func loadPrivate(t *testing.T, name string) crypto.Signer {

@@ -145,7 +145,7 @@ func (b *pb) varint(v uint64) {
 	}
 	*b = append(*b, byte(v))
 }
-func (b *pb) varintField(field int, v uint64) { b.varint(uint64(field)<<3 | 0); b.varint(v) }
+func (b *pb) varintField(field int, v uint64) { b.varint(uint64(field) << 3); b.varint(v) } // wire type 0
 func (b *pb) bytesField(field int, v []byte) {
 	b.varint(uint64(field)<<3 | 2)
 	b.varint(uint64(len(v)))
