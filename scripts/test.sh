@@ -3,7 +3,7 @@
 # pinned MinIO and mc, built with `go install` the first time; Debian's
 # prometheus, docker-compose and chromium for the operations and browser
 # tests), starts a
-# throwaway MinIO on 127.0.0.1, runs gofmt/vet and `go test ./...` against
+# throwaway MinIO on 127.0.0.1, runs gofmt, vet, staticcheck and `go test ./...` against
 # it, and stops MinIO again whatever happened.
 #
 #   ./scripts/test.sh                 everything, then each fuzz target for FUZZTIME
@@ -42,6 +42,7 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 # The soak runs 2 minutes under CI, 60 s otherwise (TILEPROXY_SOAK=10m for longer).
 if [ -n "${CI:-}" ]; then export TILEPROXY_SOAK="${TILEPROXY_SOAK:-2m}"; fi
 go test -count=1 "$@" ./...
