@@ -232,34 +232,37 @@ func TestSTSDownThenBack(t *testing.T) {
 }
 
 func TestSTSDownKeepsValidCredentials(t *testing.T) {
-	// Credentials live 3 s and refresh from 2.4 s; STS goes down at once.
-	// Requests keep succeeding on the old credentials until they are about
-	// to expire, then fail, and never use expired ones.
-	o, sts, s3f, _ := stsOrigin(t, 3*time.Second)
+	// Credentials live 8 s: refresh from 6.4 s (a fifth of the lifetime
+	// early), never used after 7.2 s (a tenth). STS goes down at once.
+	// Requests must keep succeeding on the old credentials past the refresh
+	// point, then fail, and never use expired ones. The window between the
+	// two is 800 ms, polled every 50 ms.
+	const ttl = 8 * time.Second
+	o, sts, s3f, _ := stsOrigin(t, ttl)
+	issued := time.Now()
 	if err := fetch(t, o); err != nil {
 		t.Fatal(err)
 	}
 	sts.down.Store(true)
-	start := time.Now()
-	var okAfterRefreshPoint bool
-	var sawFailure bool
-	for time.Since(start) < 4*time.Second {
+	refreshAt := issued.Add(ttl - ttl/5)
+	var lastOK, firstFail time.Time
+	for time.Since(issued) < ttl+time.Second {
 		err := fetch(t, o)
-		if err == nil && time.Since(start) > 2600*time.Millisecond {
-			okAfterRefreshPoint = true
-		}
-		if err != nil {
-			sawFailure = true
-			if !errors.Is(err, origin.ErrUnavailable) {
-				t.Fatalf("got %v, want ErrUnavailable", err)
-			}
+		switch {
+		case err == nil:
+			lastOK = time.Now()
+		case !errors.Is(err, origin.ErrUnavailable):
+			t.Fatalf("got %v, want ErrUnavailable", err)
+		case firstFail.IsZero():
+			firstFail = time.Now()
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !okAfterRefreshPoint {
-		t.Error("old, still valid credentials were not used after the failed refresh")
+	if !lastOK.After(refreshAt) {
+		t.Errorf("last success %v after issue, before the refresh point %v: old, still valid credentials were not used",
+			lastOK.Sub(issued), refreshAt.Sub(issued))
 	}
-	if !sawFailure {
+	if firstFail.IsZero() {
 		t.Error("requests never failed after the credentials expired")
 	}
 	if n := s3f.expired.Load(); n != 0 {
