@@ -2,8 +2,9 @@
 // the caller's token and grant, finds the tileset, and answers from the
 // origin with the HTTP caching semantics map libraries rely on.
 //
-// Order of checks, always: path -> token -> grant -> tileset -> origin.
-// Authorization is decided before anything about the object is looked at.
+// Order of checks, always: path -> token -> grant -> tileset -> cache ->
+// origin. Authorization is decided before anything about the object is
+// looked at.
 package proxy
 
 import (
@@ -123,7 +124,9 @@ func (p *Proxy) Drain() { p.draining.Store(true) }
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, start: p.now()}
 	if err := checkPath(rawPath(r)); err != nil {
-		rec.tileset = "_"
+		// Counted, so a flood of hostile paths shows in requests_total,
+		// under _unknown: the path is not trusted to name a tileset.
+		rec.tileset = metrics.UnknownTileset
 		rec.fail(err, "")
 	} else if !p.cors.preflight(rec, r) {
 		p.cors.allow(rec.Header(), r.Header.Get("Origin"))
@@ -138,7 +141,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
-	if rec.tileset != "" && rec.tileset != "_" {
+	if rec.tileset != "" {
 		p.metrics.Request(rec.tileset, rec.status, d)
 	}
 	if !p.cfg.Log.Access || !p.log.Enabled(r.Context(), slog.LevelInfo) {
@@ -153,7 +156,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 		slog.Int64("bytes", rec.bytes),
 		slog.Duration("duration", d),
 	)
-	if rec.tileset != "" && rec.tileset != "_" {
+	if rec.tileset != "" {
 		attrs = append(attrs, slog.String("tileset", rec.tileset))
 	}
 	if rec.cache != "" {

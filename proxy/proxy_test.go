@@ -424,10 +424,12 @@ func TestMetricsCount(t *testing.T) {
 	f.do("GET", "/tiles/a/9/9/9.png", a)
 	f.do("GET", "/tiles/b/0/0/0.png", a)
 	f.do("GET", "/tiles/evil-scanner-name/0/0/0.png", nil)
+	f.do("GET", "/tiles/a/../b/0/0/0.png", a)
 	want := `
 # HELP tileproxy_requests_total HTTP requests answered, by tileset and status code.
 # TYPE tileproxy_requests_total counter
 tileproxy_requests_total{code="200",tileset="a"} 2
+tileproxy_requests_total{code="400",tileset="_unknown"} 1
 tileproxy_requests_total{code="401",tileset="_unknown"} 1
 tileproxy_requests_total{code="403",tileset="b"} 1
 tileproxy_requests_total{code="404",tileset="a"} 1
