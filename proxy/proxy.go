@@ -10,6 +10,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -55,11 +56,16 @@ type Proxy struct {
 	loaders map[string]cache.LoadFunc
 	// cacheControl holds each tileset's Cache-Control, ready to assign.
 	cacheControl map[string][]string
-	log          *slog.Logger
-	now          func() time.Time
-	mux          *http.ServeMux
-	ready        atomic.Bool // set once the origin answered (or the grace passed)
-	draining     atomic.Bool // set on shutdown; wins over ready
+	// tileJSON holds each tileset's rendered TileJSON document.
+	tileJSON map[string][]byte
+	// viewerPage and viewerFiles are rendered once when viewer is on.
+	viewerPage  []byte
+	viewerFiles map[string][]byte
+	log         *slog.Logger
+	now         func() time.Time
+	mux         *http.ServeMux
+	ready       atomic.Bool // set once the origin answered (or the grace passed)
+	draining    atomic.Bool // set on shutdown; wins over ready
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -86,6 +92,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		metrics:      deps.Metrics,
 		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
 		loaders:      make(map[string]cache.LoadFunc, len(cfg.Tilesets)),
+		tileJSON:     make(map[string][]byte, len(cfg.Tilesets)),
 		log:          deps.Logger,
 		now:          deps.Now,
 		mux:          http.NewServeMux(),
@@ -99,6 +106,17 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		}
 		p.cacheControl[t.Name] = []string{cc}
 		p.loaders[t.Name] = p.loader(t)
+		doc, err := renderTileJSON(cfg.PublicURL, t)
+		if err != nil {
+			return nil, fmt.Errorf("proxy: tileset %s: TileJSON: %w", t.Name, err)
+		}
+		p.tileJSON[t.Name] = doc
+	}
+	if cfg.Viewer {
+		var err error
+		if p.viewerPage, p.viewerFiles, err = renderViewer(cfg.Tilesets); err != nil {
+			return nil, err
+		}
 	}
 	handle := func(pattern string, h func(*recorder, *http.Request)) {
 		p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { h(w.(*recorder), r) })

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
 )
 
 // serveSession turns a Bearer token into an HttpOnly cookie (POST) or
@@ -90,8 +91,17 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 	if !ok {
 		return
 	}
-	base := strings.TrimRight(p.cfg.PublicURL, "/")
-	doc := tileJSON{
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h["Cache-Control"] = p.cacheControl[ts.Name]
+	w.Write(p.tileJSON[ts.Name])
+}
+
+// renderTileJSON builds ts's TileJSON document; it depends only on the
+// config, so New renders each one once.
+func renderTileJSON(publicURL string, ts *config.Tileset) ([]byte, error) {
+	base := strings.TrimRight(publicURL, "/")
+	return json.Marshal(tileJSON{
 		TileJSON:    "3.0.0",
 		Name:        ts.Name,
 		Scheme:      "xyz",
@@ -101,14 +111,5 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		Bounds:      ts.Bounds,
 		Attribution: ts.Attribution,
 		Format:      ts.Format,
-	}
-	body, err := json.Marshal(doc)
-	if err != nil {
-		w.fail(err, "")
-		return
-	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h["Cache-Control"] = p.cacheControl[ts.Name]
-	w.Write(body)
+	})
 }

@@ -3,10 +3,13 @@ package proxy
 import (
 	"bytes"
 	"embed"
+	"fmt"
 	"html/template"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tileproxy/tileproxy/config"
 )
 
 // The viewer page and Leaflet (vendored from npm, with its licence).
@@ -29,16 +32,27 @@ var viewerModTime = time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 
 const viewerCSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:"
 
-// serveViewer renders the built-in Leaflet viewer. It lists the configured
+// renderViewer builds the viewer page and loads the vendored files, once:
+// nothing in them changes while the process runs.
+func renderViewer(tilesets []config.Tileset) (page []byte, files map[string][]byte, err error) {
+	var buf bytes.Buffer
+	if err := viewerTmpl.Execute(&buf, tilesets); err != nil {
+		return nil, nil, fmt.Errorf("proxy: viewer page: %w", err)
+	}
+	files = make(map[string][]byte, len(viewerAssets))
+	for name, a := range viewerAssets {
+		if files[name], err = viewerFS.ReadFile(a.path); err != nil {
+			return nil, nil, fmt.Errorf("proxy: viewer asset: %w", err)
+		}
+	}
+	return buf.Bytes(), files, nil
+}
+
+// serveViewer serves the built-in Leaflet viewer. It lists the configured
 // raster tileset names (not their buckets), which is why it is opt-in.
 func (p *Proxy) serveViewer(w *recorder, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.fail(errMethod, tileMethods)
-		return
-	}
-	var buf bytes.Buffer
-	if err := viewerTmpl.Execute(&buf, p.cfg.Tilesets); err != nil {
-		w.fail(err, "")
 		return
 	}
 	h := w.Header()
@@ -47,23 +61,19 @@ func (p *Proxy) serveViewer(w *recorder, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Content-Security-Policy", viewerCSP)
-	w.Write(buf.Bytes())
+	w.Write(p.viewerPage)
 }
 
 // serveViewerAsset serves the vendored Leaflet files.
 func (p *Proxy) serveViewerAsset(w *recorder, r *http.Request) {
-	a, ok := viewerAssets[strings.TrimPrefix(r.URL.Path, "/viewer/")]
-	if !ok || !p.cfg.Viewer {
+	name := strings.TrimPrefix(r.URL.Path, "/viewer/")
+	b, ok := p.viewerFiles[name] // empty when the viewer is off
+	if !ok {
 		w.fail(errNotFound, "")
 		return
 	}
-	b, err := viewerFS.ReadFile(a.path)
-	if err != nil {
-		w.fail(err, "")
-		return
-	}
 	h := w.Header()
-	h.Set("Content-Type", a.contentType)
+	h.Set("Content-Type", viewerAssets[name].contentType)
 	h.Set("Cache-Control", "public, max-age=86400")
 	h.Set("X-Content-Type-Options", "nosniff")
 	http.ServeContent(w, r, "", viewerModTime, bytes.NewReader(b))
