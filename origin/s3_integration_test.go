@@ -135,15 +135,12 @@ func TestS3Timeout(t *testing.T) {
 			defer c.Close()
 		}
 	}()
+	// A Get that ignored its timeout would hang here until the test binary's
+	// own timeout fails it; no wall-clock bound is asserted.
 	o := newOrigin(t, "http://"+ln.Addr().String(), "tiles", "k", "s", 300*time.Millisecond)
-	start := time.Now()
 	_, err = o.Get(t.Context(), origin.Request{Tileset: "a", Bucket: "tiles", Key: "a/0/0/0.png"})
 	if !errors.Is(err, origin.ErrTimeout) {
 		t.Fatalf("got %v, want ErrTimeout", err)
-	}
-	// Not a timing assertion on speed, only that it did not wait for ever.
-	if time.Since(start) > 30*time.Second {
-		t.Errorf("timeout not honoured")
 	}
 }
 

@@ -64,7 +64,7 @@ func method(m, path, authz string) string {
 // internal (bucket, key, AWS wording, stack, secrets) comes back.
 func TestHostileInputs(t *testing.T) {
 	var logs testenv.SyncBuffer
-	a, base := runningApp(t, &logs)
+	_, base := runningApp(t, &logs)
 	addr := strings.TrimPrefix(base, "http://")
 	secret := []byte(metricsSecret)
 	mint := func(ttl time.Duration, now time.Time, tilesets ...string) string {
@@ -171,7 +171,6 @@ func TestHostileInputs(t *testing.T) {
 			t.Error("logs contain a token or secret")
 		}
 	}
-	_ = a
 }
 
 // TestSlowloris: a client trickling its headers is cut off after the
