@@ -298,9 +298,12 @@ func checkRendered(t *testing.T, ctx context.Context, e *env, name string) {
 
 var tileURL = regexp.MustCompile(`^http://127\.0\.0\.1:\d+/tiles/demo/\d+/\d+/\d+\.png$`)
 
+// libraryPages are the e2e pages under testdata/e2e, one per map library.
+var libraryPages = []string{"leaflet", "maplibre", "ol", "img"}
+
 func TestMapLibrariesInChromium(t *testing.T) {
 	e := setup(t)
-	for _, page := range []string{"leaflet", "maplibre", "ol", "img"} {
+	for _, page := range libraryPages {
 		t.Run(page, func(t *testing.T) {
 			url := fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.allowedPages, page, e.proxyURL, e.token)
 			ctx, urls := browser(t)
@@ -381,41 +384,44 @@ func TestMapLibrariesInChromium(t *testing.T) {
 	}
 }
 
-func TestWithoutSessionThePageSays401(t *testing.T) {
-	e := setup(t)
-	for _, page := range []string{"leaflet", "maplibre", "ol", "img"} {
+// refusal loads each page in a fresh browser and requires it to report
+// want, with no tile served to it, and at least min tile requests refused
+// at the proxy (so the check cannot pass because nothing was asked).
+func refusal(t *testing.T, e *env, phase, want string, min int, url func(page string) string) {
+	for _, page := range libraryPages {
 		t.Run(page, func(t *testing.T) {
 			ctx, _ := browser(t)
-			e.rec.setPhase(page + "/nosession")
-			url := fmt.Sprintf("%s/%s.html?proxy=%s", e.allowedPages, page, e.proxyURL) // no token
-			if err := chromedp.Do(ctx, chromedp.Navigate(url), waitStatus("error: tiles 401")); err != nil {
-				t.Fatalf("page status %q, want it to report the 401: %v", status(ctx), err)
+			e.rec.setPhase(page + "/" + phase)
+			if err := chromedp.Do(ctx, chromedp.Navigate(url(page)), waitStatus(want)); err != nil {
+				t.Fatalf("page status %q, want %q: %v", status(ctx), want, err)
 			}
-			for _, h := range e.rec.in(page + "/nosession") {
+			refused := 0
+			for _, h := range e.rec.in(page + "/" + phase) {
 				if h.status == 200 {
-					t.Errorf("%s served without a session", h.path)
+					t.Errorf("%s was served (%s)", h.path, phase)
+				} else {
+					refused++
 				}
+			}
+			if refused < min {
+				t.Errorf("%d tile requests refused at the proxy, want at least %d", refused, min)
 			}
 		})
 	}
 }
 
+func TestWithoutSessionThePageSays401(t *testing.T) {
+	e := setup(t)
+	refusal(t, e, "nosession", "error: tiles 401", 1, func(page string) string {
+		return fmt.Sprintf("%s/%s.html?proxy=%s", e.allowedPages, page, e.proxyURL) // no token
+	})
+}
+
 func TestOtherOriginOnlyWithCORS(t *testing.T) {
 	e := setup(t)
-	for _, page := range []string{"leaflet", "maplibre", "ol", "img"} {
-		t.Run(page, func(t *testing.T) {
-			ctx, _ := browser(t)
-			e.rec.setPhase(page + "/other")
-			// Same page, same token, served from an origin CORS does not allow.
-			url := fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.otherPages, page, e.proxyURL, e.token)
-			if err := chromedp.Do(ctx, chromedp.Navigate(url), waitStatus("error: session")); err != nil {
-				t.Fatalf("page status %q, want the session refused: %v", status(ctx), err)
-			}
-			for _, h := range e.rec.in(page + "/other") {
-				if h.status == 200 {
-					t.Errorf("%s served to a page on a disallowed origin", h.path)
-				}
-			}
-		})
-	}
+	// Same pages, same token, served from an origin CORS does not allow:
+	// the session POST is refused, so the page never asks for a tile.
+	refusal(t, e, "other", "error: session", 0, func(page string) string {
+		return fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.otherPages, page, e.proxyURL, e.token)
+	})
 }
