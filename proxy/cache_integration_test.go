@@ -51,6 +51,8 @@ func cacheCfg(ttl, stale time.Duration) *config.Cache {
 }
 
 func TestCacheOnMinIO(t *testing.T) {
+	// Long enough that a slow PUT cannot outlast it between two steps.
+	const ttl = 2 * time.Second
 	env := testenv.MinIO(t)
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{
@@ -60,7 +62,7 @@ func TestCacheOnMinIO(t *testing.T) {
 	sp := &spy{}
 	st := newStack(t, env.Endpoint, env.AccessKey, env.SecretKey,
 		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}, {Name: "b", Bucket: bucket, Prefix: "b/"}},
-		stackOpts{cache: cacheCfg(time.Second, time.Hour), wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
+		stackOpts{cache: cacheCfg(ttl, time.Hour), wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
 	bearerA := map[string]string{"Authorization": "Bearer " + hmacToken(t, time.Hour, "a")}
 
@@ -86,7 +88,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		}
 	})
 	t.Run("revalidation sends If-None-Match and MinIO answers 304", func(t *testing.T) {
-		time.Sleep(1100 * time.Millisecond) // past the 1 s ttl
+		time.Sleep(ttl + 100*time.Millisecond)
 		resp, body := get(t, url, bearerA)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || string(body) != "tile a v1" {
 			t.Fatalf("got %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
@@ -102,7 +104,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		if _, body := get(t, url, bearerA); string(body) != "tile a v1" {
 			t.Fatalf("within ttl: %q, want the cached v1", body)
 		}
-		time.Sleep(1100 * time.Millisecond)
+		time.Sleep(ttl + 100*time.Millisecond)
 		resp, body := get(t, url, bearerA)
 		if string(body) != "tile a v2" || resp.Header.Get("X-Cache") != "MISS" {
 			t.Fatalf("after ttl: %q %s, want v2 MISS", body, resp.Header.Get("X-Cache"))
@@ -163,7 +165,7 @@ func TestStaleWhenMinIOStops(t *testing.T) {
 	env := p.S3()
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{"a/0/0/0.png": {Body: []byte("last good"), ContentType: "image/png"}})
-	const ttl, stale = 500 * time.Millisecond, 2 * time.Second
+	const ttl, stale = 500 * time.Millisecond, 4 * time.Second
 	st := newStack(t, p.Endpoint, p.AccessKey, p.SecretKey,
 		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}}, stackOpts{cache: cacheCfg(ttl, stale)})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
