@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -140,7 +141,8 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, 
 			}
 		}
 	}
-	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: f, Cache: st.cache, Logger: log})
+	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: f, Cache: st.cache, Logger: log,
+		AccessLog: accesslog.New(st.logs, accesslog.Text)})
 	if err != nil {
 		t.Fatal(err)
 	}

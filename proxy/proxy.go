@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -36,8 +37,11 @@ type Deps struct {
 	Cache *cache.Cache
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
-	// Logger receives access lines and origin errors; slog.Default() when nil.
+	// Logger receives origin errors and other events; slog.Default() when nil.
 	Logger *slog.Logger
+	// AccessLog receives the access line of every request when log.access
+	// is on; nil writes none.
+	AccessLog *accesslog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -62,6 +66,7 @@ type Proxy struct {
 	viewerPage  []byte
 	viewerFiles map[string][]byte
 	log         *slog.Logger
+	access      *accesslog.Logger // nil when access lines are off
 	now         func() time.Time
 	mux         *http.ServeMux
 	ready       atomic.Bool // set once the origin answered (or the grace passed)
@@ -94,8 +99,12 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		loaders:      make(map[string]cache.LoadFunc, len(cfg.Tilesets)),
 		tileJSON:     make(map[string][]byte, len(cfg.Tilesets)),
 		log:          deps.Logger,
+		access:       deps.AccessLog,
 		now:          deps.Now,
 		mux:          http.NewServeMux(),
+	}
+	if !cfg.Log.Access {
+		p.access = nil
 	}
 	for i := range cfg.Tilesets {
 		t := &cfg.Tilesets[i]
@@ -155,38 +164,32 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // finish records metrics and the access line for one request.
 func (p *Proxy) finish(rec *recorder, r *http.Request) {
-	d := p.now().Sub(rec.start)
+	end := p.now()
+	d := end.Sub(rec.start)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
 	}
 	if rec.tileset != "" {
 		p.metrics.Request(rec.tileset, rec.status, d)
 	}
-	if !p.cfg.Log.Access || !p.log.Enabled(r.Context(), slog.LevelInfo) {
+	if p.access == nil {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 9)
-	attrs = append(attrs,
-		slog.String("method", r.Method),
-		// The path only: the query may hold an access_token.
-		slog.String("path", r.URL.Path),
-		slog.Int("status", rec.status),
-		slog.Int64("bytes", rec.bytes),
-		slog.Duration("duration", d),
-	)
-	if rec.tileset != "" {
-		attrs = append(attrs, slog.String("tileset", rec.tileset))
-	}
-	if rec.cache != "" {
-		attrs = append(attrs, slog.String("cache", rec.cache))
-	}
-	if rec.subject != "" {
-		attrs = append(attrs, slog.String("subject", rec.subject))
+	line := accesslog.Line{
+		Time:     end,
+		Method:   r.Method,
+		Path:     r.URL.Path, // the path only: the query may hold an access_token
+		Status:   rec.status,
+		Bytes:    rec.bytes,
+		Duration: d,
+		Tileset:  rec.tileset,
+		Cache:    rec.cache,
+		Subject:  rec.subject,
 	}
 	if rec.err != nil && rec.status >= 500 {
-		attrs = append(attrs, slog.String("err", rec.err.Error()))
+		line.Err = rec.err.Error()
 	}
-	p.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	p.access.Log(&line)
 }
 
 // label bounds a tileset name for metrics.

@@ -13,9 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/origin/origintest"
@@ -27,7 +29,7 @@ type fixture struct {
 	p   *Proxy
 	mem *origintest.Memory
 	reg *prometheus.Registry
-	log *strings.Builder
+	log *testenv.SyncBuffer
 }
 
 // withCache selects whether newFixture builds the proxy with a cache.
@@ -62,14 +64,15 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &strings.Builder{}
+	logs := &testenv.SyncBuffer{}
 	var c *cache.Cache
 	if withCache {
 		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Cache: c, Metrics: m, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Cache: c, Metrics: m,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(logs, accesslog.Text)})
 	if err != nil {
 		t.Fatal(err)
 	}

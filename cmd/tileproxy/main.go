@@ -22,9 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/logbuf"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -111,13 +113,15 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
-	log := newLogger(cfg.Log, stderr)
+	lg := newLogger(cfg.Log, stderr)
+	defer lg.flush()
+	log := lg.log
 	if limit, set := memoryLimit(cfg.Cache.MaxBytes); set {
 		log.Info("soft memory limit set from cache.max_bytes (override with GOMEMLIMIT)", "limit_mib", limit>>20)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app, err := newApp(ctx, cfg, log, origin.Deps{Logger: log})
+	app, err := newApp(ctx, cfg, lg, origin.Deps{Logger: log})
 	if err != nil {
 		return err
 	}
@@ -140,14 +144,38 @@ func memoryLimit(maxBytes config.ByteSize) (int64, bool) {
 	return limit, true
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+// logging is where the process writes: events through slog, the access
+// line through accesslog (which skips slog's generic formatting), both
+// into one stream batched by logbuf so a request does not cost a write.
+type logging struct {
+	log    *slog.Logger
+	access *accesslog.Logger // nil when access lines are off or below the level
+	// flush writes out what is batched; call it before exiting.
+	flush func() error
+}
+
+func newLogger(c config.Log, w io.Writer) logging {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated already
 	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+	lg := logging{flush: func() error { return nil }}
+	if lw, err := logbuf.New(logbuf.Config{}, w); err == nil { // the defaults cannot fail
+		lg.log = slog.New(logbuf.Handler(newHandler(c.Format, lw, opts), lw))
+		w, lg.flush = lw, lw.Close
+	} else {
+		lg.log = slog.New(newHandler(c.Format, w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	if c.Access && level <= slog.LevelInfo {
+		lg.access = accesslog.New(w, accesslog.ParseFormat(c.Format))
+	}
+	return lg
+}
+
+func newHandler(format string, w io.Writer, opts *slog.HandlerOptions) slog.Handler {
+	if format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
 }
 
 // app is a wired server: the proxy, its registry and its settings.
@@ -180,7 +208,8 @@ var defaultLimits = serverLimits{
 	maxHeaderBytes: 32 << 10,
 }
 
-func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin.Deps) (*app, error) {
+func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps) (*app, error) {
+	log := lg.log
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, buildInfo())
 	if err != nil {
@@ -211,7 +240,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, od origin
 			return nil, err
 		}
 	}
-	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log})
+	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: lg.access})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testenv"
@@ -55,7 +56,7 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 	cfg.ApplyDefaults()
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, &cfg, log, origin.Deps{Logger: log,
+	a, err := newApp(ctx, &cfg, logging{log: log, access: accesslog.New(logs, accesslog.JSON)}, origin.Deps{Logger: log,
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDMETRICSTEST", "metrics-aws-secret-key", "")})
 	if err != nil {
 		t.Fatal(err)
