@@ -339,3 +339,32 @@ func TestValidate(t *testing.T) {
 		t.Error("zero load timeout accepted")
 	}
 }
+
+func TestEntryHeaders(t *testing.T) {
+	lm := time.Date(2026, 11, 27, 13, 4, 5, 0, time.FixedZone("x", 3600))
+	e := NewEntry([]byte("12345"), "image/png", "gzip", `"abc"`, lm)
+	for _, c := range []struct {
+		got  []string
+		want string
+	}{
+		{e.HeaderContentLength, "5"}, {e.HeaderContentType, "image/png"}, {e.HeaderETag, `"abc"`},
+		{e.HeaderLastModified, "Fri, 27 Nov 2026 12:04:05 GMT"}, {e.HeaderEncoding, "gzip"},
+	} {
+		if len(c.got) != 1 || c.got[0] != c.want {
+			t.Errorf("header %q, want %q", c.got, c.want)
+		}
+		// Header.Add appends: it must get a new array, not write into
+		// the next value of the shared one.
+		if cap(c.got) != 1 {
+			t.Errorf("header %q has cap %d; want 1", c.got, cap(c.got))
+		}
+	}
+	if e.ContentType != "image/png" || e.ETag != `"abc"` || e.ContentEncoding != "gzip" {
+		t.Errorf("fields changed: %+v", e)
+	}
+	bare := NewEntry(nil, "", "", "", time.Time{})
+	if bare.HeaderContentLength[0] != "0" || bare.HeaderContentType != nil || bare.HeaderETag != nil ||
+		bare.HeaderLastModified != nil || bare.HeaderEncoding != nil {
+		t.Errorf("empty values rendered: %+v", bare)
+	}
+}

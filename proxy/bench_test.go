@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/config"
 )
 
@@ -24,6 +26,9 @@ func benchHandler(b *testing.B, cached bool, path string, mod func(*config.Confi
 	tok := token(b, time.Hour, "a")
 	// Metrics and logs are part of the real path; logs go nowhere here.
 	f.p.log = discardLogger()
+	if f.p.access != nil {
+		f.p.access = accesslog.New(io.Discard, accesslog.JSON)
+	}
 	r := httptest.NewRequest("GET", path, nil)
 	r.Header.Set("Authorization", "Bearer "+tok)
 	w := &nopWriter{h: http.Header{}}

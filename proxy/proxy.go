@@ -130,7 +130,11 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	handle := func(pattern string, h func(*recorder, *http.Request)) {
 		p.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { h(w.(*recorder), r) })
 	}
-	handle("/tiles/{tileset}/{path...}", p.serveTile)
+	// ServeHTTP routes this pattern itself (tileRoute); it stays here so
+	// the mux holds the whole route table and answers whatever that skips.
+	handle(tilePattern, func(w *recorder, r *http.Request) {
+		p.serveTile(w, r, r.PathValue("tileset"), r.PathValue("path"))
+	})
 	handle("/tiles/{file}", p.serveTileJSON)
 	handle("/auth/session", p.serveSession)
 	handle("/viewer/{file}", p.serveViewerAsset)
@@ -157,7 +161,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.fail(err, "")
 	} else if !p.cors.preflight(rec, r) {
 		p.cors.allow(rec.Header(), r.Header.Get("Origin"))
-		p.mux.ServeHTTP(rec, r)
+		if name, path, ok := tileRoute(r.URL.Path); ok {
+			p.serveTile(rec, r, name, path)
+		} else {
+			p.mux.ServeHTTP(rec, r)
+		}
 	}
 	p.finish(rec, r)
 }

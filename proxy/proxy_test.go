@@ -572,3 +572,40 @@ func TestMultiRangeIgnored(t *testing.T) {
 		}
 	})
 }
+
+// TestTileRouteMatchesMux holds the hand-written tile route to ServeMux's
+// reading of the same pattern, for every path checkPath lets through.
+func TestTileRouteMatchesMux(t *testing.T) {
+	f := newFixture(t, nil)
+	ref := http.NewServeMux()
+	var gotName, gotPath string
+	ref.HandleFunc(tilePattern, func(w http.ResponseWriter, r *http.Request) {
+		gotName, gotPath = r.PathValue("tileset"), r.PathValue("path")
+	})
+	other := func(http.ResponseWriter, *http.Request) { gotName, gotPath = "-", "-" }
+	ref.HandleFunc("/tiles/{file}", other) // as in New: TileJSON
+	ref.HandleFunc("/", other)
+	for _, raw := range []string{
+		"/tiles/a/0/0/0.png", "/tiles/a/", "/tiles/a", "/tiles/", "/tiles", "/tiles/a.json",
+		"/tiles/a/b", "/tiles/%61/0/0/0.png", "/tiles/a/%C3%BC/x%20y.png", "/tiles/ü/1/2/3.pbf",
+		"/tilesx/a/b", "/x/tiles/a/b", "/", "/tiles/a/b/c/", "/tiles/a%20b/c",
+	} {
+		if checkPath(raw) != nil {
+			t.Fatalf("%s: refused by checkPath; the table should hold routable paths", raw)
+		}
+		r := httptest.NewRequest("GET", raw, nil)
+		gotName, gotPath = "", ""
+		ref.ServeHTTP(httptest.NewRecorder(), r)
+		name, path, ok := tileRoute(r.URL.Path)
+		if gotName == "" {
+			t.Fatalf("%s: the reference mux answered itself (a redirect?)", raw)
+		}
+		if muxOK := gotName != "-"; ok != muxOK || (ok && (name != gotName || path != gotPath)) {
+			t.Errorf("%s: tileRoute = %q %q %v; ServeMux = %q %q %v", raw, name, path, ok, gotName, gotPath, muxOK)
+		}
+		// The proxy's own mux must route the same paths to the pattern.
+		if _, pattern := f.p.mux.Handler(r); (pattern == tilePattern) != ok {
+			t.Errorf("%s: proxy mux pattern %q, tileRoute %v", raw, pattern, ok)
+		}
+	}
+}

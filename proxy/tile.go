@@ -26,14 +26,33 @@ var (
 	hdrXCache  = map[string][]string{"HIT": {"HIT"}, "MISS": {"MISS"}, "STALE": {"STALE"}}
 )
 
+// tilePattern is the tile route; tileRoute must agree with it.
+const tilePattern = "/tiles/{tileset}/{path...}"
+
+// tileRoute matches /tiles/{tileset}/{path...} as the ServeMux pattern
+// does, for paths checkPath has passed (so no "//", dot segments or
+// encoded slashes, and segments are the same decoded or not). ServeHTTP
+// routes tile requests with it: the mux's matching cost a microsecond and
+// two allocations per request, a few per cent of a cache hit.
+func tileRoute(path string) (tileset, rest string, ok bool) {
+	after, ok := strings.CutPrefix(path, "/tiles/")
+	if !ok {
+		return "", "", false
+	}
+	tileset, rest, ok = strings.Cut(after, "/")
+	return tileset, rest, ok && tileset != ""
+}
+
 // serveTile answers GET/HEAD /tiles/{tileset}/{path...}: authorization
 // first, then the cache (when configured), then the origin.
-func (p *Proxy) serveTile(w *recorder, r *http.Request) {
-	ts, ok := p.tileRequest(w, r, r.PathValue("tileset"))
+func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
+	ts, ok := p.tileRequest(w, r, name)
 	if !ok {
 		return
 	}
-	key := ts.Prefix + r.PathValue("path")
+	// One allocation: the cache key is "bucket/key".
+	cacheKey := ts.Bucket + "/" + ts.Prefix + path
+	key := cacheKey[len(ts.Bucket)+1:]
 	if err := checkKey(key); err != nil {
 		w.fail(err, "")
 		return
@@ -42,7 +61,7 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request) {
 		p.serveStream(w, r, ts, key)
 		return
 	}
-	e, out, err := p.cache.Get(r.Context(), ts.Bucket+"/"+key, p.loaders[ts.Name])
+	e, out, err := p.cache.Get(r.Context(), cacheKey, p.loaders[ts.Name])
 	if !errors.Is(err, r.Context().Err()) || err == nil {
 		p.metrics.Cache(out.String())
 	}
