@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -59,6 +60,9 @@ type Entry struct {
 	hdr    [5]string // Content-Length, -Type, ETag, Last-Modified, -Encoding
 	stored time.Time // when fetched or last revalidated
 	size   int64
+	// moved is when the entry last went to the front of the LRU list
+	// (Unix ns, read and written atomically: hits read it under RLock).
+	moved int64
 }
 
 // NewEntry builds an Entry for an object body.
@@ -202,7 +206,7 @@ type Cache struct {
 	flight Flight
 	deps   Deps
 
-	mu    sync.Mutex // protects lru and bytes; simplelru is not safe alone
+	mu    sync.RWMutex // protects lru and bytes; simplelru is not safe alone
 	lru   *simplelru.LRU[string, *Entry]
 	bytes int64
 }
@@ -238,7 +242,7 @@ func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 // for the others and still fills the cache.
 func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Outcome, error) {
 	now := c.now()
-	e, ok := c.peek(key)
+	e, ok := c.peek(key, now)
 	if ok && c.fresh(e, now) {
 		if e.Negative {
 			return nil, Negative, ErrNotFound
@@ -270,7 +274,7 @@ type result struct {
 func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
 	// Another flight may have filled the entry between our look and now.
 	now := c.now()
-	prev, ok := c.peek(key)
+	prev, ok := c.peek(key, now)
 	if ok && c.fresh(prev, now) {
 		if prev.Negative {
 			return result{prev, Negative}, nil
@@ -291,10 +295,10 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		c.store(key, e, now)
 		return result{e, Miss}, nil
 	case errors.Is(err, ErrNotModified) && revalidate != nil:
-		fresh := *revalidate // copy: readers may hold the old one
-		fresh.render()       // its header slices point into the copy
-		c.store(key, &fresh, now)
-		return result{&fresh, Hit}, nil
+		// A new entry: readers may hold the old one.
+		fresh := NewEntry(revalidate.Body, revalidate.ContentType, revalidate.ContentEncoding, revalidate.ETag, revalidate.LastModified)
+		c.store(key, fresh, now)
+		return result{fresh, Hit}, nil
 	case errors.Is(err, ErrNotFound):
 		neg := &Entry{Negative: true}
 		neg.render()
@@ -319,11 +323,35 @@ func (c *Cache) fresh(e *Entry, now time.Time) bool {
 	return now.Sub(e.stored) < ttl
 }
 
-func (c *Cache) peek(key string) (*Entry, bool) {
-	c.mu.Lock()
-	e, ok := c.lru.Get(key)
-	c.mu.Unlock()
-	return e, ok
+// Recency is exact while the cache is small; in a large one, a hit on
+// an entry that went to the front less than moveEvery ago leaves it where
+// it is. Moving an entry writes the list links of it and its neighbours
+// under the write lock, which with thousands of entries are cache misses
+// on every hit; this way hits share a read lock and recency is still
+// known to within moveEvery, far finer than any eviction needs.
+const (
+	exactBelow = 64
+	moveEvery  = time.Second
+)
+
+// peek looks key up and, per the rule above, moves it to the front.
+func (c *Cache) peek(key string, now time.Time) (*Entry, bool) {
+	c.mu.RLock()
+	e, ok := c.lru.Peek(key)
+	exact := c.lru.Len() < exactBelow
+	c.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	t := now.UnixNano()
+	if exact || t-atomic.LoadInt64(&e.moved) >= int64(moveEvery) {
+		c.mu.Lock()
+		if cur, ok := c.lru.Get(key); ok && cur == e {
+			atomic.StoreInt64(&e.moved, t)
+		}
+		c.mu.Unlock()
+	}
+	return e, true
 }
 
 func (c *Cache) remove(key string) {
@@ -342,6 +370,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 		e = NewLargeEntry()
 	}
 	e.stored = now
+	e.moved = now.UnixNano() // not yet shared
 	if e.size > c.cfg.MaxBytes {
 		c.remove(key)
 		return

@@ -111,10 +111,10 @@ func TestEvictionByBytes(t *testing.T) {
 		t.Errorf("evictions: got %d, want %d", got, 100-c.Len())
 	}
 	// LRU: the newest are in, the oldest out.
-	if _, ok := c.peek("k99"); !ok {
+	if _, ok := c.peek("k99", time.Now()); !ok {
 		t.Error("newest entry evicted")
 	}
-	if _, ok := c.peek("k0"); ok {
+	if _, ok := c.peek("k0", time.Now()); ok {
 		t.Error("oldest entry kept")
 	}
 }
@@ -366,5 +366,49 @@ func TestEntryHeaders(t *testing.T) {
 	if bare.HeaderContentLength[0] != "0" || bare.HeaderContentType != nil || bare.HeaderETag != nil ||
 		bare.HeaderLastModified != nil || bare.HeaderEncoding != nil {
 		t.Errorf("empty values rendered: %+v", bare)
+	}
+}
+
+// TestRecency checks LRU order: exact in a small cache; in a large one a
+// hit moves an entry to the front at most once per moveEvery.
+func TestRecency(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		entries int
+		wait    time.Duration // between filling and the hit on the oldest
+		kept    bool          // the oldest survives the next eviction
+	}{
+		{"small cache, hit at once", exactBelow - 1, 0, true},
+		{"large cache, hit at once", 2 * exactBelow, 0, false},
+		{"large cache, hit after moveEvery", 2 * exactBelow, moveEvery, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			per := int64(100 + entryOverhead)
+			cfg := defCfg
+			cfg.MaxBytes = per * int64(tc.entries)
+			cfg.MaxObjectBytes = 100
+			c, clk := newCache(t, cfg, Deps{})
+			load := func(context.Context, string, *Entry) (*Entry, error) {
+				return NewEntry(make([]byte, 100), "", "", "", time.Time{}), nil
+			}
+			for i := range tc.entries {
+				if _, _, err := c.Get(t.Context(), fmt.Sprint("k", i), load); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.Len() != tc.entries {
+				t.Fatalf("%d entries, want %d", c.Len(), tc.entries)
+			}
+			clk.Add(tc.wait)
+			if _, out, _ := c.Get(t.Context(), "k0", load); out != Hit {
+				t.Fatalf("k0: %v, want a hit", out)
+			}
+			c.Get(t.Context(), "new", load) // evicts one entry
+			_, kept := c.lru.Peek("k0")
+			_, k1 := c.lru.Peek("k1")
+			if kept != tc.kept || k1 == tc.kept {
+				t.Fatalf("after the hit on k0 and one eviction: k0 kept %v, k1 kept %v; want k0 %v", kept, k1, tc.kept)
+			}
+		})
 	}
 }
