@@ -72,7 +72,11 @@ type Verifier struct {
 	leeway      time.Duration
 	now         func() time.Time
 	// seen caches successful verifications by SHA-256 of the token, so a
-	// map's hundreds of tile requests cost one signature check.
+	// map's hundreds of tile requests cost one signature check. Lookups
+	// use Peek (a read lock) rather than Get (the write lock, to reorder):
+	// every request looks up its token, and an exclusive lock there would
+	// serialize all of them. Eviction is then oldest-verified first, which
+	// costs at most a re-verification of a busy token.
 	seen *lru.Cache[[sha256.Size]byte, verified]
 }
 
@@ -192,7 +196,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	// copy would be the only allocation on a cache hit.
 	key := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	now := v.now()
-	if c, ok := v.seen.Get(key); ok {
+	if c, ok := v.seen.Peek(key); ok {
 		if now.Before(c.until) {
 			return c.p, nil
 		}
