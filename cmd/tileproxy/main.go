@@ -25,6 +25,7 @@ import (
 	"github.com/tileproxy/tileproxy/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/coalesce"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/logbuf"
 	"github.com/tileproxy/tileproxy/metrics"
@@ -252,9 +253,15 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps)
 // 503 at once and in-flight requests get shutdown_timeout to finish.
 // started, when non-nil, is called with the main address once listening.
 func (a *app) run(ctx context.Context, started func(addr string)) error {
-	ln, err := net.Listen("tcp", a.cfg.Listen)
+	tcp, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.cfg.Listen, err)
+	}
+	// Headers and body leave in one writev instead of two writes.
+	ln, err := coalesce.NewListener(tcp, coalesce.Config{})
+	if err != nil {
+		tcp.Close()
+		return err
 	}
 	if a.limits == (serverLimits{}) {
 		a.limits = defaultLimits
