@@ -155,6 +155,11 @@ func serve(t *testing.T, wrapped bool) string {
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost { // echo the body's length
+				b, _ := io.ReadAll(r.Body)
+				fmt.Fprint(w, len(b))
+				return
+			}
 			var n int
 			fmt.Sscanf(r.URL.Path, "/%d", &n)
 			if r.URL.Query().Has("close") {
@@ -217,6 +222,36 @@ func TestHTTPResponsesIntact(t *testing.T) {
 		if len(b) != n {
 			t.Fatalf("pipelined /%d: %d bytes", n, len(b))
 		}
+	}
+}
+
+// TestExpectContinue: net/http writes "100 Continue" when the handler
+// starts reading the body, then reads. The client sends the body only
+// after seeing it, so the wrapped connection must not sit on it.
+func TestExpectContinue(t *testing.T) {
+	base := serve(t, true)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	// Generous: this bounds a hang, it does not time the server.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("waiting for 100 Continue: %q, %v", line, err)
+	}
+	br.ReadString('\n') // the blank line after it
+	fmt.Fprint(conn, "hello")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "5" {
+		t.Fatalf("server read %q bytes; want 5", b)
 	}
 }
 
