@@ -59,7 +59,7 @@ type Logger struct {
 }
 
 // New returns a Logger writing format to w.
-func New(w io.Writer, format Format) *Logger {
+func New(format Format, w io.Writer) *Logger {
 	return &Logger{w: w, format: format, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 }
 

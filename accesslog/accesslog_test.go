@@ -72,7 +72,7 @@ func FuzzMatchesSlog(f *testing.F) {
 
 func TestLogOneWritePerLine(t *testing.T) {
 	var w countingWriter
-	lg := New(&w, JSON)
+	lg := New(JSON, &w)
 	var wg sync.WaitGroup
 	for i := 0; i < 8; i++ {
 		wg.Add(1)
@@ -111,7 +111,7 @@ func BenchmarkLog(b *testing.B) {
 	l := Line{Time: time.Now(), Method: "GET", Path: "/tiles/city/3/4/2.png", Status: 200, Bytes: 23745, Duration: 16909, Tileset: "city", Cache: "HIT", Subject: "a1b2c3d4e5f6"}
 	for _, f := range []Format{Text, JSON} {
 		b.Run([...]string{"text", "json"}[f], func(b *testing.B) {
-			lg := New(discard{}, f)
+			lg := New(f, discard{})
 			b.ReportAllocs()
 			for b.Loop() {
 				lg.Log(&l)

@@ -53,7 +53,7 @@ type Listener struct {
 }
 
 // NewListener wraps ln.
-func NewListener(ln net.Listener, cfg Config) (*Listener, error) {
+func NewListener(cfg Config, ln net.Listener) (*Listener, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

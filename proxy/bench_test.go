@@ -27,7 +27,7 @@ func benchHandler(b *testing.B, cached bool, path string, mod func(*config.Confi
 	// Metrics and logs are part of the real path; logs go nowhere here.
 	f.p.log = discardLogger()
 	if f.p.access != nil {
-		f.p.access = accesslog.New(io.Discard, accesslog.JSON)
+		f.p.access = accesslog.New(accesslog.JSON, io.Discard)
 	}
 	r := httptest.NewRequest("GET", path, nil)
 	r.Header.Set("Authorization", "Bearer "+tok)

@@ -142,7 +142,7 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, 
 		}
 	}
 	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: f, Cache: st.cache, Logger: log,
-		AccessLog: accesslog.New(st.logs, accesslog.Text)})
+		AccessLog: accesslog.New(accesslog.Text, st.logs)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,7 +72,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 		}
 	}
 	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Cache: c, Metrics: m,
-		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(logs, accesslog.Text)})
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(accesslog.Text, logs)})
 	if err != nil {
 		t.Fatal(err)
 	}

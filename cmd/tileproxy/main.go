@@ -186,7 +186,7 @@ func newLogger(c config.Log, w io.Writer) logging {
 		lg.log = slog.New(newHandler(c.Format, w, opts))
 	}
 	if c.Access && level <= slog.LevelInfo {
-		lg.access = accesslog.New(w, accesslog.ParseFormat(c.Format))
+		lg.access = accesslog.New(accesslog.ParseFormat(c.Format), w)
 	}
 	return lg
 }
@@ -277,7 +277,7 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		return fmt.Errorf("listen %s: %w", a.cfg.Listen, err)
 	}
 	// Headers and body leave in one writev instead of two writes.
-	ln, err := coalesce.NewListener(tcp, coalesce.Config{})
+	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
 	if err != nil {
 		tcp.Close()
 		return err
