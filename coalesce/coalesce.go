@@ -92,6 +92,9 @@ func (c *conn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if len(p) == 0 {
+		return 0, nil // nothing to hold, and no empty write to send later
+	}
 	var n0 int
 	if c.held != nil {
 		n0 = len(*c.held)

@@ -108,6 +108,18 @@ func TestLargeWriteTakesHeldAlong(t *testing.T) {
 	}
 }
 
+func TestEmptyWrite(t *testing.T) {
+	var u recConn
+	c := wrap(t, 100, &u)
+	if n, err := c.Write(nil); n != 0 || err != nil {
+		t.Fatalf("Write(nil) = %d, %v", n, err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	if u.count() != 0 {
+		t.Fatalf("an empty write reached the connection: %q", u.sent())
+	}
+}
+
 func TestWriteErrorSticks(t *testing.T) {
 	u := recConn{err: errors.New("reset")}
 	c := wrap(t, 100, &u)
