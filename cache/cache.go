@@ -35,8 +35,9 @@ var (
 // max_bytes by hiding in overhead.
 const entryOverhead = 256
 
-// Entry is a cached object. It is immutable once returned: revalidation
-// stores a new Entry rather than touching one that readers may hold.
+// Entry is a cached object. It is immutable once returned (revalidation
+// stores a new Entry rather than touching one that readers may hold),
+// except for the cache's own LRU bookkeeping, written atomically.
 type Entry struct {
 	Body            []byte
 	ContentType     string

@@ -18,7 +18,7 @@
 package coalesce
 
 import (
-	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"time"
@@ -40,7 +40,7 @@ const DefaultHold = 16 << 10
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
 	if c.Hold < 0 {
-		return errors.New("coalesce: Hold must not be negative")
+		return fmt.Errorf("coalesce: Hold %d must not be negative", c.Hold)
 	}
 	return nil
 }

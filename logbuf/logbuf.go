@@ -11,7 +11,7 @@ package logbuf
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -36,8 +36,11 @@ const (
 
 // Validate reports a config that cannot work.
 func (c Config) Validate() error {
-	if c.Size < 0 || c.Interval < 0 {
-		return errors.New("logbuf: Size and Interval must not be negative")
+	if c.Size < 0 {
+		return fmt.Errorf("logbuf: Size %d must not be negative", c.Size)
+	}
+	if c.Interval < 0 {
+		return fmt.Errorf("logbuf: Interval %v must not be negative", c.Interval)
 	}
 	return nil
 }
@@ -47,7 +50,7 @@ func (c Config) Validate() error {
 type Writer struct {
 	cfg  Config
 	out  io.Writer
-	mu   sync.Mutex
+	mu   sync.Mutex // protects buf, err and cfg.Size (Close sets it to 0)
 	buf  []byte
 	err  error // the first write error; later writes report it
 	stop chan struct{}

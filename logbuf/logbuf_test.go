@@ -179,8 +179,10 @@ func TestConcurrentWritesStayWhole(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	if _, err := New(Config{Size: -1}, &sink{}); err == nil {
-		t.Fatal("negative Size accepted")
+	for field, cfg := range map[string]Config{"Size": {Size: -1}, "Interval": {Interval: -time.Second}} {
+		if _, err := New(cfg, &sink{}); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("negative %s: %v; want an error naming the field", field, err)
+		}
 	}
 	w, err := New(Config{}, &sink{})
 	if err != nil || w.cfg.Size != DefaultSize || w.cfg.Interval != DefaultInterval {
