@@ -108,6 +108,23 @@ func TestLargeWriteTakesHeldAlong(t *testing.T) {
 	}
 }
 
+// TestDefaultHoldIsOneBuffer: by default what net/http flushes from its
+// 4 KiB buffer is held, and the next write of any size takes it along at
+// once rather than being copied into the hold (a 10 KB tile's body bytes
+// would be copied twice otherwise).
+func TestDefaultHoldIsOneBuffer(t *testing.T) {
+	var u recConn
+	c := wrap(t, 0, &u)
+	c.Write(bytes.Repeat([]byte("h"), 4096))
+	if u.count() != 0 {
+		t.Fatal("a full net/http buffer was not held")
+	}
+	c.Write(bytes.Repeat([]byte("b"), 6000))
+	if got := len(u.all()); got != 4096+6000 {
+		t.Fatalf("after the second write %d bytes reached the connection; want both writes, 10096", got)
+	}
+}
+
 func TestEmptyWrite(t *testing.T) {
 	var u recConn
 	c := wrap(t, 100, &u)
