@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/singleflight"
 )
@@ -116,6 +118,81 @@ func TestEvictionByBytes(t *testing.T) {
 	}
 	if _, ok := c.peek("k0", time.Now()); ok {
 		t.Error("oldest entry kept")
+	}
+}
+
+// TestOverheadCounted: entries without a body (remembered misses) take
+// no more heap than they count against max_bytes, so a flood of distinct
+// missing tiles stays inside the bound.
+func TestOverheadCounted(t *testing.T) {
+	cfg := defCfg
+	cfg.MaxBytes = 1 << 40
+	c, _ := newCache(t, cfg, Deps{})
+	missing := func(context.Context, string, *Entry) (*Entry, error) { return nil, ErrNotFound }
+	const n = 20000
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	for i := range n {
+		c.Get(t.Context(), fmt.Sprintf("tiles-bucket/tilesets/demo/%d/%d/%d.png", i%20, i, i*7), missing)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	if c.Len() != n {
+		t.Fatalf("%d entries, want %d", c.Len(), n)
+	}
+	heap := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / n
+	t.Logf("%d bytes of heap per entry, %d counted", heap, c.Bytes()/n)
+	if heap > c.Bytes()/n {
+		t.Errorf("an entry takes %d bytes of heap but counts %d", heap, c.Bytes()/n)
+	}
+	runtime.KeepAlive(c)
+}
+
+// TestEntryText: header values and the key live inside the Entry when they
+// fit and in their own allocation when they do not; either way they read
+// back exactly, and lookups by an equal key find the entry.
+func TestEntryText(t *testing.T) {
+	inside := func(e *Entry, s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		lo := uintptr(unsafe.Pointer(&e.text[0]))
+		return p >= lo && p+uintptr(len(s)) <= lo+textSize
+	}
+	lm := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name, etag, key string
+		textIn, keyIn   bool
+	}{
+		{"typical", `"0123456789abcdef0123456789abcdef"`, "bucket/tiles/demo/14/8192/5461.pbf", true, true},
+		{"long key", `"e"`, "bucket/" + strings.Repeat("k", 300), true, false},
+		{"long etag", `"` + strings.Repeat("e", 300) + `"`, "bucket/k", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := NewEntry([]byte("12345"), "application/x-protobuf", "gzip", tc.etag, lm)
+			want := [5]string{"5", "application/x-protobuf", tc.etag, "Fri, 27 Nov 2026 10:00:00 GMT", "gzip"}
+			got := [5]string{e.HeaderContentLength[0], e.HeaderContentType[0], e.HeaderETag[0], e.HeaderLastModified[0], e.HeaderEncoding[0]}
+			if got != want || e.ETag != tc.etag || e.ContentType != want[1] || e.ContentEncoding != "gzip" {
+				t.Fatalf("headers %q, want %q", got, want)
+			}
+			if in := inside(e, e.ETag); in != tc.textIn {
+				t.Errorf("header text inside the Entry: %v, want %v", in, tc.textIn)
+			}
+			k := e.intern(tc.key)
+			if k != tc.key || inside(e, k) != tc.keyIn {
+				t.Errorf("intern: %q inside=%v, want inside=%v", k, inside(e, k), tc.keyIn)
+			}
+			if again := e.intern("bucket/other"); again != "bucket/other" {
+				t.Errorf("second intern gave %q", again)
+			}
+			if got[2] != tc.etag {
+				t.Error("intern overwrote a header value")
+			}
+			c, _ := newCache(t, defCfg, Deps{})
+			c.store(tc.key, NewEntry([]byte("x"), "image/png", "", tc.etag, lm), time.Now())
+			if _, ok := c.peek(strings.Clone(tc.key), time.Now()); !ok {
+				t.Error("stored entry not found by an equal key")
+			}
+		})
 	}
 }
 
@@ -230,7 +307,7 @@ func TestSingleflight(t *testing.T) {
 		<-release
 		return NewEntry([]byte("tile"), "image/png", "", `"t"`, time.Time{}), nil
 	}
-	const n = 50
+	const n = 20000
 	var wg sync.WaitGroup
 	results := make(chan Outcome, n)
 	for range n {
