@@ -137,3 +137,34 @@ func FuzzTokenFromRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSessionCookie: whenever the fast path answers, Request.Cookie gives
+// the same cookie value for the same header.
+func FuzzSessionCookie(f *testing.F) {
+	for _, s := range []string{
+		"tileproxy_token=a.b.c",
+		"other=1; tileproxy_token=a.b-_c",
+		" tileproxy_token=abc ;x=y",
+		"tileproxy_token=\"abc\"; tileproxy_token=def",
+		"tileproxy_token =abc; tileproxy_token=def",
+		"bad name=1; tileproxy_token=t",
+		"tileproxy_token=; tileproxy_token=x",
+		"\ttileproxy_token=abc\t",
+		"\rtileproxy_token=abc; tileproxy_token=def",
+		strings.Repeat("a=b;", 3001) + "tileproxy_token=x",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		got, ok := sessionCookie([]string{line})
+		if !ok {
+			return
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header["Cookie"] = []string{line}
+		c, err := r.Cookie(CookieName)
+		if err != nil || c.Value != got {
+			t.Fatalf("fast path %q, Request.Cookie %v %v", got, c, err)
+		}
+	})
+}

@@ -351,6 +351,48 @@ const (
 	SourceQuery  Source = "query"
 )
 
+// sessionCookie finds the session cookie in the common case, a single
+// Cookie line whose first tileproxy_token cookie holds a JWT, without the
+// two allocations and per-byte validation of Request.Cookie (~0.4 µs a
+// request). It answers only when Request.Cookie would answer the same
+// (FuzzSessionCookie holds it to that); ok is false for anything else,
+// which Request.Cookie then judges.
+func sessionCookie(lines []string) (string, bool) {
+	if len(lines) != 1 || strings.Count(lines[0], ";") > 50 {
+		return "", false
+	}
+	line := lines[0]
+	for line != "" {
+		var part string
+		part, line, _ = strings.Cut(line, ";")
+		part = strings.Trim(part, " \t\r\n") // as textproto.TrimString
+		name, val, _ := strings.Cut(part, "=")
+		if strings.Trim(name, " \t\r\n") != CookieName {
+			continue // not ours, whatever Request.Cookie makes of it
+		}
+		if name != CookieName || !jwtChars(val) {
+			return "", false // ours, but spelled in a way left to net/http
+		}
+		return val, true
+	}
+	return "", false
+}
+
+// jwtChars reports a non-empty string of base64url characters and dots,
+// all of them valid unquoted cookie-octets.
+func jwtChars(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 // TokenFromRequest returns the first token present, looking at the
 // Authorization header, then the session cookie, then the query parameter
 // (unless disabled). Whatever is found first is the one judged: a bad
@@ -369,6 +411,9 @@ func (v *Verifier) TokenFromRequest(r *http.Request) (string, Source, error) {
 			return "", SourceHeader, ErrMalformed
 		}
 		return tok, SourceHeader, nil
+	}
+	if tok, ok := sessionCookie(r.Header["Cookie"]); ok {
+		return tok, SourceCookie, nil
 	}
 	if c, err := r.Cookie(CookieName); err == nil {
 		if c.Value == "" {
