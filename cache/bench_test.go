@@ -63,7 +63,7 @@ func BenchmarkGetHitRandom(b *testing.B) {
 		r := rand.New(rand.NewPCG(rand.Uint64(), 1))
 		for pb.Next() {
 			e, out, _ := c.Get(ctx, keys[r.IntN(n)], nil)
-			if out != Hit || e.HeaderContentLength[0] != "20480" {
+			if out != Hit || e.HeaderContentLength()[0] != "20480" {
 				b.Fatal("not a hit")
 			}
 		}

@@ -32,11 +32,12 @@ var (
 )
 
 // entryOverhead is the memory an entry takes besides its body: the Entry
-// (576 bytes), the LRU's list element and map slot: 700-710 bytes
-// measured, with room for a key too long to intern. It is counted so that
+// (448 bytes), the LRU's list element and map slot: 570-590 bytes
+// measured (a key too long to intern counts its length besides). It is
+// counted so that
 // many tiny entries (remembered misses, say) cannot exceed max_bytes by
 // hiding in overhead; TestOverheadCounted holds it to the heap.
-const entryOverhead = 768
+const entryOverhead = 640
 
 // Entry is a cached object. It is immutable once returned (revalidation
 // stores a new Entry rather than touching one that readers may hold),
@@ -58,29 +59,23 @@ type Entry struct {
 	// Negative marks a remembered miss.
 	Negative bool
 	Body     []byte
-
-	// Header values rendered once, so a hit sets headers without
-	// formatting or allocating.
-	HeaderContentType   []string
-	HeaderContentLength []string
-	HeaderETag          []string
-	HeaderLastModified  []string
-	HeaderEncoding      []string
-
-	hdr [5]string // Content-Length, -Type, ETag, Last-Modified, -Encoding
-
-	ContentType     string
-	ContentEncoding string
-	ETag            string
-	LastModified    time.Time
-
-	size int64
-	// key is the cache key, in text when it fitted (intern).
-	key string
+	// Header values rendered once (Content-Length, -Type, ETag,
+	// Last-Modified, -Encoding), so a hit sets headers without formatting
+	// or allocating; the Header methods hand them out as one-element
+	// slices of this array.
+	hdr [5]string
 	// text holds the header values and then the key, when they fit (they
 	// do for S3's ETags and keys of ordinary length); strings point into
 	// it, so it is written only before the Entry is shared.
 	text [textSize]byte
+
+	// Off the plain-hit path: misses, revalidation, conditional requests.
+	ContentType     string
+	ContentEncoding string
+	ETag            string
+	LastModified    time.Time
+	size            int64
+	key             string // the cache key, in text when it fitted (intern)
 }
 
 // textSize fits Content-Length, a 30-byte Content-Type, a multipart ETag,
@@ -101,9 +96,8 @@ func NewLargeEntry() *Entry {
 	return e
 }
 
-// render fills the Header* values. Their text goes into e.text when it
-// fits (one allocation otherwise), and the slices point into the Entry
-// itself (capacity 1, so nobody's append can write there).
+// render fills the header values. Their text goes into e.text when it
+// fits (one allocation otherwise).
 func (e *Entry) render() {
 	var lm string
 	if !e.LastModified.IsZero() {
@@ -121,16 +115,13 @@ func (e *Entry) render() {
 	}
 	e.hdr = [5]string{next(len(cl)), next(len(e.ContentType)), next(len(e.ETag)), next(len(lm)), next(len(e.ContentEncoding))}
 	e.ContentType, e.ETag, e.ContentEncoding = e.hdr[1], e.hdr[2], e.hdr[4]
-	e.HeaderContentLength = e.hdr[0:1:1]
-	e.HeaderContentType, e.HeaderETag = e.header(1), e.header(2)
-	e.HeaderLastModified, e.HeaderEncoding = e.header(3), e.header(4)
 	e.size = int64(len(e.Body)+len(e.ContentType)+len(e.ContentEncoding)+len(e.ETag)) + entryOverhead
 }
 
 // intern returns key as the LRU should hold it: a copy inside e.text when
 // there is room after the header values, so a lookup's key comparison
-// reads the memory the hit reads next anyway. Called once, before e is
-// shared.
+// reads the memory the hit reads next anyway; otherwise key itself, whose
+// bytes then count in e.size. Called once, before e is shared.
 func (e *Entry) intern(key string) string {
 	used := 0
 	for _, h := range e.hdr {
@@ -141,6 +132,7 @@ func (e *Entry) intern(key string) string {
 		return key
 	case unsafe.StringData(e.hdr[0]) != &e.text[0] || len(key) > textSize-used:
 		e.key = key
+		e.size += int64(len(key)) // held outside the Entry: count it
 	default:
 		copy(e.text[used:], key)
 		e.key = unsafe.String(&e.text[used], len(key))
@@ -148,13 +140,31 @@ func (e *Entry) intern(key string) string {
 	return e.key
 }
 
-// header is hdr[i] as a header value, or nil when empty.
+// header is hdr[i] as a header value, or nil when empty. The slice points
+// into the Entry (capacity 1, so nobody's append can write there): making
+// it costs no allocation and reads no memory but hdr[i] itself.
 func (e *Entry) header(i int) []string {
 	if e.hdr[i] == "" {
 		return nil
 	}
 	return e.hdr[i : i+1 : i+1]
 }
+
+// HeaderContentLength is the Content-Length header value.
+func (e *Entry) HeaderContentLength() []string { return e.hdr[0:1:1] }
+
+// HeaderContentType is the Content-Type header value; nil when the object
+// has none, which as a header value also stops net/http from sniffing one.
+func (e *Entry) HeaderContentType() []string { return e.header(1) }
+
+// HeaderETag is the ETag header value, nil when there is none.
+func (e *Entry) HeaderETag() []string { return e.header(2) }
+
+// HeaderLastModified is the Last-Modified header value, nil when there is none.
+func (e *Entry) HeaderLastModified() []string { return e.header(3) }
+
+// HeaderEncoding is the Content-Encoding header value, nil when there is none.
+func (e *Entry) HeaderEncoding() []string { return e.header(4) }
 
 // Size is what the entry counts against max_bytes.
 func (e *Entry) Size() int64 { return e.size }
@@ -416,6 +426,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	e.stored = now
 	e.moved = now.UnixNano() // not yet shared
+	key = e.intern(key)
 	if e.size > c.cfg.MaxBytes {
 		c.remove(key)
 		return
@@ -423,7 +434,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	evicted := 0
 	c.mu.Lock()
 	c.lru.Remove(key) // replace: its bytes leave through the callback
-	c.lru.Add(e.intern(key), e)
+	c.lru.Add(key, e)
 	c.bytes += e.size
 	for c.bytes > c.cfg.MaxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {

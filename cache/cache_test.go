@@ -123,30 +123,33 @@ func TestEvictionByBytes(t *testing.T) {
 
 // TestOverheadCounted: entries without a body (remembered misses) take
 // no more heap than they count against max_bytes, so a flood of distinct
-// missing tiles stays inside the bound.
+// missing tiles stays inside the bound, with short keys and long.
 func TestOverheadCounted(t *testing.T) {
-	cfg := defCfg
-	cfg.MaxBytes = 1 << 40
-	c, _ := newCache(t, cfg, Deps{})
-	missing := func(context.Context, string, *Entry) (*Entry, error) { return nil, ErrNotFound }
-	const n = 20000
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	for i := range n {
-		c.Get(t.Context(), fmt.Sprintf("tiles-bucket/tilesets/demo/%d/%d/%d.png", i%20, i, i*7), missing)
+	for _, pad := range []int{0, 300} {
+		cfg := defCfg
+		cfg.MaxBytes = 1 << 40
+		c, _ := newCache(t, cfg, Deps{})
+		missing := func(context.Context, string, *Entry) (*Entry, error) { return nil, ErrNotFound }
+		long := strings.Repeat("k", pad)
+		const n = 20000
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		for i := range n {
+			c.Get(t.Context(), fmt.Sprintf("tiles-bucket/tilesets/demo%s/%d/%d/%d.png", long, i%20, i, i*7), missing)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&m1)
+		if c.Len() != n {
+			t.Fatalf("%d entries, want %d", c.Len(), n)
+		}
+		heap := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / n
+		t.Logf("key of %d+ bytes: %d bytes of heap per entry, %d counted", pad, heap, c.Bytes()/n)
+		if heap > c.Bytes()/n {
+			t.Errorf("key of %d+ bytes: an entry takes %d bytes of heap but counts %d", pad, heap, c.Bytes()/n)
+		}
+		runtime.KeepAlive(c)
 	}
-	runtime.GC()
-	runtime.ReadMemStats(&m1)
-	if c.Len() != n {
-		t.Fatalf("%d entries, want %d", c.Len(), n)
-	}
-	heap := (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / n
-	t.Logf("%d bytes of heap per entry, %d counted", heap, c.Bytes()/n)
-	if heap > c.Bytes()/n {
-		t.Errorf("an entry takes %d bytes of heap but counts %d", heap, c.Bytes()/n)
-	}
-	runtime.KeepAlive(c)
 }
 
 // TestEntryText: header values and the key live inside the Entry when they
@@ -170,7 +173,7 @@ func TestEntryText(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := NewEntry([]byte("12345"), "application/x-protobuf", "gzip", tc.etag, lm)
 			want := [5]string{"5", "application/x-protobuf", tc.etag, "Fri, 27 Nov 2026 10:00:00 GMT", "gzip"}
-			got := [5]string{e.HeaderContentLength[0], e.HeaderContentType[0], e.HeaderETag[0], e.HeaderLastModified[0], e.HeaderEncoding[0]}
+			got := [5]string{e.HeaderContentLength()[0], e.HeaderContentType()[0], e.HeaderETag()[0], e.HeaderLastModified()[0], e.HeaderEncoding()[0]}
 			if got != want || e.ETag != tc.etag || e.ContentType != want[1] || e.ContentEncoding != "gzip" {
 				t.Fatalf("headers %q, want %q", got, want)
 			}
@@ -424,8 +427,8 @@ func TestEntryHeaders(t *testing.T) {
 		got  []string
 		want string
 	}{
-		{e.HeaderContentLength, "5"}, {e.HeaderContentType, "image/png"}, {e.HeaderETag, `"abc"`},
-		{e.HeaderLastModified, "Fri, 27 Nov 2026 12:04:05 GMT"}, {e.HeaderEncoding, "gzip"},
+		{e.HeaderContentLength(), "5"}, {e.HeaderContentType(), "image/png"}, {e.HeaderETag(), `"abc"`},
+		{e.HeaderLastModified(), "Fri, 27 Nov 2026 12:04:05 GMT"}, {e.HeaderEncoding(), "gzip"},
 	} {
 		if len(c.got) != 1 || c.got[0] != c.want {
 			t.Errorf("header %q, want %q", c.got, c.want)
@@ -440,8 +443,8 @@ func TestEntryHeaders(t *testing.T) {
 		t.Errorf("fields changed: %+v", e)
 	}
 	bare := NewEntry(nil, "", "", "", time.Time{})
-	if bare.HeaderContentLength[0] != "0" || bare.HeaderContentType != nil || bare.HeaderETag != nil ||
-		bare.HeaderLastModified != nil || bare.HeaderEncoding != nil {
+	if bare.HeaderContentLength()[0] != "0" || bare.HeaderContentType() != nil || bare.HeaderETag() != nil ||
+		bare.HeaderLastModified() != nil || bare.HeaderEncoding() != nil {
 		t.Errorf("empty values rendered: %+v", bare)
 	}
 }

@@ -103,22 +103,22 @@ func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.
 // If-Modified-Since and If-Range exactly as net/http does for a file.
 func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *cache.Entry) {
 	h := w.Header()
-	h["Content-Type"] = e.HeaderContentType
-	if e.HeaderEncoding != nil {
-		h["Content-Encoding"] = e.HeaderEncoding
+	h["Content-Type"] = e.HeaderContentType()
+	if v := e.HeaderEncoding(); v != nil {
+		h["Content-Encoding"] = v
 	}
-	if e.HeaderETag != nil {
-		h["Etag"] = e.HeaderETag
+	if v := e.HeaderETag(); v != nil {
+		h["Etag"] = v
 	}
-	if e.HeaderLastModified != nil {
-		h["Last-Modified"] = e.HeaderLastModified
+	if v := e.HeaderLastModified(); v != nil {
+		h["Last-Modified"] = v
 	}
 	h["Cache-Control"] = p.cacheControl[ts.Name]
 	h["Accept-Ranges"] = hdrBytes
 	h["X-Cache"] = hdrXCache[w.cache]
 	h["X-Content-Type-Options"] = hdrNoSniff
 	if unconditional(r.Header) {
-		h["Content-Length"] = e.HeaderContentLength
+		h["Content-Length"] = e.HeaderContentLength()
 		w.WriteHeader(http.StatusOK)
 		if r.Method != http.MethodHead {
 			w.Write(e.Body)
