@@ -355,8 +355,9 @@ const (
 // Cookie line whose first tileproxy_token cookie holds a JWT, without the
 // two allocations and per-byte validation of Request.Cookie (~0.4 µs a
 // request). It answers only when Request.Cookie would answer the same
-// (FuzzSessionCookie holds it to that); ok is false for anything else,
-// which Request.Cookie then judges.
+// (FuzzSessionCookie holds it to that, under the default GODEBUG
+// httpcookiemaxnum); ok is false for anything else, which Request.Cookie
+// then judges.
 func sessionCookie(lines []string) (string, bool) {
 	if len(lines) != 1 || strings.Count(lines[0], ";") > 50 {
 		return "", false
