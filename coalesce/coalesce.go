@@ -12,6 +12,10 @@
 // does as soon as a response is finished, before waiting for the next
 // request, so nothing waits on the client.
 //
+// A body that a handler copies in from a section of a file goes out with
+// sendfile(2) behind what is held (see ReadFrom), so the kernel sends the
+// file's pages instead of a copy of them.
+//
 // Held data is not pushed by http.Flusher; do not use these connections
 // for responses that rely on Flush to reach the client early (server-sent
 // events, long polls).
@@ -50,8 +54,12 @@ func (c Config) Validate() error {
 // Listener wraps accepted connections; see the package doc.
 type Listener struct {
 	net.Listener
-	hold int
-	bufs sync.Pool // *[]byte of cap hold, lent to a connection while it holds
+	hold     int
+	bufs     sync.Pool // *[]byte of cap hold, lent to a connection while it holds
+	copyBufs sync.Pool // *[]byte of 32 KiB, for ReadFrom's copies
+	// onSendfile, when set (by tests), is told of each section as its
+	// sendfile starts: how else would a test know the copy was skipped.
+	onSendfile func(n int64)
 }
 
 // NewListener wraps ln.
@@ -65,6 +73,7 @@ func NewListener(cfg Config, ln net.Listener) (*Listener, error) {
 	}
 	l := &Listener{Listener: ln, hold: hold}
 	l.bufs.New = func() any { b := make([]byte, 0, hold); return &b }
+	l.copyBufs.New = func() any { b := make([]byte, 32<<10); return &b }
 	return l, nil
 }
 
