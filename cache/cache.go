@@ -7,10 +7,13 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -58,7 +61,16 @@ type Entry struct {
 	Large bool
 	// Negative marks a remembered miss.
 	Negative bool
-	Body     []byte
+	// Body is the body when it is on the heap; nil when it is in the
+	// cache's memory file (bodies of fileMin bytes and more), which
+	// Section reads. Len and NewReader serve either.
+	Body []byte
+	// Where a body in the memory file is; sp, which the hit path never
+	// reads, keeps those bytes from being freed while e is reachable.
+	file *os.File
+	off  int64
+	n    int64
+	sp   *span
 	// Header values rendered once (Content-Length, -Type, ETag,
 	// Last-Modified, -Encoding), so a hit sets headers without formatting
 	// or allocating; the Header methods hand them out as one-element
@@ -89,6 +101,66 @@ func NewEntry(body []byte, contentType, contentEncoding, etag string, lastModifi
 	return e
 }
 
+// renewed is a copy of e for a revalidation that found it current: the
+// same body, wherever it is, under a new Entry (readers may hold e).
+func (e *Entry) renewed() *Entry {
+	f := &Entry{Body: e.Body, file: e.file, off: e.off, n: e.n, sp: e.sp,
+		ContentType: e.ContentType, ContentEncoding: e.ContentEncoding, ETag: e.ETag, LastModified: e.LastModified}
+	f.render()
+	return f
+}
+
+// Len is the body's length.
+func (e *Entry) Len() int64 {
+	if e.sp != nil {
+		return e.n
+	}
+	return int64(len(e.Body))
+}
+
+// Section reads a body kept in the memory file, nil for one on the heap.
+// It is an *io.SectionReader over an *os.File, which coalesce sends with
+// sendfile; the bytes stay valid as long as e is reachable, so keep e
+// alive (runtime.KeepAlive) until the copy has returned.
+func (e *Entry) Section() *io.SectionReader {
+	if e.sp == nil {
+		return nil
+	}
+	return io.NewSectionReader(e.file, e.off, e.n)
+}
+
+// NewReader reads the body wherever it is kept (see Section on keeping e
+// alive).
+func (e *Entry) NewReader() io.ReadSeeker {
+	if s := e.Section(); s != nil {
+		return s
+	}
+	return bytes.NewReader(e.Body)
+}
+
+// memory is what the body takes: a file body takes whole pages.
+func (e *Entry) memory() int64 {
+	if e.sp != nil {
+		return roundPage(e.n)
+	}
+	return int64(len(e.Body))
+}
+
+// toFile moves the body into b, unless it is small or cannot go; called
+// before e is shared.
+func (e *Entry) toFile(b *bodyFile) {
+	if b == nil || e.sp != nil || len(e.Body) < fileMin {
+		return
+	}
+	sp, err := b.put(e.Body)
+	if err != nil {
+		return // stays on the heap, which works as well
+	}
+	e.size -= e.memory()
+	e.file, e.off, e.n, e.sp, e.Body = b.f, sp.off, sp.n, sp, nil
+	e.size += e.memory()
+}
+
 // NewLargeEntry marks an object too large to cache, without its body.
 func NewLargeEntry() *Entry {
 	e := &Entry{Large: true}
@@ -103,7 +175,7 @@ func (e *Entry) render() {
 	if !e.LastModified.IsZero() {
 		lm = e.LastModified.UTC().Format(http.TimeFormat)
 	}
-	cl := strconv.Itoa(len(e.Body))
+	cl := strconv.FormatInt(e.Len(), 10)
 	all := cl + e.ContentType + e.ETag + lm + e.ContentEncoding
 	if n := copy(e.text[:], all); n == len(all) && n > 0 {
 		all = unsafe.String(&e.text[0], n)
@@ -115,7 +187,7 @@ func (e *Entry) render() {
 	}
 	e.hdr = [5]string{next(len(cl)), next(len(e.ContentType)), next(len(e.ETag)), next(len(lm)), next(len(e.ContentEncoding))}
 	e.ContentType, e.ETag, e.ContentEncoding = e.hdr[1], e.hdr[2], e.hdr[4]
-	e.size = int64(len(e.Body)+len(e.ContentType)+len(e.ContentEncoding)+len(e.ETag)) + entryOverhead
+	e.size = e.memory() + int64(len(e.ContentType)+len(e.ContentEncoding)+len(e.ETag)) + entryOverhead
 }
 
 // intern returns key as the LRU should hold it: a copy inside e.text when
@@ -261,9 +333,14 @@ type Cache struct {
 	flight Flight
 	deps   Deps
 
-	mu    sync.RWMutex // protects lru and bytes; simplelru is not safe alone
-	lru   *simplelru.LRU[string, *Entry]
-	bytes int64
+	// files holds large bodies (see bodyFile); nil where the system has
+	// no memory files, and then every body is on the heap.
+	files *bodyFile
+
+	mu        sync.RWMutex // protects lru, bytes and fileBytes; simplelru is not safe alone
+	lru       *simplelru.LRU[string, *Entry]
+	bytes     int64
+	fileBytes int64 // what entries in lru hold of the memory file
 }
 
 // New builds a cache.
@@ -278,14 +355,35 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		deps.Flight = &singleflight.Group{}
 	}
 	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps}
+	if files, err := newBodyFile(); err == nil {
+		c.files = files
+	}
 	// Entries are bounded by bytes, not count: the count limit is set out
 	// of reach and eviction is driven by c.bytes in add.
-	l, err := simplelru.NewLRU[string, *Entry](1<<30, func(_ string, e *Entry) { c.bytes -= e.size })
+	l, err := simplelru.NewLRU[string, *Entry](1<<30, func(_ string, e *Entry) {
+		c.bytes -= e.size
+		if e.sp != nil {
+			c.fileBytes -= e.memory()
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
 	c.lru = l
 	return c, nil
+}
+
+// FileBacked reports whether large bodies go to a memory file, to be sent
+// with sendfile; otherwise they are on the heap.
+func (c *Cache) FileBacked() bool { return c.files != nil }
+
+// FileBytes is the memory the memory file takes: the bodies of cached
+// entries, and those evicted but not yet freed (see bodyFile).
+func (c *Cache) FileBytes() int64 {
+	if c.files == nil {
+		return 0
+	}
+	return c.files.allocated.Load()
 }
 
 // MaxObjectBytes is the largest body the cache keeps.
@@ -351,7 +449,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		return result{e, Miss}, nil
 	case errors.Is(err, ErrNotModified) && revalidate != nil:
 		// A new entry: readers may hold the old one.
-		fresh := NewEntry(revalidate.Body, revalidate.ContentType, revalidate.ContentEncoding, revalidate.ETag, revalidate.LastModified)
+		fresh := revalidate.renewed()
 		c.store(key, fresh, now)
 		return result{fresh, Hit}, nil
 	case errors.Is(err, ErrNotFound):
@@ -426,6 +524,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	e.stored = now
 	e.moved = now.UnixNano() // not yet shared
+	e.toFile(c.files)
 	key = e.intern(key)
 	if e.size > c.cfg.MaxBytes {
 		c.remove(key)
@@ -436,14 +535,20 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	c.lru.Remove(key) // replace: its bytes leave through the callback
 	c.lru.Add(key, e)
 	c.bytes += e.size
+	if e.sp != nil {
+		c.fileBytes += e.memory()
+	}
 	for c.bytes > c.cfg.MaxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
 			break
 		}
 		evicted++
 	}
-	bytes, objects := c.bytes, int64(c.lru.Len())
+	bytes, objects, fileBytes := c.bytes, int64(c.lru.Len()), c.fileBytes
 	c.mu.Unlock()
+	if c.files != nil && evicted > 0 {
+		c.files.gc(fileBytes, c.fileSlack())
+	}
 	for range evicted {
 		if c.deps.OnEvict != nil {
 			c.deps.OnEvict()
@@ -451,6 +556,12 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	c.changed(bytes, objects)
 }
+
+// fileSlack is how much of the memory file may wait for the collector
+// (evicted bodies, and bodies only requests in flight still hold) before
+// the cache asks for a collection: an eighth of max_bytes, so the file
+// stays within 1.125 max_bytes plus what is being sent.
+func (c *Cache) fileSlack() int64 { return max(c.cfg.MaxBytes/8, 1<<20) }
 
 func (c *Cache) changed(bytes, objects int64) {
 	if c.deps.OnChange != nil {

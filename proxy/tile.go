@@ -1,12 +1,12 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -120,9 +120,22 @@ func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *
 	if unconditional(r.Header) {
 		h["Content-Length"] = e.HeaderContentLength()
 		w.WriteHeader(http.StatusOK)
-		if r.Method != http.MethodHead {
-			w.Write(e.Body)
+		if r.Method == http.MethodHead {
+			return
 		}
+		sec := e.Section()
+		if sec == nil {
+			w.Write(e.Body)
+			return
+		}
+		// The header goes to the connection first, where coalesce holds
+		// it, so that net/http hands the whole body to the connection's
+		// ReadFrom (sendfile) instead of copying its first 512 bytes.
+		w.Flush()
+		if _, err := io.Copy(w, sec); err != nil {
+			w.err = err
+		}
+		runtime.KeepAlive(e) // the body's pages are e's until the copy is done
 		return
 	}
 	if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
@@ -132,7 +145,8 @@ func (p *Proxy) serveEntry(w *recorder, r *http.Request, ts *config.Tileset, e *
 		// ignore Range (RFC 9110 §14.2), so the whole tile is sent.
 		r.Header.Del("Range")
 	}
-	http.ServeContent(w, r, "", e.LastModified, bytes.NewReader(e.Body))
+	http.ServeContent(w, r, "", e.LastModified, e.NewReader())
+	runtime.KeepAlive(e)
 }
 
 // unconditional reports a request with no Range and no precondition.

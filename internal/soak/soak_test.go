@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -14,10 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +44,31 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// memfdBytes is the memory of pid's memory files (the cache keeps large
+// bodies in one), which VmRSS does not show: they are not mapped.
+func memfdBytes(pid int) (int64, error) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, fd := range fds {
+		p := filepath.Join(dir, fd.Name())
+		if target, err := os.Readlink(p); err != nil || !strings.HasPrefix(target, "/memfd:") {
+			continue
+		}
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+	}
+	return total, nil
 }
 
 func rssBytes(pid int) (int64, error) {
@@ -84,7 +112,8 @@ func goroutines(t *testing.T, metrics string) int {
 
 // TestBoundedMemorySoak runs the real binary for a bounded time
 // (TILEPROXY_SOAK, default 60 s) with many distinct keys through a 64 MiB
-// cache, and holds it to RSS <= 1.3 x max_bytes + 50 MiB, a flat goroutine
+// cache, and holds it to RSS plus the cache's memory file <= 1.3 x max_bytes
+// + 50 MiB, every body byte-for-byte what was uploaded, a flat goroutine
 // count, every answer 200, and no secret in logs or metrics.
 func TestBoundedMemorySoak(t *testing.T) {
 	env := testenv.MinIO(t)
@@ -94,10 +123,12 @@ func TestBoundedMemorySoak(t *testing.T) {
 	}
 	bucket := env.Bucket(t)
 	objs := map[string]testenv.Object{}
+	var sums [objects][sha256.Size]byte // every answer is checked against these
 	for i := range objects {
 		b := make([]byte, 1<<20)
 		rand.Read(b)
 		objs[fmt.Sprintf("soak/%d.bin", i)] = testenv.Object{Body: b}
+		sums[i] = sha256.Sum256(b)
 	}
 	env.Put(t, bucket, objs)
 	objs = nil
@@ -179,17 +210,19 @@ tilesets: [{name: soak, bucket: %q, prefix: soak/}]
 					}
 					continue
 				}
-				n, cerr := io.Copy(io.Discard, resp.Body)
+				h := sha256.New()
+				n, cerr := io.Copy(h, resp.Body)
 				resp.Body.Close()
 				if ctx.Err() != nil && cerr != nil {
 					continue // cut off by the soak's own deadline, not a failure
 				}
 				requests.Add(1)
 				bytesIn.Add(n)
-				if resp.StatusCode != 200 || n != 1<<20 {
+				if resp.StatusCode != 200 || n != 1<<20 || !bytes.Equal(h.Sum(nil), sums[k][:]) {
 					failures.Add(1)
 					failMu.Lock()
-					failed = append(failed, fmt.Sprintf("%d/%d bytes (%v)", resp.StatusCode, n, cerr))
+					failed = append(failed, fmt.Sprintf("%d/%d bytes of %d.bin, content intact %v (%v)",
+						resp.StatusCode, n, k, bytes.Equal(h.Sum(nil), sums[k][:]), cerr))
 					failMu.Unlock()
 				}
 			}
@@ -198,6 +231,7 @@ tilesets: [{name: soak, bucket: %q, prefix: soak/}]
 	sampler := time.NewTicker(250 * time.Millisecond)
 	defer sampler.Stop()
 	var baseline int
+	var peakFile int64 // of the cache's memory file, counted in peak
 	start := time.Now()
 sample:
 	for {
@@ -209,6 +243,12 @@ sample:
 			if err != nil {
 				t.Fatalf("tileproxy died: %v", err)
 			}
+			file, err := memfdBytes(cmd.Process.Pid)
+			if err != nil {
+				t.Fatalf("tileproxy died: %v", err)
+			}
+			rss += file
+			peakFile = max(peakFile, file)
 			if rss > peak.Load() {
 				peak.Store(rss)
 			}
@@ -223,11 +263,14 @@ sample:
 
 	limit := int64(maxBytes)*13/10 + 50<<20
 	after := goroutines(t, metrics)
-	t.Logf("soak %v: %d requests, %.0f MiB served, %d failures; peak RSS %.1f MiB (limit %.1f MiB); goroutines %d under load, %d after",
+	t.Logf("soak %v: %d requests, %.0f MiB served, %d failures; peak RSS + memory file %.1f MiB (limit %.1f MiB; the file alone peaked at %.1f MiB); goroutines %d under load, %d after",
 		duration, requests.Load(), float64(bytesIn.Load())/(1<<20), failures.Load(),
-		float64(peak.Load())/(1<<20), float64(limit)/(1<<20), baseline, after)
+		float64(peak.Load())/(1<<20), float64(limit)/(1<<20), float64(peakFile)/(1<<20), baseline, after)
+	if peakFile == 0 && runtime.GOOS == "linux" {
+		t.Error("no memory file seen: the cache should keep 1 MiB bodies in one on Linux")
+	}
 	if peak.Load() > limit {
-		t.Errorf("peak RSS %.1f MiB over the limit %.1f MiB", float64(peak.Load())/(1<<20), float64(limit)/(1<<20))
+		t.Errorf("peak RSS + memory file %.1f MiB over the limit %.1f MiB", float64(peak.Load())/(1<<20), float64(limit)/(1<<20))
 	}
 	if failures.Load() > 0 {
 		t.Errorf("%d requests failed: %v", failures.Load(), failed)
