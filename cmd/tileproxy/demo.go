@@ -97,7 +97,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 		Logger: log,
 		// The fake does not check signatures, but the SDK signs anyway.
 		Credentials: credentials.NewStaticCredentialsProvider("demo", "demo-secret", ""),
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,8 +118,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 	lg := newLogger(cfg.Log, stderr)
 	defer lg.flush()
 	log := lg.log
-	if limit, gcPct, set := memoryLimit(cfg.Cache.MaxBytes); set {
-		attrs := []any{"limit_mib", limit >> 20}
+	lim, gcPct := memoryLimit(cfg.Cache.MaxBytes)
+	if lim != nil {
+		attrs := []any{"limit_mib", lim.base >> 20}
 		if gcPct > 0 {
 			attrs = append(attrs, "gc_percent", gcPct)
 		}
@@ -126,7 +128,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	app, err := newApp(ctx, cfg, lg, origin.Deps{Logger: log})
+	app, err := newApp(ctx, cfg, lg, origin.Deps{Logger: log}, lim)
 	if err != nil {
 		return err
 	}
@@ -145,20 +147,49 @@ func serveCmd(args []string, stderr io.Writer) error {
 // collection, instead of twice. Under hit traffic that was 18 collections
 // per 10 s down to 5, and 1-4 us less CPU per request. A full cache is
 // governed by the limit either way, so the memory bound is unchanged.
-// It returns gcPct 0 when GOGC is set and left alone.
-func memoryLimit(maxBytes config.ByteSize) (limit int64, gcPct int, set bool) {
+// It returns gcPct 0 when GOGC is set and left alone, and a nil limit
+// when GOMEMLIMIT is set.
+//
+// Bodies of 8 KiB and more live in the cache's memory file, which the
+// runtime does not see; the limit follows it down (heapLimit), so that a
+// heap of small bodies and a file of large ones share one budget.
+func memoryLimit(maxBytes config.ByteSize) (lim *heapLimit, gcPct int) {
 	if os.Getenv("GOMEMLIMIT") != "" {
-		return 0, 0, false
+		return nil, 0
 	}
 	// The cache, an eighth for entries evicted but not yet collected and
 	// for in-flight bodies, and room for the runtime and the SDK.
-	limit = max(int64(maxBytes)+int64(maxBytes)/8+32<<20, 64<<20)
-	debug.SetMemoryLimit(limit)
+	lim = &heapLimit{
+		base: max(int64(maxBytes)+int64(maxBytes)/8+32<<20, 64<<20),
+		step: max(int64(maxBytes)/8, 1<<20),
+	}
+	debug.SetMemoryLimit(lim.base)
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
 		gcPct = gcPercent
 	}
-	return limit, gcPct, true
+	return lim, gcPct
+}
+
+// heapLimit keeps the soft memory limit at base less what the cache's
+// memory file holds. It moves only when the file has changed by step
+// since the last move: setting the limit stops the world for a moment.
+type heapLimit struct {
+	base, step int64
+	last       atomic.Int64 // file bytes at the last move
+}
+
+// follow is called with the file's size after the cache changes.
+func (h *heapLimit) follow(file int64) {
+	if h == nil {
+		return
+	}
+	last := h.last.Load()
+	if (file-last < h.step && last-file < h.step) || !h.last.CompareAndSwap(last, file) {
+		return
+	}
+	// The floor leaves the runtime room to work, whatever the file holds.
+	debug.SetMemoryLimit(max(h.base-file, 32<<20))
 }
 
 // gcPercent is the GC percent used when tileproxy sets the memory limit.
@@ -228,7 +259,8 @@ var defaultLimits = serverLimits{
 	maxHeaderBytes: 32 << 10,
 }
 
-func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps) (*app, error) {
+// lim, when not nil, is the memory limit to keep beside the cache's file.
+func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps, lim *heapLimit) (*app, error) {
 	log := lg.log
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, buildInfo())
@@ -253,11 +285,15 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps)
 			OnChange: func(bytes, objects int64) {
 				m.CacheBytes.Set(float64(bytes))
 				m.CacheObjects.Set(float64(objects))
+				lim.follow(c.FileBytes())
 			},
 			OnEvict: m.CacheEvictions.Inc,
 		})
 		if err != nil {
 			return nil, err
+		}
+		if !c.FileBacked() {
+			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
 	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: lg.access})

@@ -57,7 +57,7 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := newApp(ctx, &cfg, logging{log: log, access: accesslog.New(accesslog.JSON, logs)}, origin.Deps{Logger: log,
-		Credentials: credentials.NewStaticCredentialsProvider("AKIDMETRICSTEST", "metrics-aws-secret-key", "")})
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDMETRICSTEST", "metrics-aws-secret-key", "")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
