@@ -1,6 +1,8 @@
 // Package cache keeps hot tiles in memory: an LRU bounded by bytes, with a
 // freshness TTL, revalidation, remembered misses, stale-if-error, and one
-// origin fetch per key however many requests miss at once.
+// origin fetch per key however many requests miss at once. On Linux,
+// bodies of 8 KiB and more are kept in an anonymous memory file, so that
+// hits can send them with sendfile (see bodyFile and Entry.Section).
 //
 // The cache knows keys and bytes, never users or tokens: callers decide
 // authorization before they look anything up.

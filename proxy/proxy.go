@@ -5,6 +5,11 @@
 // Order of checks, always: path -> token -> grant -> tileset -> cache ->
 // origin. Authorization is decided before anything about the object is
 // looked at.
+//
+// Serve it through a coalesce listener, as tileproxy serve does: a cached
+// body kept in the cache's memory file then goes out with sendfile. On a
+// plain listener it still arrives intact, but net/http copies it through
+// a fresh 32 KiB buffer per response.
 package proxy
 
 import (
