@@ -526,12 +526,12 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	e.stored = now
 	e.moved = now.UnixNano() // not yet shared
-	e.toFile(c.files)
 	key = e.intern(key)
 	if e.size > c.cfg.MaxBytes {
 		c.remove(key)
 		return
 	}
+	e.toFile(c.files)
 	evicted := 0
 	c.mu.Lock()
 	c.lru.Remove(key) // replace: its bytes leave through the callback
@@ -548,7 +548,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	bytes, objects, fileBytes := c.bytes, int64(c.lru.Len()), c.fileBytes
 	c.mu.Unlock()
-	if c.files != nil && evicted > 0 {
+	if c.files != nil { // evicted or replaced bodies may be waiting
 		c.files.gc(fileBytes, c.fileSlack())
 	}
 	for range evicted {
