@@ -92,9 +92,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 type conn struct {
 	net.Conn
 	l    *Listener
-	mu   sync.Mutex // protects held and err
+	mu   sync.Mutex // protects held, err and sf
 	held *[]byte    // nil when nothing is held
 	err  error      // the first write error; every later write fails with it
+	sf   *sender    // made by the first sendFile
 }
 
 func (c *conn) Write(p []byte) (int, error) {
