@@ -57,13 +57,12 @@ func (s *sender) writeSome(sfd uintptr) bool {
 		// MSG_MORE: the header waits for the body's first pages, so they
 		// leave in one segment as a writev would.
 		m, err := syscall.SendmsgN(int(sfd), s.held, nil, nil, syscall.MSG_MORE)
-		switch {
-		case errors.Is(err, syscall.EINTR):
+		switch s.judge("sendmsg", err) {
+		case again:
 			continue
-		case errors.Is(err, syscall.EAGAIN):
+		case wait:
 			return false
-		case err != nil:
-			s.err = os.NewSyscallError("sendmsg", err)
+		case stop:
 			return true
 		}
 		s.held = s.held[m:]
@@ -71,23 +70,42 @@ func (s *sender) writeSome(sfd uintptr) bool {
 	for s.sent < s.n {
 		o := s.off + s.sent
 		m, err := syscall.Sendfile(int(sfd), s.ffd, &o, int(min(s.n-s.sent, 1<<30)))
-		if m > 0 {
-			s.sent += int64(m)
-		}
-		switch {
-		case errors.Is(err, syscall.EINTR):
+		s.sent += int64(max(m, 0))
+		switch s.judge("sendfile", err) {
+		case again:
 			continue
-		case errors.Is(err, syscall.EAGAIN):
+		case wait:
 			return false
-		case err != nil:
-			s.err = os.NewSyscallError("sendfile", err)
+		case stop:
 			return true
-		case m == 0:
+		}
+		if m == 0 {
 			s.err = io.ErrUnexpectedEOF // the file is shorter than the section
 			return true
 		}
 	}
 	return true
+}
+
+// What writeSome does after a system call.
+const (
+	goOn  = iota // it went through
+	again        // interrupted: call again
+	wait         // the socket is full: wait for the poller
+	stop         // failed: s.err says why
+)
+
+func (s *sender) judge(op string, err error) int {
+	switch {
+	case err == nil:
+		return goOn
+	case errors.Is(err, syscall.EINTR):
+		return again
+	case errors.Is(err, syscall.EAGAIN):
+		return wait
+	}
+	s.err = os.NewSyscallError(op, err)
+	return stop
 }
 
 // sendFile sends what is held, then n bytes of f from off, with the
