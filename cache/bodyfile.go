@@ -28,10 +28,10 @@ const pageSize = 4096
 // (freed; they would read back as zeros). So bytes already handed to the
 // kernel by sendfile, which holds them by reference until the client has
 // them, can never change under a send, and nothing a request reads can
-// ever belong to another object. A span is freed by a cleanup once it is
-// unreachable, exactly as the heap would free a []byte: whatever handler
-// still holds the Entry keeps its body alive, with no reference counts to
-// get wrong.
+// ever belong to another object. A body is freed by a cleanup once the
+// entry that owns it is unreachable, exactly as the heap would free a
+// []byte: whatever handler still holds the Entry keeps its body alive,
+// with no reference counts to get wrong.
 //
 // The cost of leaving frees to the garbage collector is that they wait for
 // a cycle, and with bodies off the heap a cycle may be long in coming; the
@@ -39,21 +39,12 @@ const pageSize = 4096
 // store wait for one when three times that do.
 type bodyFile struct {
 	f         *os.File
-	next      atomic.Int64 // end of the last span handed out
-	allocated atomic.Int64 // bytes of spans not yet punched
+	next      atomic.Int64 // end of the last body's pages
+	allocated atomic.Int64 // bytes of bodies not yet punched
 	gcRunning atomic.Bool
 	syncGC    sync.Mutex   // held by the store waiting for a collection
 	gcs       atomic.Int64 // collections asked for
 	punch     func(off, n int64) error
-}
-
-// span is a body's place in the file. Entries that share a body (a
-// revalidated entry and the one it replaced) share the span; its cleanup
-// runs when neither is reachable.
-type span struct {
-	file *bodyFile
-	off  int64
-	n    int64 // body length; the span takes n rounded up to pages
 }
 
 // maxOffset keeps offsets far from overflow; a file that reaches it (2^62
@@ -62,25 +53,36 @@ const maxOffset = 1 << 62
 
 func roundPage(n int64) int64 { return (n + pageSize - 1) &^ (pageSize - 1) }
 
-// put copies body into the file.
-func (b *bodyFile) put(body []byte) (*span, error) {
-	n := int64(len(body))
-	size := roundPage(n)
+// put copies body into the file at a fresh offset, which it returns; the
+// pages are freed once owner is unreachable (entries that share the body
+// refer to owner).
+func (b *bodyFile) put(owner *Entry, body []byte) (int64, error) {
+	size := roundPage(int64(len(body)))
 	off := b.next.Add(size) - size
 	if off+size > maxOffset {
-		return nil, errFileFull
+		return 0, errFileFull
 	}
 	if _, err := b.f.WriteAt(body, off); err != nil {
 		b.free(off, size)
-		return nil, err
+		return 0, err
 	}
 	b.allocated.Add(size)
-	sp := &span{file: b, off: off, n: n}
-	runtime.AddCleanup(sp, func(r [2]int64) {
-		b.free(r[0], r[1])
-		b.allocated.Add(-r[1])
-	}, [2]int64{off, size})
-	return sp, nil
+	runtime.AddCleanup(owner, release, pages{b, off, size})
+	return off, nil
+}
+
+// pages is what a cleanup frees.
+type pages struct {
+	b         *bodyFile
+	off, size int64
+}
+
+// release is the cleanup. It is a plain function, not a closure over b,
+// so that adding it allocates one object fewer per body: each is one
+// more thing for the collector to visit on every cycle.
+func release(p pages) {
+	p.b.free(p.off, p.size)
+	p.b.allocated.Add(-p.size)
 }
 
 // free gives the pages of [off, off+size) back to the system.

@@ -160,8 +160,8 @@ func TestFileBodyRevalidated(t *testing.T) {
 	if err != nil || out != Hit || o.revs.Load() != 1 || fresh == old {
 		t.Fatalf("revalidation: %v %v, %d revalidations, new entry %v", out, err, o.revs.Load(), fresh != old)
 	}
-	if fresh.sp != old.sp {
-		t.Fatal("the revalidated entry does not share the body's span")
+	if fresh.file == nil || fresh.off != old.off || fresh.owner != old {
+		t.Fatal("the revalidated entry does not share the old entry's body")
 	}
 	old = nil
 	for range 5 {

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"os"
@@ -37,11 +38,10 @@ var (
 )
 
 // entryOverhead is the memory an entry takes besides its body: the Entry
-// (448 bytes), the LRU's list element and map slot: 570-590 bytes
-// measured (a key too long to intern counts its length besides). It is
-// counted so that
-// many tiny entries (remembered misses, say) cannot exceed max_bytes by
-// hiding in overhead; TestOverheadCounted holds it to the heap.
+// (448 bytes), the LRU's list element and map slot: ~555 bytes measured
+// (a key too long to intern counts its length besides). It is counted so
+// that many tiny entries (remembered misses, say) cannot exceed max_bytes
+// by hiding in overhead; TestOverheadCounted holds it to the heap.
 const entryOverhead = 640
 
 // Entry is a cached object. It is immutable once returned (revalidation
@@ -67,16 +67,18 @@ type Entry struct {
 	// cache's memory file (bodies of fileMin bytes and more), which
 	// Section reads. Len and NewReader serve either.
 	Body []byte
-	// Where a body in the memory file is; sp, which the hit path never
-	// reads, keeps those bytes from being freed while e is reachable.
-	file *os.File
-	off  int64
-	n    int64
-	sp   *span
+	// Where a body in the memory file is: file is nil for a body on the
+	// heap. The pages are freed by a cleanup on the entry that put them
+	// there, once it is unreachable; owner is that entry when it is not
+	// e (a revalidated copy), so that holding e keeps them too.
+	file  *os.File
+	off   int64
+	n     int64
+	owner *Entry
 	// Header values rendered once (Content-Length, -Type, ETag,
 	// Last-Modified, -Encoding), so a hit sets headers without formatting
 	// or allocating; the Header methods hand them out as one-element
-	// slices of this array.
+	// slices of this array, and the plain accessors as strings.
 	hdr [5]string
 	// text holds the header values and then the key, when they fit (they
 	// do for S3's ETags and keys of ordinary length); strings point into
@@ -84,13 +86,18 @@ type Entry struct {
 	text [textSize]byte
 
 	// Off the plain-hit path: misses, revalidation, conditional requests.
-	ContentType     string
-	ContentEncoding string
-	ETag            string
-	LastModified    time.Time
-	size            int64
-	key             string // the cache key, in text when it fitted (intern)
+	LastModified time.Time
+	size         int64
+	// key is the cache key, in text when it fitted (intern). The LRU is
+	// keyed by its hash, so a lookup checks it.
+	key string
 }
+
+// Every cached entry is visited by the collector on every cycle, and so
+// is every pointer in it that is not nil; a cycle's length is what the
+// requests in flight wait through (bench/README.md). So an Entry keeps
+// one copy of each header value (hdr), and a file body has no object of
+// its own beyond the Entry (owner). BenchmarkGCMark measures the cost.
 
 // textSize fits Content-Length, a 30-byte Content-Type, a multipart ETag,
 // Last-Modified and a 90-byte key.
@@ -98,23 +105,37 @@ const textSize = 208
 
 // NewEntry builds an Entry for an object body.
 func NewEntry(body []byte, contentType, contentEncoding, etag string, lastModified time.Time) *Entry {
-	e := &Entry{Body: body, ContentType: contentType, ContentEncoding: contentEncoding, ETag: etag, LastModified: lastModified}
-	e.render()
+	e := &Entry{Body: body, LastModified: lastModified.UTC()}
+	e.render(contentType, etag, contentEncoding)
 	return e
 }
 
 // renewed is a copy of e for a revalidation that found it current: the
 // same body, wherever it is, under a new Entry (readers may hold e).
 func (e *Entry) renewed() *Entry {
-	f := &Entry{Body: e.Body, file: e.file, off: e.off, n: e.n, sp: e.sp,
-		ContentType: e.ContentType, ContentEncoding: e.ContentEncoding, ETag: e.ETag, LastModified: e.LastModified}
-	f.render()
+	f := &Entry{Body: e.Body, file: e.file, off: e.off, n: e.n, LastModified: e.LastModified}
+	if e.file != nil {
+		f.owner = e
+		if e.owner != nil {
+			f.owner = e.owner
+		}
+	}
+	f.render(e.ContentType(), e.ETag(), e.ContentEncoding())
 	return f
 }
 
+// ContentType is the object's Content-Type, "" when it has none.
+func (e *Entry) ContentType() string { return e.hdr[1] }
+
+// ETag is the object's ETag, "" when it has none.
+func (e *Entry) ETag() string { return e.hdr[2] }
+
+// ContentEncoding is the object's Content-Encoding, "" when it has none.
+func (e *Entry) ContentEncoding() string { return e.hdr[4] }
+
 // Len is the body's length.
 func (e *Entry) Len() int64 {
-	if e.sp != nil {
+	if e.file != nil {
 		return e.n
 	}
 	return int64(len(e.Body))
@@ -125,7 +146,7 @@ func (e *Entry) Len() int64 {
 // sendfile; the bytes stay valid as long as e is reachable, so keep e
 // alive (runtime.KeepAlive) until the copy has returned.
 func (e *Entry) Section() *io.SectionReader {
-	if e.sp == nil {
+	if e.file == nil {
 		return nil
 	}
 	return io.NewSectionReader(e.file, e.off, e.n)
@@ -142,7 +163,7 @@ func (e *Entry) NewReader() io.ReadSeeker {
 
 // memory is what the body takes: a file body takes whole pages.
 func (e *Entry) memory() int64 {
-	if e.sp != nil {
+	if e.file != nil {
 		return roundPage(e.n)
 	}
 	return int64(len(e.Body))
@@ -151,34 +172,34 @@ func (e *Entry) memory() int64 {
 // toFile moves the body into b, unless it is small or cannot go; called
 // before e is shared.
 func (e *Entry) toFile(b *bodyFile) {
-	if b == nil || e.sp != nil || len(e.Body) < fileMin {
+	if b == nil || e.file != nil || len(e.Body) < fileMin {
 		return
 	}
-	sp, err := b.put(e.Body)
+	off, err := b.put(e, e.Body)
 	if err != nil {
 		return // stays on the heap, which works as well
 	}
 	e.size -= e.memory()
-	e.file, e.off, e.n, e.sp, e.Body = b.f, sp.off, sp.n, sp, nil
+	e.file, e.off, e.n, e.Body = b.f, off, int64(len(e.Body)), nil
 	e.size += e.memory()
 }
 
 // NewLargeEntry marks an object too large to cache, without its body.
 func NewLargeEntry() *Entry {
 	e := &Entry{Large: true}
-	e.render()
+	e.render("", "", "")
 	return e
 }
 
 // render fills the header values. Their text goes into e.text when it
 // fits (one allocation otherwise).
-func (e *Entry) render() {
+func (e *Entry) render(contentType, etag, contentEncoding string) {
 	var lm string
 	if !e.LastModified.IsZero() {
 		lm = e.LastModified.UTC().Format(http.TimeFormat)
 	}
 	cl := strconv.FormatInt(e.Len(), 10)
-	all := cl + e.ContentType + e.ETag + lm + e.ContentEncoding
+	all := cl + contentType + etag + lm + contentEncoding
 	if n := copy(e.text[:], all); n == len(all) && n > 0 {
 		all = unsafe.String(&e.text[0], n)
 	}
@@ -187,15 +208,15 @@ func (e *Entry) render() {
 		all = all[n:]
 		return v
 	}
-	e.hdr = [5]string{next(len(cl)), next(len(e.ContentType)), next(len(e.ETag)), next(len(lm)), next(len(e.ContentEncoding))}
-	e.ContentType, e.ETag, e.ContentEncoding = e.hdr[1], e.hdr[2], e.hdr[4]
-	e.size = e.memory() + int64(len(e.ContentType)+len(e.ContentEncoding)+len(e.ETag)) + entryOverhead
+	e.hdr = [5]string{next(len(cl)), next(len(contentType)), next(len(etag)), next(len(lm)), next(len(contentEncoding))}
+	e.size = e.memory() + int64(len(contentType)+len(contentEncoding)+len(etag)) + entryOverhead
 }
 
-// intern returns key as the LRU should hold it: a copy inside e.text when
-// there is room after the header values, so a lookup's key comparison
-// reads the memory the hit reads next anyway; otherwise key itself, whose
-// bytes then count in e.size. Called once, before e is shared.
+// intern returns key as the Entry should hold it: a copy inside e.text
+// when there is room after the header values, so a lookup's key
+// comparison reads the memory the hit reads next anyway; otherwise key
+// itself, whose bytes then count in e.size. Called once, before e is
+// shared.
 func (e *Entry) intern(key string) string {
 	used := 0
 	for _, h := range e.hdr {
@@ -244,7 +265,7 @@ func (e *Entry) HeaderEncoding() []string { return e.header(4) }
 func (e *Entry) Size() int64 { return e.size }
 
 // LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
-// revalidated (nil on a miss): send prev.ETag as If-None-Match and return
+// revalidated (nil on a miss): send prev.ETag() as If-None-Match and return
 // ErrNotModified on a 304. Return ErrNotFound for a missing object and any
 // other error for an origin failure (eligible for stale-if-error).
 type LoadFunc func(ctx context.Context, key string, prev *Entry) (*Entry, error)
@@ -339,8 +360,16 @@ type Cache struct {
 	// no memory files, and then every body is on the heap.
 	files *bodyFile
 
-	mu        sync.RWMutex // protects lru, bytes and fileBytes; simplelru is not safe alone
-	lru       *simplelru.LRU[string, *Entry]
+	mu sync.RWMutex // protects lru, bytes and fileBytes; simplelru is not safe alone
+	// lru is keyed by a hash of the key, not the key: the collector
+	// follows every pointer in the cache on every cycle, and a string key
+	// is two more (in the map and in the list element) per entry. That
+	// was over a third of a cycle's cost per entry (BenchmarkGCMark),
+	// and a cycle's length is what requests in flight wait through. The
+	// Entry keeps its key: a lookup whose entry has another key (a
+	// 64-bit collision) is a miss, and storing it replaces that entry.
+	lru       *simplelru.LRU[uint64, *Entry]
+	seed      maphash.Seed
 	bytes     int64
 	fileBytes int64 // what entries in lru hold of the memory file
 }
@@ -356,15 +385,15 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if deps.Flight == nil {
 		deps.Flight = &singleflight.Group{}
 	}
-	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps}
+	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed()}
 	if files, err := newBodyFile(); err == nil {
 		c.files = files
 	}
 	// Entries are bounded by bytes, not count: the count limit is set out
 	// of reach and eviction is driven by c.bytes in add.
-	l, err := simplelru.NewLRU[string, *Entry](1<<30, func(_ string, e *Entry) {
+	l, err := simplelru.NewLRU[uint64, *Entry](1<<30, func(_ uint64, e *Entry) {
 		c.bytes -= e.size
-		if e.sp != nil {
+		if e.file != nil {
 			c.fileBytes -= e.memory()
 		}
 	})
@@ -440,7 +469,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.LoadTimeout)
 	defer cancel()
 	var revalidate *Entry
-	if ok && !prev.Negative && !prev.Large && prev.ETag != "" {
+	if ok && !prev.Negative && !prev.Large && prev.ETag() != "" {
 		revalidate = prev
 	}
 	e, err := load(lctx, key, revalidate)
@@ -456,7 +485,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		return result{fresh, Hit}, nil
 	case errors.Is(err, ErrNotFound):
 		neg := &Entry{Negative: true}
-		neg.render()
+		neg.render("", "", "")
 		if c.cfg.NegativeTTL > 0 {
 			c.store(key, neg, now)
 		} else {
@@ -491,17 +520,18 @@ const (
 
 // peek looks key up and, per the rule above, moves it to the front.
 func (c *Cache) peek(key string, now time.Time) (*Entry, bool) {
+	h := c.hash(key)
 	c.mu.RLock()
-	e, ok := c.lru.Peek(key)
+	e, ok := c.lru.Peek(h)
 	exact := c.lru.Len() < exactBelow
 	c.mu.RUnlock()
-	if !ok {
+	if !ok || e.key != key {
 		return nil, false
 	}
 	t := now.UnixNano()
 	if exact || t-atomic.LoadInt64(&e.moved) >= int64(moveEvery) {
 		c.mu.Lock()
-		if cur, ok := c.lru.Get(key); ok && cur == e {
+		if cur, ok := c.lru.Get(h); ok && cur == e {
 			atomic.StoreInt64(&e.moved, t)
 		}
 		c.mu.Unlock()
@@ -509,9 +539,15 @@ func (c *Cache) peek(key string, now time.Time) (*Entry, bool) {
 	return e, true
 }
 
+func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
+
+// remove drops key's entry, if it is key's (see lru on collisions).
 func (c *Cache) remove(key string) {
+	h := c.hash(key)
 	c.mu.Lock()
-	c.lru.Remove(key)
+	if e, ok := c.lru.Peek(h); ok && e.key == key {
+		c.lru.Remove(h)
+	}
 	bytes, objects := c.bytes, int64(c.lru.Len())
 	c.mu.Unlock()
 	c.changed(bytes, objects)
@@ -533,11 +569,12 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	e.toFile(c.files)
 	evicted := 0
+	h := c.hash(key)
 	c.mu.Lock()
-	c.lru.Remove(key) // replace: its bytes leave through the callback
-	c.lru.Add(key, e)
+	c.lru.Remove(h) // replace: its bytes leave through the callback
+	c.lru.Add(h, e)
 	c.bytes += e.size
-	if e.sp != nil {
+	if e.file != nil {
 		c.fileBytes += e.memory()
 	}
 	for c.bytes > c.cfg.MaxBytes {

@@ -65,7 +65,7 @@ func (o *origin) load(ctx context.Context, _ string, prev *Entry) (*Entry, error
 	if o.err != nil {
 		return nil, o.err
 	}
-	if prev != nil && prev.ETag == o.etag {
+	if prev != nil && prev.ETag() == o.etag {
 		return nil, fmt.Errorf("origin said 304: %w", ErrNotModified)
 	}
 	return NewEntry([]byte(o.body), "image/png", "", o.etag, time.Time{}), nil
@@ -154,7 +154,8 @@ func TestOverheadCounted(t *testing.T) {
 
 // TestEntryText: header values and the key live inside the Entry when they
 // fit and in their own allocation when they do not; either way they read
-// back exactly, and lookups by an equal key find the entry.
+// back exactly (the key never overwrites a value), and lookups by an
+// equal key find the entry.
 func TestEntryText(t *testing.T) {
 	inside := func(e *Entry, s string) bool {
 		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
@@ -169,15 +170,19 @@ func TestEntryText(t *testing.T) {
 		{"typical", `"0123456789abcdef0123456789abcdef"`, "bucket/tiles/demo/14/8192/5461.pbf", true, true},
 		{"long key", `"e"`, "bucket/" + strings.Repeat("k", 300), true, false},
 		{"long etag", `"` + strings.Repeat("e", 300) + `"`, "bucket/k", false, false},
+		// The values take 59 of the 208 bytes: a key of 149 fills the
+		// rest exactly, one of 150 does not fit.
+		{"key fills the text", `"e"`, "bucket/" + strings.Repeat("k", 142), true, true},
+		{"key one byte over", `"e"`, "bucket/" + strings.Repeat("k", 143), true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := NewEntry([]byte("12345"), "application/x-protobuf", "gzip", tc.etag, lm)
 			want := [5]string{"5", "application/x-protobuf", tc.etag, "Fri, 27 Nov 2026 10:00:00 GMT", "gzip"}
 			got := [5]string{e.HeaderContentLength()[0], e.HeaderContentType()[0], e.HeaderETag()[0], e.HeaderLastModified()[0], e.HeaderEncoding()[0]}
-			if got != want || e.ETag != tc.etag || e.ContentType != want[1] || e.ContentEncoding != "gzip" {
+			if got != want || e.ETag() != tc.etag || e.ContentType() != want[1] || e.ContentEncoding() != "gzip" {
 				t.Fatalf("headers %q, want %q", got, want)
 			}
-			if in := inside(e, e.ETag); in != tc.textIn {
+			if in := inside(e, e.ETag()); in != tc.textIn {
 				t.Errorf("header text inside the Entry: %v, want %v", in, tc.textIn)
 			}
 			k := e.intern(tc.key)
@@ -443,7 +448,7 @@ func TestEntryHeaders(t *testing.T) {
 			t.Errorf("header %q has cap %d; want 1", c.got, cap(c.got))
 		}
 	}
-	if e.ContentType != "image/png" || e.ETag != `"abc"` || e.ContentEncoding != "gzip" {
+	if e.ContentType() != "image/png" || e.ETag() != `"abc"` || e.ContentEncoding() != "gzip" {
 		t.Errorf("fields changed: %+v", e)
 	}
 	bare := NewEntry(nil, "", "", "", time.Time{})
@@ -488,11 +493,47 @@ func TestRecency(t *testing.T) {
 				t.Fatalf("k0: %v, want a hit", out)
 			}
 			c.Get(t.Context(), "new", load) // evicts one entry
-			_, kept := c.lru.Peek("k0")
-			_, k1 := c.lru.Peek("k1")
+			_, kept := c.lru.Peek(c.hash("k0"))
+			_, k1 := c.lru.Peek(c.hash("k1"))
 			if kept != tc.kept || k1 == tc.kept {
 				t.Fatalf("after the hit on k0 and one eviction: k0 kept %v, k1 kept %v; want k0 %v", kept, k1, tc.kept)
 			}
 		})
+	}
+}
+
+// TestHashCollision: the LRU is keyed by a 64-bit hash of the key, so two
+// keys could in principle share a slot. Neither may then be answered with
+// the other's entry: a lookup checks the key (a miss otherwise), storing
+// replaces the other entry, and removing a key leaves the other's alone.
+// Real collisions cannot be found, so one is planted.
+func TestHashCollision(t *testing.T) {
+	c, _ := newCache(t, defCfg, Deps{})
+	other := &origin{body: "other tile", etag: `"o"`}
+	if _, _, err := c.Get(t.Context(), "other", other.load); err != nil {
+		t.Fatal(err)
+	}
+	// Move "other"'s entry into the slot of "mine".
+	c.mu.Lock()
+	e, _ := c.lru.Peek(c.hash("other"))
+	c.lru.Remove(c.hash("other")) // the callback uncounts it
+	c.lru.Add(c.hash("mine"), e)
+	c.bytes += e.size
+	c.mu.Unlock()
+
+	c.remove("mine") // must not drop the other key's entry
+	if c.Len() != 1 {
+		t.Fatal("removing one key dropped the entry of another in its slot")
+	}
+	mine := &origin{body: "my tile", etag: `"m"`}
+	got, out, err := c.Get(t.Context(), "mine", mine.load)
+	if err != nil || out != Miss || string(got.Body) != "my tile" {
+		t.Fatalf("lookup in a slot holding another key's entry: %v %v %q; want a miss that loads my tile", out, err, got.Body)
+	}
+	if c.Len() != 1 || c.Bytes() != got.Size() {
+		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.Size())
+	}
+	if got, out, _ := c.Get(t.Context(), "mine", mine.load); out != Hit || string(got.Body) != "my tile" {
+		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, got.Body)
 	}
 }

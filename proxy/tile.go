@@ -177,7 +177,7 @@ func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
 		key := cacheKey[len(ts.Bucket)+1:]
 		req := origin.Request{Tileset: ts.Name, Bucket: ts.Bucket, Key: key}
 		if prev != nil {
-			req.IfNoneMatch = prev.ETag
+			req.IfNoneMatch = prev.ETag()
 		}
 		start := p.now()
 		obj, err := p.fetch(ctx, req)
