@@ -146,8 +146,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 // (never past the limit) before a collection, instead of twice. While
 // bodies were on the heap that took hit traffic from 18 collections per
 // 10 s to 5, and 1-4 us less CPU per request. With large bodies in the
-// memory file the live heap is ~6 MB and is collected ~5 times a second
-// under hit load; 1600 collected a quarter as often but gave a worse p99
+// memory file the live heap is ~5 MB and is collected ~5 times a second
+// under hit load. Fewer collections (800, 1600) each take longer, and more
+// (100, 200) add up to more: either way the tail got worse
 // (bench/README.md), so 400 stays. A full cache is governed by the limit
 // either way, so the memory bound is unchanged.
 // It returns gcPct 0 when GOGC is set and left alone, and a nil limit
