@@ -163,13 +163,29 @@ func TestFileBodyRevalidated(t *testing.T) {
 	if fresh.file == nil || fresh.off != old.off || fresh.owner != old {
 		t.Fatal("the revalidated entry does not share the old entry's body")
 	}
-	old = nil
+	clk.Add(2 * time.Minute)
+	again, out, err := c.Get(t.Context(), "k", o.load)
+	if err != nil || out != Hit || again.owner != old {
+		t.Fatalf("second revalidation: %v %v; it must point at the entry that owns the body, not at the one it replaces", out, err)
+	}
+	old, fresh = nil, nil
 	for range 5 {
 		runtime.GC()
 	}
-	if got := readAll(t, fresh); !bytes.Equal(got, body) {
-		t.Fatal("the revalidated entry's body changed when the old entry was collected")
+	if got := readAll(t, again); !bytes.Equal(got, body) {
+		t.Fatal("the revalidated entry's body changed when the entries before it were collected")
 	}
+	// A new version replaces it; once nothing holds the old body, its
+	// pages go, owner and all.
+	o.mu.Lock()
+	o.body, o.etag = string(bodyOf(9000, 6)), `"v2"`
+	o.mu.Unlock()
+	clk.Add(2 * time.Minute)
+	if _, out, err := c.Get(t.Context(), "k", o.load); err != nil || out != Miss {
+		t.Fatalf("new version: %v %v, want a miss", out, err)
+	}
+	again = nil
+	waitFreed(t, c, roundPage(9000))
 }
 
 // TestFileChurnBounded: bodies streaming through a small cache as fast as
