@@ -47,6 +47,12 @@ const entryOverhead = 640
 // Entry is a cached object. It is immutable once returned (revalidation
 // stores a new Entry rather than touching one that readers may hold),
 // except for the cache's own LRU bookkeeping, written atomically.
+//
+// Every cached entry is visited by the collector on every cycle, and so
+// is every pointer in it that is not nil; a cycle's length is what the
+// requests in flight wait through (bench/README.md). So an Entry holds
+// one copy of each header value (hdr), and a file body has no object of
+// its own beyond the Entry (owner). BenchmarkGCMark measures the cost.
 type Entry struct {
 	// What a hit reads comes first and its text sits in the Entry itself
 	// (see render), so a hit on one of thousands of entries touches one
@@ -94,12 +100,6 @@ type Entry struct {
 	// keyed by its hash, so a lookup checks it.
 	key string
 }
-
-// Every cached entry is visited by the collector on every cycle, and so
-// is every pointer in it that is not nil; a cycle's length is what the
-// requests in flight wait through (bench/README.md). So an Entry keeps
-// one copy of each header value (hdr), and a file body has no object of
-// its own beyond the Entry (owner). BenchmarkGCMark measures the cost.
 
 // textSize fits Content-Length, a 30-byte Content-Type, a multipart ETag,
 // Last-Modified and a 90-byte key.
