@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -82,6 +83,14 @@ func TestFileBodyOverTCP(t *testing.T) {
 	}
 	if c := f.p.cache; c == nil || !c.FileBacked() {
 		t.Fatal("the cache keeps no bodies in a memory file here: the test proved nothing about them")
+	}
+	// The client can have the last byte before the handler has written
+	// its access line; Shutdown returns once every connection is idle,
+	// that is, once every handler has returned.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 	if hits := strings.Count(f.log.String(), "status=200 bytes=30000"); hits < 4 {
 		t.Errorf("the access log counts 30000 bytes for %d of the 4 whole answers:\n%s", hits, f.log.String())
