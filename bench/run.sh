@@ -4,7 +4,7 @@
 # (hits with HS256 / ES256 header tokens and a cookie; misses vs direct SDK
 # GETs; a thundering herd; RSS after pushing 5x max_bytes through the cache).
 #
-#   ./bench/run.sh            # ~4 minutes; prints a table and writes bench/results/latest.md
+#   ./bench/run.sh            # ~7.5 minutes; prints a table and writes bench/results/latest.md
 #   DURATION=30s ./bench/run.sh
 #   PIN=0 ./bench/run.sh      # servers and wrk share every core (the old way)
 #
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin:/usr/sbin"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-4}
 # With two cores or more, every server under load runs on CPU 0 and wrk on
 # CPU 1 (one thread): req/s then measures the server, not how it and wrk
 # happened to share the cores. On the shared 2-core box rounds agreed to
@@ -206,6 +206,7 @@ runs=(
 )
 echo "== load: $CONNS connections, $DURATION each, $ROUNDS rounds" >&2
 : >"$TMP/allrows"
+: >"$TMP/byround"
 for round in $(seq 1 "$ROUNDS"); do
 	order=("${runs[@]}")
 	if [ $((round % 2)) = 0 ]; then
@@ -215,8 +216,27 @@ for round in $(seq 1 "$ROUNDS"); do
 	for r in "${order[@]}"; do
 		IFS='|' read -r label base pid hname hvalue <<<"$r"
 		wrkrun "$label" "$base" "$pid" "$hname" "$hvalue" | tee -a "$TMP/allrows" >&2
+		echo "$round $(tail -n 1 "$TMP/allrows")" >>"$TMP/byround"
 	done
 done
+# p99 ratios pair each tileproxy row with the bare handler's run in the
+# same round and average the per-round ratios (geometrically). Rounds go
+# forwards then backwards, so over an even number of rounds a tileproxy
+# row runs as often after bare's as before it, and a trend in what the
+# neighbours take cancels out of the average instead of landing on one
+# side. One 10 s run's p99 moves 10-15% with the neighbours, and the
+# best-req/s round the table keeps is no better a pick for p99 than any.
+# p99ratio LABEL: "mean lowest highest" of LABEL's p99 over bare's.
+p99ratio() {
+	awk -v l="$1" '$2 == "bare" { b[$1] = $5 } $2 == l { t[$1] = $5 }
+		END {
+			lo = 1e9; hi = 0
+			for (r in t) if (b[r] > 0) { v = t[r] / b[r]; s += log(v); n++; if (v < lo) lo = v; if (v > hi) hi = v }
+			printf "%.2f %.2f %.2f\n", exp(s / n), lo, hi
+		}' "$TMP/byround"
+}
+read -r P99HS P99HS_LO P99HS_HI < <(p99ratio tileproxy-hs256)
+read -r P99CK P99CK_LO P99CK_HI < <(p99ratio tileproxy-cookie)
 # Best round per row, in the list's order; spread = worst/best req/s.
 for r in "${runs[@]}"; do
 	label=${r%%|*}
@@ -253,7 +273,7 @@ mkdir -p bench/results
 	else
 		pinned="servers and wrk -t2 unpinned"
 	fi
-	echo "$(nproc) cores, $(go version | awk '{print $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), wrk -c$CONNS -d$DURATION over loopback ($pinned), best of $ROUNDS rounds;"
+	echo "$(nproc) cores, $(go version | awk '{print $3}'), $(nginx -v 2>&1 | sed 's/.*: //'), wrk -c$CONNS -d$DURATION over loopback ($pinned); each row run $ROUNDS times, the table shows its best round by req/s;"
 	echo "$(cat "$TMP/tiles.txt") (random paths from the same list for every server; nginx and bare get the hs256 row's token header too, and ignore it)."
 	echo
 	echo "| server | req/s | p50 ms | p99 ms | non-2xx | server CPU µs/req | server CPU busy | worst/best round |"
@@ -262,16 +282,18 @@ mkdir -p bench/results
 	echo
 	echo "Server CPU busy is the server's CPU time over the run's wall time: near 100% (of its one core, when pinned) the server is what limits req/s; well under it, wrk is."
 	echo
-	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" '
+	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" \
+		-v phs="$P99HS" -v phs_lo="$P99HS_LO" -v phs_hi="$P99HS_HI" -v pck="$P99CK" -v pck_lo="$P99CK_LO" -v pck_hi="$P99CK_HI" -v rounds="$ROUNDS" '
 		{ rps[$1] = $2; p99[$1] = $4; cpu[$1] = $6 }
 		END {
 			printf "Misses (cache off, 400 sequential GETs): tileproxy p50 %s ms, p99 %s ms; direct SDK p50 %s ms, p99 %s ms; overhead p50 %.2f ms, p99 %.2f ms.\n\n", mp50, mp99, dp50, dp99, mp50 - dp50, mp99 - dp99
 			printf "Herd: 200 concurrent first requests for one tile -> %d S3 GET(s).\n\n", herd
 			printf "Memory: RSS plus the cache'"'"'s memory file %s MiB (the file %s MiB) after 330 MiB of distinct objects through a 64 MiB cache (cache holds %.1f MiB); limit 1.3 x 64 + 50 = %s MiB.\n\n", rss, file, cb / 1048576, lim
-			printf "**Ratios:** req/s hs256/bare %.2f, es256/bare %.2f, cookie/bare %.2f, hs256-noaccesslog/bare %.2f, hs256/nginx %.2f, bare/nginx %.2f; p99 hs256/bare %.2f, cookie/bare %.2f; CPU per request bare/hs256 %.2f, bare/cookie %.2f; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n",
+			printf "p99 over the bare handler'"'"'s in the same round, geometric mean over %d rounds (lowest-highest): hs256 %s (%s-%s), cookie %s (%s-%s); nginx'"'"'s p99 over bare'"'"'s, best rounds: %.2f.\n\n", rounds, phs, phs_lo, phs_hi, pck, pck_lo, pck_hi, p99["nginx"] / p99["bare"]
+			printf "**Ratios:** req/s hs256/bare %.2f, es256/bare %.2f, cookie/bare %.2f, hs256-noaccesslog/bare %.2f, hs256/nginx %.2f, bare/nginx %.2f; p99 hs256/bare %s, cookie/bare %s; CPU per request bare/hs256 %.2f, bare/cookie %.2f; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n",
 				rps["tileproxy-hs256"] / rps["bare"], rps["tileproxy-es256"] / rps["bare"], rps["tileproxy-cookie"] / rps["bare"],
 				rps["tileproxy-hs256-noaccesslog"] / rps["bare"], rps["tileproxy-hs256"] / rps["nginx"], rps["bare"] / rps["nginx"],
-				p99["tileproxy-hs256"] / p99["bare"], p99["tileproxy-cookie"] / p99["bare"],
+				phs, pck,
 				cpu["bare"] / cpu["tileproxy-hs256"], cpu["bare"] / cpu["tileproxy-cookie"], mp50 - dp50, herd, rss, lim
 		}' "$TMP/rows"
 } >bench/results/latest.md
