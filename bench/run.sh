@@ -219,24 +219,39 @@ for round in $(seq 1 "$ROUNDS"); do
 		echo "$round $(tail -n 1 "$TMP/allrows")" >>"$TMP/byround"
 	done
 done
-# p99 ratios pair each tileproxy row with the bare handler's run in the
-# same round and average the per-round ratios (geometrically). Rounds go
-# forwards then backwards, so over an even number of rounds a tileproxy
-# row runs as often after bare's as before it, and a trend in what the
-# neighbours take cancels out of the average instead of landing on one
-# side. One 10 s run's p99 moves 10-15% with the neighbours, and the
-# best-req/s round the table keeps is no better a pick for p99 than any.
-# p99ratio LABEL: "mean lowest highest" of LABEL's p99 over bare's.
-p99ratio() {
-	awk -v l="$1" '$2 == "bare" { b[$1] = $5 } $2 == l { t[$1] = $5 }
+# Every ratio pairs two rows' runs in the same round and averages the
+# per-round ratios (geometrically). Rounds go forwards then backwards, so
+# over an even number of rounds each row runs after the other as often
+# as before it, and a trend in what the neighbours take cancels out of
+# the mean instead of landing on one side. Single runs move 10-20% with
+# the neighbours, p99 more than req/s: one row's best round against
+# another's can catch a quiet minute for one and not the other.
+# ratio NUM DEN COL: "mean lowest highest" of NUM's column COL over DEN's
+# (columns of byround: round label req/s p50 p99 non2xx cpu busy).
+ratio() {
+	awk -v num="$1" -v den="$2" -v col="$3" '$2 == num { a[$1] = $col } $2 == den { b[$1] = $col }
 		END {
 			lo = 1e9; hi = 0
-			for (r in t) if (b[r] > 0) { v = t[r] / b[r]; s += log(v); n++; if (v < lo) lo = v; if (v > hi) hi = v }
+			for (r in a) if (a[r] > 0 && b[r] > 0) { v = a[r] / b[r]; s += log(v); n++; if (v < lo) lo = v; if (v > hi) hi = v }
+			if (n == 0) { print "0 0 0"; exit }
 			printf "%.2f %.2f %.2f\n", exp(s / n), lo, hi
 		}' "$TMP/byround"
 }
-read -r P99HS P99HS_LO P99HS_HI < <(p99ratio tileproxy-hs256)
-read -r P99CK P99CK_LO P99CK_HI < <(p99ratio tileproxy-cookie)
+# The ratios: name, mean, lowest, highest, tab-separated.
+# shellcheck disable=SC2046 # ratio's three words are printf's last three arguments
+{
+	printf '%s\t%s\t%s\t%s\n' "req/s hs256/bare" $(ratio tileproxy-hs256 bare 3)
+	printf '%s\t%s\t%s\t%s\n' "req/s es256/bare" $(ratio tileproxy-es256 bare 3)
+	printf '%s\t%s\t%s\t%s\n' "req/s cookie/bare" $(ratio tileproxy-cookie bare 3)
+	printf '%s\t%s\t%s\t%s\n' "req/s hs256-noaccesslog/bare" $(ratio tileproxy-hs256-noaccesslog bare 3)
+	printf '%s\t%s\t%s\t%s\n' "req/s hs256/nginx" $(ratio tileproxy-hs256 nginx 3)
+	printf '%s\t%s\t%s\t%s\n' "req/s bare/nginx" $(ratio bare nginx 3)
+	printf '%s\t%s\t%s\t%s\n' "p99 hs256/bare" $(ratio tileproxy-hs256 bare 5)
+	printf '%s\t%s\t%s\t%s\n' "p99 cookie/bare" $(ratio tileproxy-cookie bare 5)
+	printf '%s\t%s\t%s\t%s\n' "p99 hs256/nginx" $(ratio tileproxy-hs256 nginx 5)
+	printf '%s\t%s\t%s\t%s\n' "CPU per request bare/hs256" $(ratio bare tileproxy-hs256 7)
+	printf '%s\t%s\t%s\t%s\n' "CPU per request bare/cookie" $(ratio bare tileproxy-cookie 7)
+} >"$TMP/ratios"
 # Best round per row, in the list's order; spread = worst/best req/s.
 for r in "${runs[@]}"; do
 	label=${r%%|*}
@@ -282,19 +297,14 @@ mkdir -p bench/results
 	echo
 	echo "Server CPU busy is the server's CPU time over the run's wall time: near 100% (of its one core, when pinned) the server is what limits req/s; well under it, wrk is."
 	echo
-	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" \
-		-v phs="$P99HS" -v phs_lo="$P99HS_LO" -v phs_hi="$P99HS_HI" -v pck="$P99CK" -v pck_lo="$P99CK_LO" -v pck_hi="$P99CK_HI" -v rounds="$ROUNDS" '
-		{ rps[$1] = $2; p99[$1] = $4; cpu[$1] = $6 }
-		END {
+	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" -v rounds="$ROUNDS" -F '\t' '
+		BEGIN {
 			printf "Misses (cache off, 400 sequential GETs): tileproxy p50 %s ms, p99 %s ms; direct SDK p50 %s ms, p99 %s ms; overhead p50 %.2f ms, p99 %.2f ms.\n\n", mp50, mp99, dp50, dp99, mp50 - dp50, mp99 - dp99
 			printf "Herd: 200 concurrent first requests for one tile -> %d S3 GET(s).\n\n", herd
 			printf "Memory: RSS plus the cache'"'"'s memory file %s MiB (the file %s MiB) after 330 MiB of distinct objects through a 64 MiB cache (cache holds %.1f MiB); limit 1.3 x 64 + 50 = %s MiB.\n\n", rss, file, cb / 1048576, lim
-			printf "p99 over the bare handler'"'"'s in the same round, geometric mean over %d rounds (lowest-highest): hs256 %s (%s-%s), cookie %s (%s-%s); nginx'"'"'s p99 over bare'"'"'s, best rounds: %.2f.\n\n", rounds, phs, phs_lo, phs_hi, pck, pck_lo, pck_hi, p99["nginx"] / p99["bare"]
-			printf "**Ratios:** req/s hs256/bare %.2f, es256/bare %.2f, cookie/bare %.2f, hs256-noaccesslog/bare %.2f, hs256/nginx %.2f, bare/nginx %.2f; p99 hs256/bare %s, cookie/bare %s; CPU per request bare/hs256 %.2f, bare/cookie %.2f; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n",
-				rps["tileproxy-hs256"] / rps["bare"], rps["tileproxy-es256"] / rps["bare"], rps["tileproxy-cookie"] / rps["bare"],
-				rps["tileproxy-hs256-noaccesslog"] / rps["bare"], rps["tileproxy-hs256"] / rps["nginx"], rps["bare"] / rps["nginx"],
-				phs, pck,
-				cpu["bare"] / cpu["tileproxy-hs256"], cpu["bare"] / cpu["tileproxy-cookie"], mp50 - dp50, herd, rss, lim
-		}' "$TMP/rows"
+			printf "Each ratio divides one row'"'"'s run by the other'"'"'s in the same round; the mean is geometric, over %d rounds.\n\n| ratio | mean | lowest round | highest round |\n|---|---:|---:|---:|\n", rounds
+		}
+		{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4; line = line sep $1 " " $2; sep = ", " }
+		END { printf "\n**Ratios:** %s; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n", line, mp50 - dp50, herd, rss, lim }' "$TMP/ratios"
 } >bench/results/latest.md
 cat bench/results/latest.md
