@@ -237,20 +237,21 @@ ratio() {
 			printf "%.2f %.2f %.2f\n", exp(s / n), lo, hi
 		}' "$TMP/byround"
 }
-# The ratios: name, mean, lowest, highest, tab-separated.
+# ratiorow NAME NUM DEN COL: one line of the ratios table, tab-separated.
 # shellcheck disable=SC2046 # ratio's three words are printf's last three arguments
+ratiorow() { printf '%s\t%s\t%s\t%s\n' "$1" $(ratio "$2" "$3" "$4"); }
 {
-	printf '%s\t%s\t%s\t%s\n' "req/s hs256/bare" $(ratio tileproxy-hs256 bare 3)
-	printf '%s\t%s\t%s\t%s\n' "req/s es256/bare" $(ratio tileproxy-es256 bare 3)
-	printf '%s\t%s\t%s\t%s\n' "req/s cookie/bare" $(ratio tileproxy-cookie bare 3)
-	printf '%s\t%s\t%s\t%s\n' "req/s hs256-noaccesslog/bare" $(ratio tileproxy-hs256-noaccesslog bare 3)
-	printf '%s\t%s\t%s\t%s\n' "req/s hs256/nginx" $(ratio tileproxy-hs256 nginx 3)
-	printf '%s\t%s\t%s\t%s\n' "req/s bare/nginx" $(ratio bare nginx 3)
-	printf '%s\t%s\t%s\t%s\n' "p99 hs256/bare" $(ratio tileproxy-hs256 bare 5)
-	printf '%s\t%s\t%s\t%s\n' "p99 cookie/bare" $(ratio tileproxy-cookie bare 5)
-	printf '%s\t%s\t%s\t%s\n' "p99 hs256/nginx" $(ratio tileproxy-hs256 nginx 5)
-	printf '%s\t%s\t%s\t%s\n' "CPU per request bare/hs256" $(ratio bare tileproxy-hs256 7)
-	printf '%s\t%s\t%s\t%s\n' "CPU per request bare/cookie" $(ratio bare tileproxy-cookie 7)
+	ratiorow "req/s hs256/bare" tileproxy-hs256 bare 3
+	ratiorow "req/s es256/bare" tileproxy-es256 bare 3
+	ratiorow "req/s cookie/bare" tileproxy-cookie bare 3
+	ratiorow "req/s hs256-noaccesslog/bare" tileproxy-hs256-noaccesslog bare 3
+	ratiorow "req/s hs256/nginx" tileproxy-hs256 nginx 3
+	ratiorow "req/s bare/nginx" bare nginx 3
+	ratiorow "p99 hs256/bare" tileproxy-hs256 bare 5
+	ratiorow "p99 cookie/bare" tileproxy-cookie bare 5
+	ratiorow "p99 hs256/nginx" tileproxy-hs256 nginx 5
+	ratiorow "CPU per request bare/hs256" bare tileproxy-hs256 7
+	ratiorow "CPU per request bare/cookie" bare tileproxy-cookie 7
 } >"$TMP/ratios"
 # Best round per row, in the list's order; spread = worst/best req/s.
 for r in "${runs[@]}"; do
