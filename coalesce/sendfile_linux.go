@@ -53,11 +53,24 @@ func newSender(c net.Conn) *sender {
 // socket would block (false: the poller waits, under the deadline) or
 // all is sent or fails (true).
 func (s *sender) writeSome(sfd uintptr) bool {
-	for len(s.held) > 0 {
-		// MSG_MORE: the header waits for the body's first pages, so they
-		// leave in one segment as a writev would.
-		m, err := syscall.SendmsgN(int(sfd), s.held, nil, nil, syscall.MSG_MORE)
-		switch s.judge("sendmsg", err) {
+	for len(s.held) > 0 || s.sent < s.n {
+		var (
+			m        int
+			err      error
+			op       = "sendmsg"
+			fromFile = len(s.held) == 0
+		)
+		if !fromFile {
+			// MSG_MORE: the header waits for the body's first pages, so
+			// they leave in one segment as a writev would.
+			m, err = syscall.SendmsgN(int(sfd), s.held, nil, nil, syscall.MSG_MORE)
+		} else {
+			op = "sendfile"
+			o := s.off + s.sent
+			m, err = syscall.Sendfile(int(sfd), s.ffd, &o, int(min(s.n-s.sent, 1<<30)))
+			s.sent += int64(max(m, 0))
+		}
+		switch s.judge(op, err) {
 		case again:
 			continue
 		case wait:
@@ -65,21 +78,10 @@ func (s *sender) writeSome(sfd uintptr) bool {
 		case stop:
 			return true
 		}
-		s.held = s.held[m:]
-	}
-	for s.sent < s.n {
-		o := s.off + s.sent
-		m, err := syscall.Sendfile(int(sfd), s.ffd, &o, int(min(s.n-s.sent, 1<<30)))
-		s.sent += int64(max(m, 0))
-		switch s.judge("sendfile", err) {
-		case again:
-			continue
-		case wait:
-			return false
-		case stop:
-			return true
-		}
-		if m == 0 {
+		switch {
+		case !fromFile:
+			s.held = s.held[m:]
+		case m == 0:
 			s.err = io.ErrUnexpectedEOF // the file is shorter than the section
 			return true
 		}
