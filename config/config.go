@@ -41,6 +41,7 @@ type Config struct {
 	Log Log `yaml:"log"`
 
 	Auth     Auth      `yaml:"auth"`
+	Limits   Limits    `yaml:"limits"`
 	CORS     CORS      `yaml:"cors"`
 	S3       S3        `yaml:"s3"`
 	Cache    Cache     `yaml:"cache"`
@@ -66,6 +67,9 @@ type Auth struct {
 	PublicKeys []string `yaml:"public_keys"`
 	// JWKSURL is fetched at start and refreshed in the background.
 	JWKSURL string `yaml:"jwks_url"`
+	// JWKSRefresh is the background refresh interval of the JWKS: a key
+	// withdrawn there stops verifying new tokens within one interval.
+	JWKSRefresh Duration `yaml:"jwks_refresh"`
 	// Issuer, when set, must equal the token's iss.
 	Issuer string `yaml:"issuer"`
 	// Audience, when set, must be among the token's aud.
@@ -76,13 +80,34 @@ type Auth struct {
 	Algorithms []string `yaml:"algorithms"`
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway Duration `yaml:"leeway"`
+	// MaxTokenLifetime, when positive, refuses tokens whose lifetime
+	// (exp - iat, or exp - now without iat) is longer; 0 sets no cap.
+	MaxTokenLifetime Duration `yaml:"max_token_lifetime"`
 	// QueryParam is the query parameter a token may come in; "" disables it.
 	QueryParam string `yaml:"query_param"`
 	// Cookie configures the session cookie set by POST /auth/session.
 	Cookie Cookie `yaml:"cookie"`
 }
 
-// Cookie configures the tileproxy_token session cookie.
+// Limits bound what one principal (one verified token's subject) can take
+// from everyone else.
+type Limits struct {
+	// StreamsPerPrincipal bounds one principal's concurrent uncached
+	// streams (objects too large to cache, or every object without a
+	// cache); 0 sets no bound.
+	StreamsPerPrincipal int `yaml:"streams_per_principal"`
+	// Rate is the request rate per principal in requests per second,
+	// enforced by a token bucket; 0 turns it off.
+	Rate float64 `yaml:"rate"`
+	// Burst is the bucket's size; 0 means one second's worth of Rate.
+	Burst int `yaml:"burst"`
+	// MaxPrincipals bounds how many principals' buckets are tracked; the
+	// least recently seen is forgotten first.
+	MaxPrincipals int `yaml:"max_principals"`
+}
+
+// Cookie configures the session cookie: __Host-tileproxy_token when
+// Secure, tileproxy_token otherwise.
 type Cookie struct {
 	// Secure marks the cookie Secure (HTTPS only). Turn off only for
 	// plain-http development.
@@ -177,12 +202,14 @@ func Default() Config {
 		ReadinessGrace:  Duration(30 * time.Second),
 		Log:             Log{Format: "text", Level: "info", Access: true},
 		Auth: Auth{
+			JWKSRefresh: Duration(5 * time.Minute),
 			GrantsClaim: "tilesets",
 			Algorithms:  []string{"HS256"},
 			Leeway:      Duration(30 * time.Second),
 			QueryParam:  "access_token",
 			Cookie:      Cookie{Secure: true, SameSite: "lax"},
 		},
+		Limits: Limits{StreamsPerPrincipal: 4, MaxPrincipals: 10_000},
 		S3: S3{
 			Region:          "us-east-1",
 			SessionDuration: Duration(time.Hour),

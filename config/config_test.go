@@ -181,3 +181,88 @@ func TestByteSize(t *testing.T) {
 		t.Errorf("String: got %s, want 256MiB", s)
 	}
 }
+
+// TestValidateIsolation holds the rules that keep one tileset from
+// reading another's objects (key = prefix + path, session policy
+// bucket/prefix*) and a shared cache from serving a granted tile.
+func TestValidateIsolation(t *testing.T) {
+	ts := func(name, bucket, prefix string) Tileset {
+		t := Tileset{Name: name, Bucket: bucket, Prefix: prefix}
+		t.applyDefaults()
+		return t
+	}
+	for _, tc := range []struct {
+		name     string
+		tilesets []Tileset
+		want     []string // substrings of the error; none = valid
+	}{
+		{"distinct directories", []Tileset{ts("a", "tiles", "a/"), ts("b", "tiles", "b/")}, nil},
+		{"same prefix in two buckets", []Tileset{ts("a", "tiles", "x/"), ts("b", "other", "x/")}, nil},
+		{"empty prefix alone in its bucket", []Tileset{ts("a", "tiles", ""), ts("b", "other", "b/")}, nil},
+		{"nested directories", []Tileset{ts("a", "tiles", "a/"), ts("sub", "tiles", "a/b/")}, []string{"(sub).prefix", "tileset a"}},
+		{"no trailing slash", []Tileset{ts("a", "tiles", "a")}, []string{"tilesets[0] (a).prefix", "must end in /"}},
+		{"prefix starts another", []Tileset{ts("a", "tiles", "a/"), ts("ap", "tiles", "a/private/")},
+			[]string{"tilesets[1] (ap).prefix", "overlaps", "tileset a"}},
+		{"unslashed prefix leaks", []Tileset{ts("a", "tiles", "a"), ts("ap", "tiles", "a-private/")},
+			[]string{"(a).prefix", "must end in /", "(ap).prefix", "overlaps \"a\" of tileset a"}},
+		{"equal prefixes", []Tileset{ts("a", "tiles", "x/"), ts("b", "tiles", "x/")}, []string{"(b).prefix", "tileset a"}},
+		{"empty prefix beside another", []Tileset{ts("all", "tiles", ""), ts("b", "tiles", "b/")}, []string{"(b).prefix", "tileset all"}},
+		{"star", []Tileset{ts("a", "tiles", "a*/")}, []string{"must not contain * or ?"}},
+		{"question mark", []Tileset{ts("a", "tiles", "a?/")}, []string{"must not contain * or ?"}},
+		{"public", []Tileset{func() Tileset { t := ts("a", "tiles", "a/"); t.CacheControl = "public, max-age=60"; return t }()},
+			[]string{"(a).cache_control", `"public"`, "CDN"}},
+		{"s-maxage", []Tileset{func() Tileset { t := ts("a", "tiles", "a/"); t.CacheControl = "private, S-MaxAge=60"; return t }()},
+			[]string{`"s-maxage"`}},
+		{"private immutable", []Tileset{func() Tileset { t := ts("a", "tiles", "a/"); t.CacheControl = "private, max-age=600, immutable"; return t }()}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.HMACSecret = secret
+			c.Tilesets = tc.tilesets
+			err := c.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("got %v, want valid", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("accepted; want an error with %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateLimitsAndLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"defaults", func(c *Config) {}, ""},
+		{"rate on", func(c *Config) { c.Limits.Rate = 50; c.Limits.Burst = 100 }, ""},
+		{"negative streams", func(c *Config) { c.Limits.StreamsPerPrincipal = -1 }, "limits.streams_per_principal"},
+		{"negative rate", func(c *Config) { c.Limits.Rate = -1 }, "limits.rate"},
+		{"negative burst", func(c *Config) { c.Limits.Burst = -1 }, "limits.burst"},
+		{"no principals", func(c *Config) { c.Limits.MaxPrincipals = 0 }, "limits.max_principals"},
+		{"lifetime negative", func(c *Config) { c.Auth.MaxTokenLifetime = -1 }, "auth.max_token_lifetime"},
+		{"jwks refresh too fast", func(c *Config) { c.Auth.JWKSRefresh = Duration(time.Second) }, "auth.jwks_refresh"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.HMACSecret = secret
+			c.Tilesets = []Tileset{{Name: "a", Bucket: "tiles", Prefix: "a/"}}
+			c.ApplyDefaults()
+			tc.mod(&c)
+			err := c.Validate()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

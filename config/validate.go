@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -80,6 +81,7 @@ func (c *Config) Validate() error {
 	}
 
 	c.validateAuth(bad)
+	c.validateLimits(bad)
 
 	for i, o := range c.CORS.AllowedOrigins {
 		if o == "*" {
@@ -162,8 +164,16 @@ func (c *Config) Validate() error {
 		if !bucketName.MatchString(t.Bucket) || strings.Contains(t.Bucket, "..") {
 			bad(f+".bucket", "%q is not a valid S3 bucket name", t.Bucket)
 		}
-		if strings.HasPrefix(t.Prefix, "/") || strings.Contains(t.Prefix, "//") || slices.Contains(strings.Split(t.Prefix, "/"), "..") || strings.ContainsAny(t.Prefix, "\\\x00") {
+		switch {
+		case strings.HasPrefix(t.Prefix, "/") || strings.Contains(t.Prefix, "//") || slices.Contains(strings.Split(t.Prefix, "/"), "..") || strings.ContainsAny(t.Prefix, "\\\x00"):
 			bad(f+".prefix", "%q must be a relative key prefix such as city/", t.Prefix)
+		case strings.ContainsAny(t.Prefix, "*?"):
+			// The STS session policy is bucket/prefix*: a wildcard in the
+			// prefix would widen it to keys of other tilesets.
+			bad(f+".prefix", "%q must not contain * or ?", t.Prefix)
+		case t.Prefix != "" && !strings.HasSuffix(t.Prefix, "/"):
+			// Without the slash, /tiles/a/-private/x reads a-private/x.
+			bad(f+".prefix", "%q must end in / (e.g. %q), or tiles of a tileset with prefix %q would be served", t.Prefix, t.Prefix+"/", t.Prefix+"-private/")
 		}
 		if len(t.Prefix) > 512 {
 			bad(f+".prefix", "longer than 512 bytes")
@@ -171,6 +181,9 @@ func (c *Config) Validate() error {
 		checkRole(f+".role_arn", t.RoleARN)
 		if strings.ContainsAny(t.CacheControl, "\r\n") {
 			bad(f+".cache_control", "must be one line")
+		}
+		if d := sharedCacheDirective(t.CacheControl); d != "" {
+			bad(f+".cache_control", "%q lets a CDN or shared proxy serve a granted tile to anyone without a token; use private", d)
 		}
 		if t.Missing != MissingNotFound && t.Missing != MissingEmpty {
 			bad(f+".missing", "%q must be notfound or empty", t.Missing)
@@ -187,7 +200,61 @@ func (c *Config) Validate() error {
 			bad(f+".bounds", "%v is not a west,south,east,north box in degrees", b)
 		}
 	}
+	c.validateOverlaps(bad)
 	return errors.Join(errs...)
+}
+
+// validateOverlaps refuses tilesets of one bucket whose prefixes nest:
+// the object key is prefix + path and the session policy allows
+// bucket/prefix*, so a tileset whose prefix starts another's could read
+// that tileset's objects. An empty prefix is the whole bucket, so it is
+// allowed only for the bucket's sole tileset. Pairs are reported in
+// config order, each naming both tilesets.
+func (c *Config) validateOverlaps(bad func(field, format string, args ...any)) {
+	for i := range c.Tilesets {
+		a := &c.Tilesets[i]
+		for j := i + 1; j < len(c.Tilesets); j++ {
+			b := &c.Tilesets[j]
+			if a.Bucket != b.Bucket {
+				continue
+			}
+			if strings.HasPrefix(a.Prefix, b.Prefix) || strings.HasPrefix(b.Prefix, a.Prefix) {
+				bad(fmt.Sprintf("tilesets[%d] (%s).prefix", j, b.Name),
+					"%q overlaps %q of tileset %s in bucket %s: one tileset could read the other's tiles; give each its own directory",
+					b.Prefix, a.Prefix, a.Name, a.Bucket)
+			}
+		}
+	}
+}
+
+// sharedCacheDirective returns the first Cache-Control directive that
+// allows a shared cache to store an authenticated answer ("public",
+// "s-maxage"), or "".
+func sharedCacheDirective(cc string) string {
+	for _, d := range strings.Split(cc, ",") {
+		name, _, _ := strings.Cut(strings.TrimSpace(d), "=")
+		switch n := strings.ToLower(strings.TrimSpace(name)); n {
+		case "public", "s-maxage":
+			return n
+		}
+	}
+	return ""
+}
+
+func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
+	l := &c.Limits
+	if l.StreamsPerPrincipal < 0 {
+		bad("limits.streams_per_principal", "must not be negative (0 sets no bound)")
+	}
+	if l.Rate < 0 || math.IsNaN(l.Rate) {
+		bad("limits.rate", "must not be negative (0 turns it off)")
+	}
+	if l.Burst < 0 {
+		bad("limits.burst", "must not be negative")
+	}
+	if l.MaxPrincipals < 1 || l.MaxPrincipals > 10_000_000 {
+		bad("limits.max_principals", "%d must be between 1 and 10000000", l.MaxPrincipals)
+	}
 }
 
 func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
@@ -224,6 +291,12 @@ func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
 		if u, err := url.Parse(a.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("auth.jwks_url", "%q must be an http(s) URL", a.JWKSURL)
 		}
+	}
+	if d := a.JWKSRefresh.D(); d < 10*time.Second || d > 24*time.Hour {
+		bad("auth.jwks_refresh", "%s must be between 10s and 24h", d)
+	}
+	if a.MaxTokenLifetime < 0 {
+		bad("auth.max_token_lifetime", "must not be negative (0 sets no cap)")
 	}
 	if a.GrantsClaim == "" {
 		bad("auth.grants_claim", "must be set")

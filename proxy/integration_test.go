@@ -242,7 +242,7 @@ func TestProxyOnMinIO(t *testing.T) {
 	st := newStack(t, env.Endpoint, env.AccessKey, env.SecretKey, []config.Tileset{
 		{Name: "city", Bucket: bucket, Prefix: "raster/", CacheControl: "private, max-age=86400"},
 		{Name: "roads", Bucket: bucket, Prefix: "vector/", Format: "pbf"},
-		{Name: "holes", Bucket: bucket, Prefix: "raster/", Missing: config.MissingEmpty},
+		{Name: "holes", Bucket: bucket, Prefix: "holes/", Missing: config.MissingEmpty},
 	})
 	base := st.srv.URL + "/tiles/"
 	city := hmacToken(t, time.Hour, "city")
