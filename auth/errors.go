@@ -33,6 +33,9 @@ var (
 	ErrBadIssuer    error = &invalidError{"bad_issuer"}
 	ErrBadAudience  error = &invalidError{"bad_audience"}
 	ErrBadGrants    error = &invalidError{"bad_grants"}
+	// ErrLifetime: the token may be used for longer than
+	// auth.max_token_lifetime allows.
+	ErrLifetime error = &invalidError{"lifetime_too_long"}
 )
 
 // Reason returns a short, bounded label for err, for metrics and logs:

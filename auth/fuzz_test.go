@@ -113,6 +113,7 @@ func FuzzTokenFromRequest(f *testing.F) {
 	f.Add("Basic dXNlcjpwdw==", "x", "")
 	f.Add("Bearer", "", "access_token=%zz")
 	f.Add("", "tileproxy_token=;tileproxy_token=x", "access_token=")
+	f.Add("", "x; tileproxy_token=y", "access_token=z")
 	f.Add("bEaReR  spaced ", "", "a=1;access_token=2")
 	f.Fuzz(func(t *testing.T, authz, cookie, query string) {
 		r := httptest.NewRequest("GET", "/tiles/a/0/0/0.png", nil)
@@ -121,7 +122,7 @@ func FuzzTokenFromRequest(f *testing.F) {
 			r.Header["Authorization"] = []string{authz}
 		}
 		if cookie != "" {
-			r.Header["Cookie"] = []string{CookieName + "=" + cookie}
+			r.Header["Cookie"] = []string{v.CookieName() + "=" + cookie}
 		}
 		tok, src, err := v.TokenFromRequest(r)
 		if err == nil && tok == "" {
@@ -131,7 +132,7 @@ func FuzzTokenFromRequest(f *testing.F) {
 			t.Fatalf("header present but source %q", src)
 		}
 		if authz == "" && src == SourceQuery {
-			if _, cerr := r.Cookie(CookieName); cerr == nil {
+			if _, cerr := r.Cookie(v.CookieName()); cerr == nil {
 				t.Fatal("cookie present but the query was used")
 			}
 		}
@@ -155,16 +156,20 @@ func FuzzSessionCookie(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	f.Add("tileproxy_token=a.b.c; __Host-tileproxy_token=d.e.f")
+	f.Add("__Host-tileproxy_token=a.b.c")
 	f.Fuzz(func(t *testing.T, line string) {
-		got, ok := sessionCookie([]string{line})
-		if !ok {
-			return
-		}
-		r := httptest.NewRequest("GET", "/", nil)
-		r.Header["Cookie"] = []string{line}
-		c, err := r.Cookie(CookieName)
-		if err != nil || c.Value != got {
-			t.Fatalf("fast path %q, Request.Cookie %v %v", got, c, err)
+		for _, name := range []string{CookieName, SecureCookieName} {
+			got, ok := sessionCookie([]string{line}, name)
+			if !ok {
+				continue
+			}
+			r := httptest.NewRequest("GET", "/", nil)
+			r.Header["Cookie"] = []string{line}
+			c, err := r.Cookie(name)
+			if err != nil || c.Value != got {
+				t.Fatalf("%s: fast path %q, Request.Cookie %v %v", name, got, c, err)
+			}
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -14,7 +15,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
@@ -26,22 +26,44 @@ import (
 // a few hundred bytes, and parsing megabytes of base64 is a cheap DoS.
 const MaxTokenBytes = 8 << 10
 
-// CookieName is the session cookie set by POST /auth/session.
+// CookieName is the session cookie set by POST /auth/session when the
+// cookie is not Secure (plain-HTTP development).
 const CookieName = "tileproxy_token"
+
+// SecureCookieName is the session cookie when auth.cookie.secure is on.
+// Browsers accept a __Host- cookie only when it is Secure, has Path=/
+// and no Domain, so a sibling subdomain cannot plant or shadow it.
+const SecureCookieName = "__Host-" + CookieName
+
+// CookieNameFor returns the session cookie's name for auth.cookie.secure.
+func CookieNameFor(secure bool) string {
+	if secure {
+		return SecureCookieName
+	}
+	return CookieName
+}
 
 // Deps are the Verifier's collaborators; zero values get defaults.
 type Deps struct {
 	// Now is the clock used for exp/nbf/iat; time.Now when nil.
 	Now func() time.Time
-	// HTTPClient fetches the JWKS; http.DefaultClient's transport with a
-	// 10 s timeout when nil.
+	// HTTPClient fetches the JWKS; a client of its own when nil.
 	HTTPClient *http.Client
 	// Logger receives JWKS refresh failures; slog.Default() when nil.
 	Logger *slog.Logger
-	// JWKSRefreshInterval is the background refresh period; 1 h when 0.
+	// JWKSRefreshInterval overrides auth.jwks_refresh when not 0.
 	JWKSRefreshInterval time.Duration
-	// JWKSUnknownKIDEvery limits refreshes caused by an unknown kid; 30 s when 0.
+	// JWKSTimeout bounds one JWKS fetch; 10 s when 0.
+	JWKSTimeout time.Duration
+	// JWKSUnknownKIDEvery limits refreshes caused by an unknown kid to
+	// one per this period; 5 s when 0.
 	JWKSUnknownKIDEvery time.Duration
+	// JWKSUnknownKIDWait is the longest a request with an unknown kid
+	// waits for the refresh it asked for; 5 ms when 0.
+	JWKSUnknownKIDWait time.Duration
+	// OnJWKSRefresh, when set, is told each JWKS fetch's outcome and how
+	// many keys are held after it.
+	OnJWKSRefresh func(ok bool, keys int)
 	// VerifiedCacheSize bounds the cache of verified tokens; 10,000 when 0,
 	// negative disables it.
 	VerifiedCacheSize int
@@ -65,11 +87,13 @@ type Verifier struct {
 	algorithms  []string
 	hmacSecret  []byte             // nil when no HS* algorithm is configured
 	publicKeys  []crypto.PublicKey // from PEM files
-	jwks        keyfunc.Keyfunc    // nil without jwks_url
+	jwks        *jwksKeys          // nil without jwks_url
 	grantsClaim string
 	queryParam  string
+	cookieName  string
 	issuer      string
 	leeway      time.Duration
+	maxLifetime time.Duration // 0: no cap
 	now         func() time.Time
 	// seen caches successful verifications by SHA-256 of the token, so a
 	// map's hundreds of tile requests cost one signature check. Lookups
@@ -89,6 +113,9 @@ type Principal struct {
 	SubjectHash string
 	// Expires is the token's exp.
 	Expires time.Time
+	// Key identifies the principal for per-principal limits: a hash of
+	// issuer and subject, or of the token itself when it has no subject.
+	Key string
 	// all is true for a "*" grant.
 	all      bool
 	tilesets []string
@@ -113,8 +140,10 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		algorithms:  slices.Clone(cfg.Algorithms),
 		grantsClaim: cfg.GrantsClaim,
 		queryParam:  cfg.QueryParam,
+		cookieName:  CookieNameFor(cfg.Cookie.Secure),
 		issuer:      cfg.Issuer,
 		leeway:      cfg.Leeway.D(),
+		maxLifetime: cfg.MaxTokenLifetime.D(),
 		now:         deps.Now,
 	}
 	if size := deps.VerifiedCacheSize; size >= 0 {
@@ -139,29 +168,27 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 	}
 	v.publicKeys = keys
 	if cfg.JWKSURL != "" {
-		client := deps.HTTPClient
-		if client == nil {
-			client = &http.Client{Timeout: 10 * time.Second}
+		j := &jwksKeys{
+			url:       cfg.JWKSURL,
+			client:    deps.HTTPClient,
+			timeout:   cmp.Or(deps.JWKSTimeout, 10*time.Second),
+			interval:  cmp.Or(deps.JWKSRefreshInterval, cfg.JWKSRefresh.D(), 5*time.Minute),
+			wait:      cmp.Or(deps.JWKSUnknownKIDWait, 5*time.Millisecond),
+			limiter:   rate.NewLimiter(rate.Every(cmp.Or(deps.JWKSUnknownKIDEvery, 5*time.Second)), 1),
+			now:       deps.Now,
+			log:       deps.Logger,
+			onRefresh: deps.OnJWKSRefresh,
+			// A key withdrawn from the JWKS must stop verifying at once,
+			// also for tokens verified with it before.
+			onRemoved: v.forgetVerified,
 		}
-		every := deps.JWKSUnknownKIDEvery
-		if every == 0 {
-			every = 30 * time.Second
+		if j.client == nil {
+			j.client = &http.Client{}
 		}
-		log := deps.Logger
-		v.jwks, err = keyfunc.NewDefaultOverrideCtx(ctx, []string{cfg.JWKSURL}, keyfunc.Override{
-			Client:          client,
-			RefreshInterval: deps.JWKSRefreshInterval,
-			// An unknown kid refreshes at most once per interval, and a
-			// request never queues behind the limiter: it is refused at once.
-			RefreshUnknownKID: rate.NewLimiter(rate.Every(every), 1),
-			RateLimitWaitMax:  time.Millisecond,
-			RefreshErrorHandlerFunc: func(string) func(context.Context, error) {
-				return func(ctx context.Context, err error) {
-					log.WarnContext(ctx, "JWKS refresh failed; keeping the keys already known", "err", err)
-				}
-			},
-		})
-		if err != nil {
+		if j.onRefresh == nil {
+			j.onRefresh = func(bool, int) {}
+		}
+		if v.jwks, err = newJWKSKeys(ctx, j); err != nil {
 			return nil, fmt.Errorf("auth: jwks: %w", err)
 		}
 	}
@@ -181,6 +208,21 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 	}
 	v.parser = jwt.NewParser(opts...)
 	return v, nil
+}
+
+// Ready reports whether the verifier holds the keys it was configured
+// with: always without a JWKS, and after the JWKS's first successful
+// fetch with one. Until then tokens signed by JWKS keys are refused.
+func (v *Verifier) Ready() bool { return v.jwks == nil || v.jwks.ready.Load() }
+
+// CookieName is the session cookie this verifier reads.
+func (v *Verifier) CookieName() string { return v.cookieName }
+
+// forgetVerified drops every cached verification.
+func (v *Verifier) forgetVerified() {
+	if v.seen != nil {
+		v.seen.Purge()
+	}
 }
 
 // Verify checks token's signature and claims and returns its principal.
@@ -227,10 +269,28 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error)
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 		p.Expires = exp.Time
 	}
+	if v.maxLifetime > 0 {
+		// From iat when the token says when it was issued (checked
+		// against now already), else from now: either way a token that
+		// could be used longer than the cap is refused.
+		from := v.now()
+		if iat, err := claims.GetIssuedAt(); err == nil && iat != nil {
+			from = iat.Time
+		}
+		if p.Expires.Sub(from) > v.maxLifetime {
+			return nil, ErrLifetime
+		}
+	}
 	p.Subject, _ = claims.GetSubject()
 	if p.Subject != "" {
 		h := sha256.Sum256([]byte(p.Subject))
 		p.SubjectHash = hex.EncodeToString(h[:6])
+		iss, _ := claims.GetIssuer()
+		k := sha256.Sum256([]byte(iss + "\x00" + p.Subject))
+		p.Key = hex.EncodeToString(k[:12])
+	} else {
+		k := sha256.Sum256([]byte(token))
+		p.Key = "t" + hex.EncodeToString(k[:12])
 	}
 	if err := p.setGrants(claims[v.grantsClaim]); err != nil {
 		return nil, err
@@ -255,16 +315,18 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 	}
 	if v.jwks != nil {
-		if _, hasKID := t.Header["kid"]; hasKID {
-			// keyfunc refreshes the set (rate-limited) on an unknown kid.
-			if k, err := v.jwks.KeyfuncCtx(ctx)(t); err == nil && fits(t.Method, k) {
-				set.Keys = append(set.Keys, k)
-			}
-		} else if all, err := v.jwks.VerificationKeySet(ctx); err == nil {
-			for _, k := range all.Keys {
-				if fits(t.Method, k) {
-					set.Keys = append(set.Keys, k)
+		k, _ := v.jwks.key(ctx, t) // an unknown kid leaves k nil
+		switch k := k.(type) {
+		case nil:
+		case jwt.VerificationKeySet: // no kid: every key held
+			for _, kk := range k.Keys {
+				if fits(t.Method, kk) {
+					set.Keys = append(set.Keys, kk)
 				}
+			}
+		default:
+			if fits(t.Method, k) {
+				set.Keys = append(set.Keys, k)
 			}
 		}
 	}
@@ -358,7 +420,7 @@ const (
 // (FuzzSessionCookie holds it to that, under the default GODEBUG
 // httpcookiemaxnum); ok is false for anything else, which Request.Cookie
 // then judges.
-func sessionCookie(lines []string) (string, bool) {
+func sessionCookie(lines []string, cookieName string) (string, bool) {
 	if len(lines) != 1 || strings.Count(lines[0], ";") > 50 {
 		return "", false
 	}
@@ -368,10 +430,10 @@ func sessionCookie(lines []string) (string, bool) {
 		part, line, _ = strings.Cut(line, ";")
 		part = strings.Trim(part, " \t\r\n") // as textproto.TrimString
 		name, val, _ := strings.Cut(part, "=")
-		if strings.Trim(name, " \t\r\n") != CookieName {
+		if strings.Trim(name, " \t\r\n") != cookieName {
 			continue // not ours, whatever Request.Cookie makes of it
 		}
-		if name != CookieName || !jwtChars(val) {
+		if name != cookieName || !jwtChars(val) {
 			return "", false // ours, but spelled in a way left to net/http
 		}
 		return val, true
@@ -413,10 +475,10 @@ func (v *Verifier) TokenFromRequest(r *http.Request) (string, Source, error) {
 		}
 		return tok, SourceHeader, nil
 	}
-	if tok, ok := sessionCookie(r.Header["Cookie"]); ok {
+	if tok, ok := sessionCookie(r.Header["Cookie"], v.cookieName); ok {
 		return tok, SourceCookie, nil
 	}
-	if c, err := r.Cookie(CookieName); err == nil {
+	if c, err := r.Cookie(v.cookieName); err == nil {
 		if c.Value == "" {
 			return "", SourceCookie, ErrMalformed
 		}

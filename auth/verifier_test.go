@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -327,26 +328,35 @@ func TestTokenFromRequest(t *testing.T) {
 	noQuery := authCfg()
 	noQuery.QueryParam = ""
 	vNoQ := newVerifier(t, noQuery)
+	plain := authCfg()
+	plain.Cookie.Secure = false
+	vPlain := newVerifier(t, plain)
 	for _, tc := range []struct {
-		name    string
-		v       *Verifier
-		header  string
-		cookie  string
-		query   string
-		want    string
-		source  Source
-		wantErr error
+		name       string
+		v          *Verifier
+		header     string
+		cookie     string
+		query      string
+		want       string
+		source     Source
+		wantErr    error
+		cookieName string // "" = the verifier's own
 	}{
-		{"none", v, "", "", "", "", "", ErrNoToken},
-		{"header", v, "Bearer H", "C", "access_token=Q", "H", SourceHeader, nil},
-		{"header scheme case", v, "bearer H", "", "", "H", SourceHeader, nil},
-		{"cookie", v, "", "C", "access_token=Q", "C", SourceCookie, nil},
-		{"query", v, "", "", "x=1&access_token=Q", "Q", SourceQuery, nil},
-		{"query disabled", vNoQ, "", "", "access_token=Q", "", "", ErrNoToken},
-		{"basic header not rescued by cookie", v, "Basic dXNlcjpwdw==", "C", "", "", SourceHeader, ErrMalformed},
-		{"empty bearer", v, "Bearer ", "C", "", "", SourceHeader, ErrMalformed},
-		{"two query tokens", v, "", "", "access_token=a&access_token=b", "", SourceQuery, ErrMalformed},
-		{"empty query token", v, "", "", "access_token=", "", SourceQuery, ErrMalformed},
+		{"secure reads only __Host-", v, "", "C", "", "", "", ErrNoToken, CookieName},
+		{"secure ignores a planted plain cookie", v, "", "C", "access_token=Q", "Q", SourceQuery, nil, CookieName},
+		{"secure cookie name", v, "", "C", "", "C", SourceCookie, nil, "__Host-tileproxy_token"},
+		{"plain cookie without secure", vPlain, "", "C", "", "C", SourceCookie, nil, "tileproxy_token"},
+		{"plain ignores __Host-", vPlain, "", "C", "", "", "", ErrNoToken, SecureCookieName},
+		{"none", v, "", "", "", "", "", ErrNoToken, ""},
+		{"header", v, "Bearer H", "C", "access_token=Q", "H", SourceHeader, nil, ""},
+		{"header scheme case", v, "bearer H", "", "", "H", SourceHeader, nil, ""},
+		{"cookie", v, "", "C", "access_token=Q", "C", SourceCookie, nil, ""},
+		{"query", v, "", "", "x=1&access_token=Q", "Q", SourceQuery, nil, ""},
+		{"query disabled", vNoQ, "", "", "access_token=Q", "", "", ErrNoToken, ""},
+		{"basic header not rescued by cookie", v, "Basic dXNlcjpwdw==", "C", "", "", SourceHeader, ErrMalformed, ""},
+		{"empty bearer", v, "Bearer ", "C", "", "", SourceHeader, ErrMalformed, ""},
+		{"two query tokens", v, "", "", "access_token=a&access_token=b", "", SourceQuery, ErrMalformed, ""},
+		{"empty query token", v, "", "", "access_token=", "", SourceQuery, ErrMalformed, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := httptest.NewRequest("GET", "/tiles/a/0/0/0.png?"+tc.query, nil)
@@ -354,7 +364,8 @@ func TestTokenFromRequest(t *testing.T) {
 				r.Header.Set("Authorization", tc.header)
 			}
 			if tc.cookie != "" {
-				r.AddCookie(&http.Cookie{Name: CookieName, Value: tc.cookie})
+				name := cmp.Or(tc.cookieName, tc.v.CookieName())
+				r.AddCookie(&http.Cookie{Name: name, Value: tc.cookie})
 			}
 			tok, src, err := tc.v.TokenFromRequest(r)
 			if !errors.Is(err, tc.wantErr) || tok != tc.want || src != tc.source {
@@ -453,5 +464,68 @@ func TestVerifiedCacheIsReverifiedAfterMaxAge(t *testing.T) {
 	}
 	if v.seen.Len() != 1 {
 		t.Errorf("cache holds %d entries, want only the good token", v.seen.Len())
+	}
+}
+
+func TestMaxTokenLifetime(t *testing.T) {
+	capped := authCfg()
+	capped.MaxTokenLifetime = config.Duration(24 * time.Hour)
+	v := newVerifier(t, capped)
+	vNoCap := newVerifier(t, authCfg())
+	years := func(c jwt.MapClaims) { c["exp"] = now.Add(5 * 365 * 24 * time.Hour).Unix() }
+	for _, tc := range []struct {
+		name string
+		v    *Verifier
+		mod  func(jwt.MapClaims)
+		want error
+	}{
+		{"an hour", v, nil, nil},
+		{"exactly the cap", v, func(c jwt.MapClaims) { c["exp"] = now.Add(24 * time.Hour).Unix() }, nil},
+		{"years from iat", v, years, ErrLifetime},
+		{"years without iat", v, func(c jwt.MapClaims) { years(c); delete(c, "iat") }, ErrLifetime},
+		{"a day and a second without iat", v, func(c jwt.MapClaims) { c["exp"] = now.Add(24*time.Hour + time.Second).Unix(); delete(c, "iat") }, ErrLifetime},
+		// Issued long ago, expiring soon: the lifetime is exp - iat.
+		{"old iat, long lifetime", v, func(c jwt.MapClaims) { c["iat"] = now.Add(-48 * time.Hour).Unix() }, ErrLifetime},
+		{"no cap", vNoCap, years, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tc.v.Verify(t.Context(), sign(t, jwt.SigningMethodHS256, secret, claims(tc.mod), nil))
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			if err != nil && Reason(err) != "lifetime_too_long" {
+				t.Errorf("reason %q", Reason(err))
+			}
+		})
+	}
+}
+
+// TestPrincipalKey: limits key principals by issuer and subject, and
+// tokens without a subject by the token itself.
+func TestPrincipalKey(t *testing.T) {
+	v := newVerifier(t, authCfg())
+	key := func(mod func(jwt.MapClaims)) string {
+		p, err := v.Verify(t.Context(), sign(t, jwt.SigningMethodHS256, secret, claims(mod), nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Key
+	}
+	alice1 := key(nil)
+	alice2 := key(func(c jwt.MapClaims) { c["exp"] = now.Add(2 * time.Hour).Unix() })
+	bob := key(func(c jwt.MapClaims) { c["sub"] = "bob" })
+	otherIss := key(func(c jwt.MapClaims) { c["iss"] = "https://other" })
+	anon1 := key(func(c jwt.MapClaims) { delete(c, "sub") })
+	anon2 := key(func(c jwt.MapClaims) { delete(c, "sub"); c["exp"] = now.Add(2 * time.Hour).Unix() })
+	if alice1 != alice2 || alice1 == "" {
+		t.Errorf("one subject, two tokens: %q %q", alice1, alice2)
+	}
+	for _, k := range []string{bob, otherIss, anon1, anon2} {
+		if k == alice1 {
+			t.Errorf("distinct principals share key %q", k)
+		}
+	}
+	if anon1 == anon2 || strings.Contains(alice1, "alice") {
+		t.Errorf("anonymous tokens %q %q; alice %q", anon1, anon2, alice1)
 	}
 }
