@@ -39,6 +39,9 @@ type Metrics struct {
 	authFailures   *prometheus.CounterVec
 	stsAssumeRole  *prometheus.CounterVec
 	stsExpiry      *prometheus.GaugeVec
+	jwksRefresh    *prometheus.CounterVec
+	jwksKeys       prometheus.Gauge
+	limited        *prometheus.CounterVec
 
 	// Resolved children, so the per-request path hashes no label values.
 	// Keys are bounded like the labels: configured tilesets x codes seen.
@@ -106,6 +109,18 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "sts_credentials_expiry_seconds",
 			Help: "Unix time at which the tileset's current assumed-role credentials expire.",
 		}, []string{"tileset"}),
+		jwksRefresh: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "jwks_refresh_total",
+			Help: "JWKS fetches by result (ok, error).",
+		}, []string{"result"}),
+		jwksKeys: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "jwks_keys",
+			Help: "Keys held from the JWKS after the last fetch.",
+		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "limited_total",
+			Help: "Requests refused with 429 by a per-principal limit, by reason (streams, rate).",
+		}, []string{"reason"}),
 	}
 	m.cacheByRes = map[string]prometheus.Counter{}
 	for _, r := range []string{"hit", "miss", "stale", "negative"} {
@@ -119,7 +134,8 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 	info.Set(1)
 	for _, c := range []prometheus.Collector{
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
-		m.originRequests, m.originDuration, m.authFailures, m.stsAssumeRole, m.stsExpiry, info,
+		m.originRequests, m.originDuration, m.authFailures, m.stsAssumeRole, m.stsExpiry,
+		m.jwksRefresh, m.jwksKeys, m.limited, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -217,4 +233,26 @@ func (m *Metrics) AssumeRole(tileset string, err error, expires time.Time) {
 	}
 	m.stsAssumeRole.WithLabelValues(tileset, "ok").Inc()
 	m.stsExpiry.WithLabelValues(tileset).Set(float64(expires.Unix()))
+}
+
+// JWKSRefresh records one JWKS fetch and the keys held after it.
+func (m *Metrics) JWKSRefresh(ok bool, keys int) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.jwksRefresh.WithLabelValues("ok").Inc()
+	} else {
+		m.jwksRefresh.WithLabelValues("error").Inc()
+	}
+	m.jwksKeys.Set(float64(keys))
+}
+
+// Limited records a request refused by a per-principal limit; reason is
+// "streams" or "rate".
+func (m *Metrics) Limited(reason string) {
+	if m == nil {
+		return
+	}
+	m.limited.WithLabelValues(reason).Inc()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/origin"
@@ -46,6 +47,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestedRangeNotSatisfiable, "range not satisfiable"
 	case errors.Is(err, context.Canceled):
 		return StatusClientClosed, ""
+	case errors.Is(err, errLimited):
+		return http.StatusTooManyRequests, "too many requests"
 	case errors.Is(err, errSaturated):
 		return http.StatusServiceUnavailable, "origin busy"
 	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
@@ -78,6 +81,11 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 		h.Set("Allow", allow)
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", "1")
+	case http.StatusTooManyRequests:
+		var le *limitedError
+		if errors.As(err, &le) {
+			h.Set("Retry-After", strconv.Itoa(le.retryAfterSeconds()))
+		}
 	}
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Type", "text/plain; charset=utf-8")

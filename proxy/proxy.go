@@ -60,6 +60,7 @@ type Proxy struct {
 	cache    *cache.Cache
 	cors     *cors         // nil without allowed origins
 	inFlight chan struct{} // one slot per running origin request (s3.max_in_flight)
+	limits   *principals   // per-principal stream and rate limits
 	metrics  *metrics.Metrics
 	// loaders holds each tileset's cache loader.
 	loaders map[string]cache.LoadFunc
@@ -111,6 +112,10 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	if !cfg.Log.Access {
 		p.access = nil
 	}
+	var err error
+	if p.limits, err = newPrincipals(cfg.Limits, deps.Now); err != nil {
+		return nil, fmt.Errorf("proxy: limits: %w", err)
+	}
 	for i := range cfg.Tilesets {
 		t := &cfg.Tilesets[i]
 		p.tilesets[t.Name] = t
@@ -127,7 +132,6 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		p.tileJSON[t.Name] = doc
 	}
 	if cfg.Viewer {
-		var err error
 		if p.viewerPage, p.viewerFiles, err = renderViewer(cfg.Tilesets); err != nil {
 			return nil, err
 		}
@@ -189,9 +193,11 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 		return
 	}
 	line := accesslog.Line{
-		Time:     end,
-		Method:   r.Method,
-		Path:     r.URL.Path, // the path only: the query may hold an access_token
+		Time:   end,
+		Method: r.Method,
+		// The path only, as the query may hold an access_token, and with
+		// anything shaped like a token in the path itself cut out.
+		Path:     accesslog.RedactTokens(r.URL.Path),
 		Status:   rec.status,
 		Bytes:    rec.bytes,
 		Duration: d,
@@ -200,7 +206,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 		Subject:  rec.subject,
 	}
 	if rec.err != nil && rec.status >= 500 {
-		line.Err = rec.err.Error()
+		line.Err = accesslog.RedactTokens(rec.err.Error())
 	}
 	p.access.Log(&line)
 }
@@ -237,7 +243,7 @@ func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.
 // logOrigin logs an origin failure with what an operator needs to chase
 // it: the AWS error code and request ID, never credentials.
 func (p *Proxy) logOrigin(ctx context.Context, msg, tileset string, err error) {
-	attrs := []any{"tileset", tileset, "err", err}
+	attrs := []any{"tileset", tileset, "err", accesslog.RedactTokens(err.Error())}
 	var oe *origin.Error
 	if errors.As(err, &oe) {
 		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
@@ -341,6 +347,27 @@ func (w *recorder) fail(err error, allow string) {
 	}
 }
 
+// safeTypes are the media types passed through from S3: tile and metadata
+// formats a browser will not run as a document. Anything else (text/html,
+// image/svg+xml, application/javascript, ...) is sent as
+// application/octet-stream: whoever can write one object under any prefix
+// must not be able to run script on tileproxy's origin, where the session
+// cookie lives.
+var safeTypes = map[string]string{
+	"image/png":                          "image/png",
+	"image/jpeg":                         "image/jpeg",
+	"image/webp":                         "image/webp",
+	"image/avif":                         "image/avif",
+	"image/gif":                          "image/gif",
+	"application/vnd.mapbox-vector-tile": "application/vnd.mapbox-vector-tile",
+	"application/x-protobuf":             "application/x-protobuf",
+	"application/protobuf":               "application/protobuf",
+	"application/vnd.google.protobuf":    "application/vnd.google.protobuf",
+	"application/json":                   "application/json",
+	"application/geo+json":               "application/geo+json",
+	"application/octet-stream":           "application/octet-stream",
+}
+
 // contentTypes by extension, for objects stored without a useful type.
 var contentTypes = map[string]string{
 	"png":  "image/png",
@@ -352,13 +379,23 @@ var contentTypes = map[string]string{
 	"json": "application/json",
 }
 
-// contentType keeps S3's type unless it is the generic one S3 assigns to
-// uploads that did not say, then falls back to the key's extension.
+// contentType keeps S3's type when it is a safe one (its media type
+// alone, without parameters), falls back to the key's extension when S3
+// has only the generic type it gives uploads that did not say, and sends
+// anything else as application/octet-stream.
 func contentType(stored, key string) string {
-	switch stored {
-	case "", "binary/octet-stream", "application/octet-stream":
+	mt, _, _ := strings.Cut(stored, ";")
+	mt = strings.TrimSpace(mt)
+	switch {
+	case mt == "", strings.EqualFold(mt, "binary/octet-stream"), strings.EqualFold(mt, "application/octet-stream"):
 	default:
-		return stored
+		if t, ok := safeTypes[mt]; ok {
+			return t
+		}
+		if t, ok := safeTypes[strings.ToLower(mt)]; ok {
+			return t
+		}
+		return "application/octet-stream"
 	}
 	if i := strings.LastIndexByte(key, '.'); i >= 0 {
 		if ct, ok := contentTypes[strings.ToLower(key[i+1:])]; ok {
@@ -368,17 +405,22 @@ func contentType(stored, key string) string {
 	return "application/octet-stream"
 }
 
-// fetch asks the origin for req within s3.max_in_flight: a slot is taken
-// for the request and kept until its body is closed, and when none is free
-// the answer is errSaturated at once rather than a queue that grows.
-func (p *Proxy) fetch(ctx context.Context, req origin.Request) (*origin.Object, error) {
+// fetch asks the origin for req within s3.max_in_flight, and when no
+// slot is free answers errSaturated at once rather than a queue that grows.
+// The slot covers fetching from S3: until the response headers, and with
+// forCache until the body is closed too (the cache loader reads it at the
+// origin's pace, detached from any client). A stream's body goes out at
+// the client's pace, so its slot is freed at the headers: slow readers
+// are bounded per principal (limits.streams_per_principal) and by the
+// write timeout, and cannot hold the origin slots everyone shares.
+func (p *Proxy) fetch(ctx context.Context, req origin.Request, forCache bool) (*origin.Object, error) {
 	select {
 	case p.inFlight <- struct{}{}:
 	default:
 		return nil, errSaturated
 	}
 	obj, err := p.fetcher.Get(ctx, req)
-	if err != nil || obj.Body == nil {
+	if err != nil || obj.Body == nil || !forCache {
 		<-p.inFlight
 		return obj, err
 	}

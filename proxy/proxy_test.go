@@ -42,7 +42,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	cfg.Viewer = true
 	cfg.Tilesets = []config.Tileset{
 		{Name: "a", Bucket: "tiles", Prefix: "a/", Format: "png", CacheControl: config.DefaultCacheControl, Missing: config.MissingNotFound, MaxZoom: 5, Bounds: []float64{-180, -85, 180, 85}},
-		{Name: "b", Bucket: "tiles", Prefix: "b/", Format: "png", CacheControl: "public, max-age=60", Missing: config.MissingEmpty, MaxZoom: 5, Bounds: []float64{-180, -85, 180, 85}},
+		{Name: "b", Bucket: "tiles", Prefix: "b/", Format: "png", CacheControl: "private, max-age=60", Missing: config.MissingEmpty, MaxZoom: 5, Bounds: []float64{-180, -85, 180, 85}},
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -245,7 +245,7 @@ func testTileHeaders(t *testing.T) {
 		t.Errorf("body: got %q", w.Body.String())
 	}
 	// Per-tileset Cache-Control.
-	if got := f.do("GET", "/tiles/b/0/0/0.png", a).Header().Get("Cache-Control"); got != "public, max-age=60" {
+	if got := f.do("GET", "/tiles/b/0/0/0.png", a).Header().Get("Cache-Control"); got != "private, max-age=60" {
 		t.Errorf("tileset b Cache-Control: %q", got)
 	}
 	// Type by extension when S3 stored none; gzip passed through.
@@ -291,11 +291,14 @@ func TestTokenSources(t *testing.T) {
 		want   int
 	}{
 		{"header", func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+good) }, "/tiles/a/0/0/0.png", 200},
-		{"cookie", func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.CookieName, Value: good}) }, "/tiles/a/0/0/0.png", 200},
+		{"cookie", func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.SecureCookieName, Value: good}) }, "/tiles/a/0/0/0.png", 200},
+		// With cookie.secure only the __Host- cookie counts: a plain one
+		// may have been planted by a sibling subdomain.
+		{"plain cookie when secure", func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.CookieName, Value: good}) }, "/tiles/a/0/0/0.png", 401},
 		{"query", func(r *http.Request) {}, "/tiles/a/0/0/0.png?access_token=" + good, 200},
 		{"bad header, good cookie", func(r *http.Request) {
 			r.Header.Set("Authorization", "Bearer bad")
-			r.AddCookie(&http.Cookie{Name: auth.CookieName, Value: good})
+			r.AddCookie(&http.Cookie{Name: auth.SecureCookieName, Value: good})
 		}, "/tiles/a/0/0/0.png", 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -359,7 +362,10 @@ func TestSession(t *testing.T) {
 		t.Fatalf("POST /auth/session: got %d", w.Code)
 	}
 	sc := w.Header().Get("Set-Cookie")
-	for _, part := range []string{"tileproxy_token=" + tok, "Path=/", "HttpOnly", "Secure", "SameSite=Strict", "Max-Age=3"} {
+	if !strings.HasPrefix(sc, "__Host-tileproxy_token="+tok+";") || strings.Contains(sc, "Domain") {
+		t.Errorf("Set-Cookie %q: want the __Host- cookie, with no Domain", sc)
+	}
+	for _, part := range []string{"Path=/", "HttpOnly", "Secure", "SameSite=Strict", "Max-Age=3"} {
 		if !strings.Contains(sc, part) {
 			t.Errorf("Set-Cookie %q lacks %q", sc, part)
 		}
@@ -371,11 +377,22 @@ func TestSession(t *testing.T) {
 		t.Errorf("cookie renewed a session: %d", w.Code)
 	}
 	w = f.do("DELETE", "/auth/session", nil)
-	if w.Code != 204 || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") {
+	if w.Code != 204 || !strings.Contains(w.Header().Get("Set-Cookie"), "Max-Age=0") || !strings.HasPrefix(w.Header().Get("Set-Cookie"), "__Host-tileproxy_token=;") {
 		t.Errorf("DELETE: %d %q", w.Code, w.Header().Get("Set-Cookie"))
 	}
 	if w := f.do("GET", "/auth/session", nil); w.Code != 405 || w.Header().Get("Allow") != "POST, DELETE" {
 		t.Errorf("GET /auth/session: %d", w.Code)
+	}
+
+	// Local plain HTTP: the cookie cannot be Secure, so it cannot be
+	// __Host- either, and keeps its plain name.
+	plain := newFixture(t, func(c *config.Config) { c.Auth.Cookie.Secure = false })
+	w = plain.do("POST", "/auth/session", map[string]string{"Authorization": "Bearer " + tok})
+	if sc := w.Header().Get("Set-Cookie"); w.Code != 204 || !strings.HasPrefix(sc, "tileproxy_token="+tok+";") || strings.Contains(sc, "Secure") {
+		t.Errorf("plain HTTP session: %d %q", w.Code, sc)
+	}
+	if w := plain.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Cookie": "tileproxy_token=" + tok}); w.Code != 200 {
+		t.Errorf("plain cookie on plain HTTP: %d", w.Code)
 	}
 }
 

@@ -49,7 +49,7 @@ func (p *Proxy) serveSession(w *recorder, r *http.Request) {
 
 func (p *Proxy) cookie(value string, maxAge int) *http.Cookie {
 	c := &http.Cookie{
-		Name:     auth.CookieName,
+		Name:     p.verifier.CookieName(),
 		Value:    value,
 		Path:     "/",
 		MaxAge:   maxAge,
@@ -87,12 +87,13 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		w.fail(errNotFound, "")
 		return
 	}
-	ts, ok := p.tileRequest(w, r, name)
+	ts, _, ok := p.tileRequest(w, r, name)
 	if !ok {
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h["X-Content-Type-Options"] = hdrNoSniff
 	h["Cache-Control"] = p.cacheControl[ts.Name]
 	w.Write(p.tileJSON[ts.Name])
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/origin"
@@ -46,7 +47,7 @@ func tileRoute(path string) (tileset, rest string, ok bool) {
 // serveTile answers GET/HEAD /tiles/{tileset}/{path...}: authorization
 // first, then the cache (when configured), then the origin.
 func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
-	ts, ok := p.tileRequest(w, r, name)
+	ts, pr, ok := p.tileRequest(w, r, name)
 	if !ok {
 		return
 	}
@@ -58,7 +59,7 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 		return
 	}
 	if p.cache == nil {
-		p.serveStream(w, r, ts, key)
+		p.serveStream(w, r, ts, pr, key)
 		return
 	}
 	e, out, err := p.cache.Get(r.Context(), cacheKey, p.loaders[ts.Name])
@@ -69,7 +70,7 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 	switch {
 	case err == nil && e.Large:
 		w.cache = "MISS"
-		p.serveStream(w, r, ts, key)
+		p.serveStream(w, r, ts, pr, key)
 	case err == nil:
 		p.serveEntry(w, r, ts, e)
 	case errors.Is(err, cache.ErrNotFound):
@@ -81,19 +82,32 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 
 // tileRequest runs what every tileset route does first: label the
 // request for metrics, allow only GET/HEAD, then token -> grant ->
-// tileset. It answers the request itself when that fails.
-func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.Tileset, bool) {
+// tileset -> the principal's request rate. It answers the request itself
+// when that fails.
+func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.Tileset, *auth.Principal, bool) {
 	w.tileset = p.label(name)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.fail(errMethod, tileMethods)
-		return nil, false
+		return nil, nil, false
 	}
-	ts, _, err := p.authorize(w, r, name)
+	ts, pr, err := p.authorize(w, r, name)
+	if err == nil {
+		err = p.limited(p.limits.allow(pr.Key))
+	}
 	if err != nil {
 		w.fail(err, "")
-		return nil, false
+		return nil, nil, false
 	}
-	return ts, true
+	return ts, pr, true
+}
+
+// limited counts a per-principal refusal and passes err on.
+func (p *Proxy) limited(err error) error {
+	var le *limitedError
+	if errors.As(err, &le) {
+		p.metrics.Limited(le.reason)
+	}
+	return err
 }
 
 // serveEntry answers from cached bytes. A plain GET or HEAD (the bulk of
@@ -180,7 +194,7 @@ func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
 			req.IfNoneMatch = prev.ETag()
 		}
 		start := p.now()
-		obj, err := p.fetch(ctx, req)
+		obj, err := p.fetch(ctx, req, true)
 		p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
 		switch {
 		case errors.Is(err, origin.ErrNotModified):
@@ -217,7 +231,13 @@ func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
 // serveStream passes the request to the origin and streams the answer:
 // for objects too large to cache, or when no cache is configured.
 // Conditionals and Range go to S3 as they are; it answers 304/206/416.
-func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, key string) {
+func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, pr *auth.Principal, key string) {
+	release, err := p.limits.openStream(pr.Key)
+	if err != nil {
+		w.fail(p.limited(err), "")
+		return
+	}
+	defer release()
 	req := origin.Request{
 		Tileset:  ts.Name,
 		Bucket:   ts.Bucket,
@@ -234,7 +254,7 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, ke
 		req.Range = rg // a single range; multi-range is ignored as in serveEntry
 	}
 	start := p.now()
-	obj, err := p.fetch(r.Context(), req)
+	obj, err := p.fetch(r.Context(), req, false)
 	p.metrics.Origin(ts.Name, originResult(err), p.now().Sub(start))
 	if w.cache == "" {
 		w.cache = "MISS"
