@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/origin"
@@ -123,7 +124,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		if resp, _ := get(t, urlB+"?access_token="+hmacToken(t, time.Hour, "a"), nil); resp.StatusCode != 403 {
 			t.Errorf("query token for a on b: %d", resp.StatusCode)
 		}
-		if resp, _ := get(t, urlB, map[string]string{"Cookie": "tileproxy_token=" + hmacToken(t, time.Hour, "a")}); resp.StatusCode != 403 {
+		if resp, _ := get(t, urlB, map[string]string{"Cookie": auth.SecureCookieName + "=" + hmacToken(t, time.Hour, "a")}); resp.StatusCode != 403 {
 			t.Errorf("cookie for a on b: %d", resp.StatusCode)
 		}
 	})

@@ -231,6 +231,9 @@ func seed(t *testing.T, env *testenv.S3, bucket string) map[string][]byte {
 	}
 	// Stored with no content type: the proxy falls back to the extension.
 	objs["raster/2/0/0.png"] = testenv.Object{Body: bodies["raster/0/0/0.png"]}
+	// Stored as a document by whoever could write under the prefix.
+	objs["raster/evil.png"] = testenv.Object{Body: []byte("<script>alert(document.cookie)</script>"), ContentType: "text/html"}
+	objs["raster/evil.svg"] = testenv.Object{Body: []byte("<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"), ContentType: "image/svg+xml"}
 	env.Put(t, bucket, objs)
 	return bodies
 }
@@ -352,11 +355,22 @@ func TestProxyOnMinIO(t *testing.T) {
 			}
 		}
 	})
+	t.Run("stored documents go out as octet-stream", func(t *testing.T) {
+		for _, key := range []string{"evil.png", "evil.svg"} {
+			resp, body := get(t, base+"city/"+key, bearer)
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "<script>") {
+				t.Fatalf("%s: %d %q", key, resp.StatusCode, body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/octet-stream" || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("%s: Content-Type %q, nosniff %q", key, ct, resp.Header.Get("X-Content-Type-Options"))
+			}
+		}
+	})
 	t.Run("token sources", func(t *testing.T) {
 		if resp, _ := get(t, base+"city/0/0/0.png", bearer); resp.StatusCode != 200 {
 			t.Errorf("header: %d", resp.StatusCode)
 		}
-		if resp, _ := get(t, base+"city/0/0/0.png", map[string]string{"Cookie": auth.CookieName + "=" + city}); resp.StatusCode != 200 {
+		if resp, _ := get(t, base+"city/0/0/0.png", map[string]string{"Cookie": auth.SecureCookieName + "=" + city}); resp.StatusCode != 200 {
 			t.Errorf("cookie: %d", resp.StatusCode)
 		}
 		if resp, _ := get(t, base+"city/0/0/0.png?access_token="+city, nil); resp.StatusCode != 200 {

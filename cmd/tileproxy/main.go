@@ -128,11 +128,29 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go ignoreHangups(ctx, log)
 	app, err := newApp(ctx, cfg, lg, origin.Deps{Logger: log}, lim)
 	if err != nil {
 		return err
 	}
 	return app.run(ctx, nil)
+}
+
+// ignoreHangups keeps SIGHUP from ending the process (Go's default, which
+// skips the drain) until ctx ends. Configuration reload does not exist
+// yet, so the signal is only logged.
+func ignoreHangups(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Warn("SIGHUP received: configuration reload is not supported yet; still serving the configuration loaded at start (restart to apply changes)")
+		}
+	}
 }
 
 // memoryLimit gives the Go runtime a soft memory limit sized from the
@@ -241,6 +259,9 @@ type app struct {
 	registry *prometheus.Registry
 	// probe checks one tileset's origin for readiness; nil means ready at once.
 	probe func(ctx context.Context, t *config.Tileset) error
+	// authReady reports whether the token keys are loaded (the JWKS
+	// fetched once); nil means they always are.
+	authReady func() bool
 	// metricsAddr is the metrics listener's address once run has bound it.
 	metricsAddr string
 	// limits are the main server's connection limits.
@@ -271,7 +292,7 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps,
 	if err != nil {
 		return nil, err
 	}
-	v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log})
+	v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh})
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +326,7 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps,
 		return nil, err
 	}
 	probe := func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) }
-	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe, limits: defaultLimits}, nil
+	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe, authReady: v.Ready, limits: defaultLimits}, nil
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
@@ -345,7 +366,17 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}))
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: time.Minute}
+		// The same connection limits as the main listener: a silent or
+		// idle connection must not stay open for ever.
+		ms := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: a.limits.readHeader,
+			ReadTimeout:       a.limits.read,
+			WriteTimeout:      time.Minute,
+			IdleTimeout:       a.limits.idle,
+			MaxHeaderBytes:    a.limits.maxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		}
 		servers = append(servers, ms)
 		go func() { errc <- ms.Serve(mln) }()
 		a.metricsAddr = mln.Addr().String()
@@ -381,20 +412,23 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	return errors.Join(errs...)
 }
 
-// becomeReady probes every tileset's origin until each has answered once,
-// or readiness_grace has passed, then marks the proxy ready.
+// becomeReady probes every tileset's origin until each has answered once
+// and waits for the token keys (a JWKS's first fetch), or until
+// readiness_grace has passed, then marks the proxy ready.
 func (a *app) becomeReady(ctx context.Context) {
-	if a.probe == nil {
-		a.proxy.SetReady(true)
-		return
+	authReady := a.authReady
+	if authReady == nil {
+		authReady = func() bool { return true }
 	}
 	pending := map[string]*config.Tileset{}
-	for i := range a.cfg.Tilesets {
-		pending[a.cfg.Tilesets[i].Name] = &a.cfg.Tilesets[i]
+	if a.probe != nil {
+		for i := range a.cfg.Tilesets {
+			pending[a.cfg.Tilesets[i].Name] = &a.cfg.Tilesets[i]
+		}
 	}
 	deadline := time.Now().Add(a.cfg.ReadinessGrace.D())
 	lastErr := map[string]error{}
-	for len(pending) > 0 && time.Now().Before(deadline) {
+	for (len(pending) > 0 || !authReady()) && time.Now().Before(deadline) {
 		for name, t := range pending {
 			pctx, cancel := context.WithTimeout(ctx, a.cfg.S3.Timeout.D())
 			err := a.probe(pctx, t)
@@ -405,17 +439,25 @@ func (a *app) becomeReady(ctx context.Context) {
 			}
 			lastErr[name] = err
 		}
-		if len(pending) == 0 {
+		if len(pending) == 0 && authReady() {
 			break
+		}
+		// Token keys come in the background; look again soon.
+		wait := time.Second
+		if len(pending) == 0 {
+			wait = 50 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
 	}
 	for name := range pending {
 		a.log.Warn("readiness grace passed with the origin still failing for a tileset", "tileset", name, "err", lastErr[name])
+	}
+	if !authReady() {
+		a.log.Warn("readiness grace passed without the JWKS: tokens signed by its keys are refused until it answers")
 	}
 	a.proxy.SetReady(true)
 	a.log.Info("ready")

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/proxy"
+)
+
+// TestMetricsListenerTimeouts is the regression test for a metrics
+// listener without read or idle timeouts: a silent connection and an idle
+// keep-alive are both closed by the server.
+func TestMetricsListenerTimeouts(t *testing.T) {
+	a, _ := runningAppWith(t, io.Discard, func(a *app) {
+		a.limits = defaultLimits
+		a.limits.readHeader = 300 * time.Millisecond
+		a.limits.idle = 300 * time.Millisecond
+	})
+	closedByServer := func(c net.Conn) bool {
+		// Bounded: 10 s of 100 ms reads, far past the 300 ms limits.
+		buf := make([]byte, 4096)
+		for range 100 {
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := c.Read(buf); err != nil && !os.IsTimeout(err) {
+				return true
+			}
+		}
+		return false
+	}
+	silent, err := net.Dial("tcp", a.metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if !closedByServer(silent) {
+		t.Error("a silent connection to the metrics listener stayed open")
+	}
+	idle, err := net.Dial("tcp", a.metricsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(idle), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("scrape: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if !closedByServer(idle) {
+		t.Error("an idle keep-alive connection to the metrics listener stayed open")
+	}
+}
+
+// TestReadyWaitsForJWKS: with the JWKS down at start /readyz says 503
+// (and tokens are refused), and it turns 200 once the JWKS answers.
+func TestReadyWaitsForJWKS(t *testing.T) {
+	var up atomic.Bool
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte(`{"keys": []}`))
+	}))
+	defer jwks.Close()
+	cfg := config.Default()
+	cfg.Listen, cfg.MetricsListen = "127.0.0.1:0", ""
+	cfg.DrainDelay = 0
+	cfg.ReadinessGrace = config.Duration(time.Hour)
+	cfg.Auth.Algorithms = []string{"ES256"}
+	cfg.Auth.JWKSURL = jwks.URL
+	cfg.Tilesets = []config.Tileset{{Name: "a", Bucket: "tiles", Prefix: "a/"}}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	none := origin.FetcherFunc(func(context.Context, origin.Request) (*origin.Object, error) { return nil, origin.ErrNotFound })
+	p, err := proxy.New(&cfg, proxy.Deps{Verifier: v, Fetcher: none, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{cfg: &cfg, log: log, proxy: p, registry: prometheus.NewRegistry(), authReady: v.Ready}
+	addrs, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- a.run(ctx, func(addr string) { addrs <- addr }) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + <-addrs
+	ready := func() int {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Several looks while the JWKS is down: never ready.
+	for range 5 {
+		if got := ready(); got != 503 {
+			t.Fatalf("/readyz with the JWKS down: %d", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	up.Store(true)
+	for deadline := time.Now().Add(20 * time.Second); ready() != 200; {
+		if time.Now().After(deadline) {
+			t.Fatal("never ready after the JWKS came up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCheckRefusesOverlappingPrefixes: check (and so start-up, which runs
+// the same Validate) exits 1 naming both tilesets.
+func TestCheckRefusesOverlappingPrefixes(t *testing.T) {
+	t.Setenv("TP_TEST_SECRET", strings.Repeat("s", 32))
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"no slash": {`tilesets:
+  - {name: a, bucket: tiles, prefix: a}
+  - {name: a-private, bucket: tiles, prefix: a-private/}`, `tilesets[1] (a-private).prefix: "a-private/" overlaps "a" of tileset a`},
+		"public": {`tilesets:
+  - {name: a, bucket: tiles, prefix: a/, cache_control: "public, max-age=600"}`, `tilesets[0] (a).cache_control: "public"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := filepath.Join(t.TempDir(), "c.yaml")
+			os.WriteFile(f, []byte("auth: {hmac_secret: \"${TP_TEST_SECRET}\"}\n"+tc.yaml+"\n"), 0o600)
+			var out, errb bytes.Buffer
+			if code := run([]string{"check", "-config", f}, &out, &errb); code != 1 {
+				t.Fatalf("exit %d, want 1: %s", code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("check output lacks %q:\n%s", tc.want, errb.String())
+			}
+			errb.Reset()
+			if code := run([]string{"serve", "-config", f}, &out, &errb); code != 1 || !strings.Contains(errb.String(), tc.want) {
+				t.Errorf("serve: exit %d: %s", code, errb.String())
+			}
+		})
+	}
+}
+
+// TestHelperServe is not a test: TestSIGHUPKeepsServing runs the test
+// binary again with TILEPROXY_HELPER_CONFIG set, and this runs
+// `tileproxy serve` in that process.
+func TestHelperServe(t *testing.T) {
+	cfg := os.Getenv("TILEPROXY_HELPER_CONFIG")
+	if cfg == "" {
+		t.Skip("helper process for TestSIGHUPKeepsServing")
+	}
+	os.Exit(run([]string{"serve", "-config", cfg}, os.Stdout, os.Stderr))
+}
+
+// TestSIGHUPKeepsServing is the regression test for SIGHUP ending the
+// process without a drain (Go's default): the real serve command, in its
+// own process, logs the signal and goes on serving; SIGTERM still stops it
+// cleanly.
+func TestSIGHUPKeepsServing(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfgPath, []byte(`listen: "127.0.0.1:0"
+metrics_listen: ""
+drain_delay: 0s
+log: {format: text, level: info}
+auth: {hmac_secret: "`+strings.Repeat("h", 32)+`"}
+s3: {endpoint: "http://127.0.0.1:1", use_path_style: true}
+tilesets: [{name: a, bucket: tiles, prefix: a/}]
+`), 0o600)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServe$")
+	cmd.Env = append(os.Environ(), "TILEPROXY_HELPER_CONFIG="+cfgPath, "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y")
+	var logs testenv.SyncBuffer
+	cmd.Stdout = &logs
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(&logs, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if _, rest, ok := strings.Cut(sc.Text(), `"tileproxy listening" addr=`); ok {
+				addr <- strings.Fields(rest)[0]
+			}
+		}
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start:\n%s", logs.String())
+	}
+	health := func() int {
+		resp, err := http.Get(base + "/healthz")
+		if err != nil {
+			return -1
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := health(); got != 200 {
+		t.Fatalf("healthz: %d", got)
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "SIGHUP received"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("SIGHUP not logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := health(); got != 200 {
+		t.Fatalf("healthz after SIGHUP: %d\n%s", got, logs.String())
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait(); pw.Close() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
