@@ -16,6 +16,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tileproxy/tileproxy/config"
 )
 
 // slowJWKS is a JWKS endpoint on a real socket that answers after a
@@ -37,6 +39,19 @@ func newSlowJWKS(t *testing.T, latency time.Duration) (*slowJWKS, *httptest.Serv
 	srv := httptest.NewServer(j)
 	t.Cleanup(srv.Close)
 	return j, srv
+}
+
+// jwksWithKey starts a slowJWKS publishing one ES256 key as k1, and returns
+// it with that key and an auth config that trusts only it.
+func jwksWithKey(t *testing.T, latency time.Duration) (*slowJWKS, *ecdsa.PrivateKey, config.Auth) {
+	jw, srv := newSlowJWKS(t, latency)
+	k1 := ecKey(t)
+	jw.publish("k1", k1)
+	a := authCfg()
+	a.HMACSecret = ""
+	a.JWKSURL = srv.URL
+	a.Algorithms = []string{"ES256"}
+	return jw, k1, a
 }
 
 func (j *slowJWKS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -173,14 +188,8 @@ func (c *clock) add(d time.Duration) {
 // 60 ms of latency they always failed, so a rotated key was refused and a
 // withdrawn one kept verifying new tokens.
 func TestJWKSRotationOverSlowNetwork(t *testing.T) {
-	jw, srv := newSlowJWKS(t, 60*time.Millisecond)
-	k1, k2 := ecKey(t), ecKey(t)
-	jw.publish("k1", k1)
-
-	a := authCfg()
-	a.HMACSecret = ""
-	a.JWKSURL = srv.URL
-	a.Algorithms = []string{"ES256"}
+	jw, k1, a := jwksWithKey(t, 60*time.Millisecond)
+	k2 := ecKey(t)
 	clk := &clock{t: now}
 	var rs refreshes
 	first := rs.await()
@@ -259,13 +268,7 @@ func TestJWKSRotationOverSlowNetwork(t *testing.T) {
 // TestJWKSBackgroundRefreshDropsWithdrawnKey: with no unknown kid to ask
 // for it, the background refresh alone retires a withdrawn key.
 func TestJWKSBackgroundRefreshDropsWithdrawnKey(t *testing.T) {
-	jw, srv := newSlowJWKS(t, 50*time.Millisecond)
-	k1 := ecKey(t)
-	jw.publish("k1", k1)
-	a := authCfg()
-	a.HMACSecret = ""
-	a.JWKSURL = srv.URL
-	a.Algorithms = []string{"ES256"}
+	jw, k1, a := jwksWithKey(t, 50*time.Millisecond)
 	var rs refreshes
 	first := rs.await()
 	v, err := New(t.Context(), a, Deps{Now: func() time.Time { return now }, OnJWKSRefresh: rs.record, JWKSRefreshInterval: 100 * time.Millisecond})
@@ -290,14 +293,8 @@ func TestJWKSBackgroundRefreshDropsWithdrawnKey(t *testing.T) {
 // TestJWKSDownAtStart: tokens are refused (never a panic), the verifier is
 // not ready, and it becomes ready on its own once the JWKS answers.
 func TestJWKSDownAtStart(t *testing.T) {
-	jw, srv := newSlowJWKS(t, 50*time.Millisecond)
-	k1 := ecKey(t)
-	jw.publish("k1", k1)
+	jw, k1, a := jwksWithKey(t, 50*time.Millisecond)
 	jw.set(func(j *slowJWKS) { j.status = http.StatusServiceUnavailable })
-	a := authCfg()
-	a.HMACSecret = ""
-	a.JWKSURL = srv.URL
-	a.Algorithms = []string{"ES256"}
 	var rs refreshes
 	failed := rs.await()
 	v, err := New(t.Context(), a, Deps{Now: func() time.Time { return now }, OnJWKSRefresh: rs.record})
@@ -333,13 +330,7 @@ func TestJWKSBadDocuments(t *testing.T) {
 		"too big":  `{"keys": [` + strings.Repeat(`{"kty":"EC"},`, maxJWKSBytes/12) + `{}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			jw, srv := newSlowJWKS(t, 0)
-			k1 := ecKey(t)
-			jw.publish("k1", k1)
-			a := authCfg()
-			a.HMACSecret = ""
-			a.JWKSURL = srv.URL
-			a.Algorithms = []string{"ES256"}
+			jw, k1, a := jwksWithKey(t, 0)
 			var rs refreshes
 			first := rs.await()
 			ctx, cancel := context.WithCancel(t.Context())

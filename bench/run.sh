@@ -201,7 +201,7 @@ runs=(
 	"bare-notoken|http://127.0.0.1:$BARE_PORT|$BARE_PID||"
 	"tileproxy-hs256|$hit_URL|$hit_PID|Authorization|Bearer $HS"
 	"tileproxy-es256|$hit_URL|$hit_PID|Authorization|Bearer $ES"
-	"tileproxy-cookie|$hit_URL|$hit_PID|Cookie|tileproxy_token=$HS"
+	"tileproxy-cookie|$hit_URL|$hit_PID|Cookie|__Host-tileproxy_token=$HS"
 	"tileproxy-hs256-noaccesslog|$nolog_URL|$nolog_PID|Authorization|Bearer $HS"
 )
 echo "== load: $CONNS connections, $DURATION each, $ROUNDS rounds" >&2

@@ -92,9 +92,9 @@ type Auth struct {
 // Limits bound what one principal (one verified token's subject) can take
 // from everyone else.
 type Limits struct {
-	// StreamsPerPrincipal bounds one principal's concurrent uncached
-	// streams (objects too large to cache, or every object without a
-	// cache); 0 sets no bound.
+	// StreamsPerPrincipal bounds one principal's concurrent streams of
+	// objects larger than cache.max_object_bytes (or of unknown size):
+	// the downloads a slow reader can hold open. 0 sets no bound.
 	StreamsPerPrincipal int `yaml:"streams_per_principal"`
 	// Rate is the request rate per principal in requests per second,
 	// enforced by a token bucket; 0 turns it off.

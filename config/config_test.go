@@ -213,7 +213,11 @@ func TestValidateIsolation(t *testing.T) {
 			[]string{"(a).cache_control", `"public"`, "CDN"}},
 		{"s-maxage", []Tileset{func() Tileset { t := ts("a", "tiles", "a/"); t.CacheControl = "private, S-MaxAge=60"; return t }()},
 			[]string{`"s-maxage"`}},
-		{"private immutable", []Tileset{func() Tileset { t := ts("a", "tiles", "a/"); t.CacheControl = "private, max-age=600, immutable"; return t }()}, nil},
+		{"private immutable", []Tileset{func() Tileset {
+			t := ts("a", "tiles", "a/")
+			t.CacheControl = "private, max-age=600, immutable"
+			return t
+		}()}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

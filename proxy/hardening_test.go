@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
 
@@ -105,10 +107,11 @@ func testStoredContentTypes(t *testing.T) {
 // whole body: one slot, taken by a client that reads nothing, left
 // everyone else with 503.
 func TestSlowReadersDoNotStarveOthers(t *testing.T) {
-	bf := &blockingFetcher{entered: make(chan struct{}, 10), release: make(chan struct{}), body: func() io.Reader { return endless{} }}
+	// Room for every Get of the test: nobody waits on entered here.
+	bf := &blockingFetcher{entered: make(chan struct{}, 1000), release: make(chan struct{}), body: func() io.Reader { return endless{} }}
 	close(bf.release)
 	f := newFixture(t, func(c *config.Config) { c.S3.MaxInFlight = 1; c.Limits.StreamsPerPrincipal = 2 })
-	f.p.fetcher = bf
+	f.p.fetcher = byKey{big: bf, small: f.mem}
 	srv := httptest.NewServer(f.p)
 	defer srv.Close()
 	get := func(tok, path string) *http.Response {
@@ -132,6 +135,12 @@ func TestSlowReadersDoNotStarveOthers(t *testing.T) {
 		}
 		slow = append(slow, resp)
 	}
+	// Before srv.Close, which waits for every handler to end.
+	defer func() {
+		for _, r := range slow {
+			r.Body.Close()
+		}
+	}()
 	// Bob is not kept out by alice's downloads: the origin slot covers
 	// the fetch from S3, not the client's download.
 	resp := get(bob, "/tiles/a/big9.bin")
@@ -147,6 +156,14 @@ func TestSlowReadersDoNotStarveOthers(t *testing.T) {
 		t.Fatalf("alice's third stream: %d %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
 	f.expectMetric(t, "tileproxy_limited_total", `tileproxy_limited_total{reason="streams"} 1`)
+	// Tiles are not downloads: at her stream limit, alice still gets them.
+	for range 3 {
+		resp := get(alice, "/tiles/a/0/0/0.png")
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("alice's tile while at her stream limit: %d", resp.StatusCode)
+		}
+	}
 	// Once one of hers ends, she may open another.
 	slow[0].Body.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -161,7 +178,6 @@ func TestSlowReadersDoNotStarveOthers(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	slow[1].Body.Close()
 }
 
 // TestRatePerPrincipal: a token bucket per principal, on an injected
@@ -221,4 +237,14 @@ func TestTokensInPathsAreRedacted(t *testing.T) {
 	if n := strings.Count(logs, "[jwt]"); n < 3 {
 		t.Errorf("%d redactions in the log, want 3:\n%s", n, logs)
 	}
+}
+
+// byKey sends keys under a/big to one fetcher and the rest to another.
+type byKey struct{ big, small origin.Fetcher }
+
+func (b byKey) Get(ctx context.Context, req origin.Request) (*origin.Object, error) {
+	if strings.HasPrefix(req.Key, "a/big") {
+		return b.big.Get(ctx, req)
+	}
+	return b.small.Get(ctx, req)
 }

@@ -232,12 +232,6 @@ func (p *Proxy) loader(ts *config.Tileset) cache.LoadFunc {
 // for objects too large to cache, or when no cache is configured.
 // Conditionals and Range go to S3 as they are; it answers 304/206/416.
 func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, pr *auth.Principal, key string) {
-	release, err := p.limits.openStream(pr.Key)
-	if err != nil {
-		w.fail(p.limited(err), "")
-		return
-	}
-	defer release()
 	req := origin.Request{
 		Tileset:  ts.Name,
 		Bucket:   ts.Bucket,
@@ -264,6 +258,14 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, pr
 		if obj.Body != nil {
 			defer obj.Body.Close()
 		}
+		if p.slowReadable(r, obj) {
+			release, err := p.limits.openStream(pr.Key)
+			if err != nil {
+				w.fail(p.limited(err), "")
+				return
+			}
+			defer release()
+		}
 		p.writeObject(w, r, ts, key, obj)
 	case errors.Is(err, origin.ErrNotModified):
 		h := w.Header()
@@ -280,6 +282,16 @@ func (p *Proxy) serveStream(w *recorder, r *http.Request, ts *config.Tileset, pr
 		}
 		w.fail(err, "")
 	}
+}
+
+// slowReadable reports whether obj is a download that a slow reader can
+// hold open for minutes: a body larger than cache.max_object_bytes, or of
+// unknown size. Those count against limits.streams_per_principal.
+// Tile-sized bodies (what the cache would keep, and every tile with the
+// cache off) do not, so a map page's burst of tiles never meets the limit.
+func (p *Proxy) slowReadable(r *http.Request, obj *origin.Object) bool {
+	return obj.Body != nil && r.Method != http.MethodHead &&
+		(obj.Size < 0 || obj.Size > int64(p.cfg.Cache.MaxObjectBytes))
 }
 
 // writeObject sends an origin object: headers, then the body streamed
