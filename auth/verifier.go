@@ -142,8 +142,8 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		queryParam:  cfg.QueryParam,
 		cookieName:  CookieNameFor(cfg.Cookie.Secure),
 		issuer:      cfg.Issuer,
-		leeway:      cfg.Leeway.D(),
-		maxLifetime: cfg.MaxTokenLifetime.D(),
+		leeway:      cfg.Leeway.Duration(),
+		maxLifetime: cfg.MaxTokenLifetime.Duration(),
 		now:         deps.Now,
 	}
 	if size := deps.VerifiedCacheSize; size >= 0 {
@@ -172,7 +172,7 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 			url:       cfg.JWKSURL,
 			client:    deps.HTTPClient,
 			timeout:   cmp.Or(deps.JWKSTimeout, 10*time.Second),
-			interval:  cmp.Or(deps.JWKSRefreshInterval, cfg.JWKSRefresh.D(), 5*time.Minute),
+			interval:  cmp.Or(deps.JWKSRefreshInterval, cfg.JWKSRefresh.Duration(), 5*time.Minute),
 			wait:      cmp.Or(deps.JWKSUnknownKIDWait, 5*time.Millisecond),
 			limiter:   rate.NewLimiter(rate.Every(cmp.Or(deps.JWKSUnknownKIDEvery, 5*time.Second)), 1),
 			now:       deps.Now,
@@ -197,7 +197,7 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		jwt.WithValidMethods(v.algorithms),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(cfg.Leeway.D()),
+		jwt.WithLeeway(cfg.Leeway.Duration()),
 		jwt.WithTimeFunc(deps.Now),
 	}
 	if cfg.Issuer != "" {
@@ -403,16 +403,6 @@ func (p *Principal) setGrants(c any) error {
 	return ErrBadGrants
 }
 
-// Source says where a token was found.
-type Source string
-
-// Token sources, in the order they are consulted.
-const (
-	SourceHeader Source = "header"
-	SourceCookie Source = "cookie"
-	SourceQuery  Source = "query"
-)
-
 // sessionCookie finds the session cookie in the common case, a single
 // Cookie line whose first tileproxy_token cookie holds a JWT, without the
 // two allocations and per-byte validation of Request.Cookie (~0.4 µs a
@@ -460,38 +450,38 @@ func jwtChars(s string) bool {
 // Authorization header, then the session cookie, then the query parameter
 // (unless disabled). Whatever is found first is the one judged: a bad
 // header is not rescued by a good cookie.
-func (v *Verifier) TokenFromRequest(r *http.Request) (string, Source, error) {
+func (v *Verifier) TokenFromRequest(r *http.Request) (string, error) {
 	if h, ok := r.Header["Authorization"]; ok {
 		if len(h) != 1 {
-			return "", SourceHeader, ErrMalformed
+			return "", ErrMalformed
 		}
 		scheme, tok, found := strings.Cut(h[0], " ")
 		if !found || !strings.EqualFold(scheme, "Bearer") {
-			return "", SourceHeader, ErrMalformed
+			return "", ErrMalformed
 		}
 		tok = strings.TrimSpace(tok)
 		if tok == "" {
-			return "", SourceHeader, ErrMalformed
+			return "", ErrMalformed
 		}
-		return tok, SourceHeader, nil
+		return tok, nil
 	}
 	if tok, ok := sessionCookie(r.Header["Cookie"], v.cookieName); ok {
-		return tok, SourceCookie, nil
+		return tok, nil
 	}
 	if c, err := r.Cookie(v.cookieName); err == nil {
 		if c.Value == "" {
-			return "", SourceCookie, ErrMalformed
+			return "", ErrMalformed
 		}
-		return c.Value, SourceCookie, nil
+		return c.Value, nil
 	}
 	if v.queryParam != "" && r.URL.RawQuery != "" {
 		vals, ok := r.URL.Query()[v.queryParam]
 		if ok {
 			if len(vals) != 1 || vals[0] == "" {
-				return "", SourceQuery, ErrMalformed
+				return "", ErrMalformed
 			}
-			return vals[0], SourceQuery, nil
+			return vals[0], nil
 		}
 	}
-	return "", "", ErrNoToken
+	return "", ErrNoToken
 }

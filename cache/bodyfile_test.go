@@ -120,7 +120,7 @@ func TestFileBodyLifetime(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok := c.peek("held", time.Now()); ok {
+	if _, ok := c.lookup("held", time.Now()); ok {
 		t.Fatal("the held entry is still cached; the test needs it evicted")
 	}
 	c.mu.Lock()

@@ -329,9 +329,9 @@ func FromConfig(c config.Cache, loadTimeout time.Duration) Config {
 	return Config{
 		MaxBytes:       int64(c.MaxBytes),
 		MaxObjectBytes: int64(c.MaxObjectBytes),
-		TTL:            c.TTL.D(),
-		NegativeTTL:    c.NegativeTTL.D(),
-		StaleIfError:   c.StaleIfError.D(),
+		TTL:            c.TTL.Duration(),
+		NegativeTTL:    c.NegativeTTL.Duration(),
+		StaleIfError:   c.StaleIfError.Duration(),
 		LoadTimeout:    loadTimeout,
 	}
 }
@@ -428,7 +428,7 @@ func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 // for the others and still fills the cache.
 func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Outcome, error) {
 	now := c.now()
-	e, ok := c.peek(key, now)
+	e, ok := c.lookup(key, now)
 	if ok && c.fresh(e, now) {
 		if e.Negative {
 			return nil, Negative, ErrNotFound
@@ -460,7 +460,7 @@ type result struct {
 func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
 	// Another flight may have filled the entry between our look and now.
 	now := c.now()
-	prev, ok := c.peek(key, now)
+	prev, ok := c.lookup(key, now)
 	if ok && c.fresh(prev, now) {
 		if prev.Negative {
 			return result{prev, Negative}, nil
@@ -520,8 +520,9 @@ const (
 	moveEvery  = time.Second
 )
 
-// peek looks key up and, per the rule above, moves it to the front.
-func (c *Cache) peek(key string, now time.Time) (*Entry, bool) {
+// lookup finds key and, per the rule above, moves it to the front of the
+// LRU: unlike the LRU's own Peek, it counts as a use.
+func (c *Cache) lookup(key string, now time.Time) (*Entry, bool) {
 	h := c.hash(key)
 	c.mu.RLock()
 	e, ok := c.lru.Peek(h)

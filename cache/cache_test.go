@@ -113,10 +113,10 @@ func TestEvictionByBytes(t *testing.T) {
 		t.Errorf("evictions: got %d, want %d", got, 100-c.Len())
 	}
 	// LRU: the newest are in, the oldest out.
-	if _, ok := c.peek("k99", time.Now()); !ok {
+	if _, ok := c.lookup("k99", time.Now()); !ok {
 		t.Error("newest entry evicted")
 	}
-	if _, ok := c.peek("k0", time.Now()); ok {
+	if _, ok := c.lookup("k0", time.Now()); ok {
 		t.Error("oldest entry kept")
 	}
 }
@@ -201,7 +201,7 @@ func TestEntryText(t *testing.T) {
 			}
 			c, _ := newCache(t, defCfg, Deps{})
 			c.store(tc.key, NewEntry([]byte("x"), "image/png", "", tc.etag, lm), time.Now())
-			if _, ok := c.peek(strings.Clone(tc.key), time.Now()); !ok {
+			if _, ok := c.lookup(strings.Clone(tc.key), time.Now()); !ok {
 				t.Error("stored entry not found by an equal key")
 			}
 		})

@@ -48,7 +48,7 @@ func TestParseGood(t *testing.T) {
 		t.Errorf("tileset defaults: got %+v", ts)
 	}
 	// Defaults survive where the file is silent.
-	if cfg.Listen != ":8080" || cfg.Cache.MaxBytes != 256<<20 || cfg.Auth.Leeway.D() != 30*time.Second {
+	if cfg.Listen != ":8080" || cfg.Cache.MaxBytes != 256<<20 || cfg.Auth.Leeway.Duration() != 30*time.Second {
 		t.Errorf("defaults lost: %+v", cfg)
 	}
 }
@@ -268,5 +268,23 @@ func TestValidateLimitsAndLifetime(t *testing.T) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestValidateStableOrder: the same bad file lists its problems in the
+// same order every time (maps used to shuffle some of them).
+func TestValidateStableOrder(t *testing.T) {
+	c := Default()
+	c.S3.Endpoint, c.S3.STSEndpoint = "ftp://a", "ftp://b"
+	c.Cache.TTL, c.Cache.NegativeTTL, c.Cache.StaleIfError = -1, -1, -1
+	first := c.Validate().Error()
+	for range 20 {
+		if got := c.Validate().Error(); got != first {
+			t.Fatalf("order changed:\n%s\n---\n%s", first, got)
+		}
+	}
+	if strings.Index(first, "s3.endpoint") > strings.Index(first, "s3.sts_endpoint") ||
+		strings.Index(first, "cache.ttl") > strings.Index(first, "cache.negative_ttl") {
+		t.Errorf("not in field order:\n%s", first)
 	}
 }

@@ -13,8 +13,8 @@ import (
 // string ("30s", "1h30m") in YAML.
 type Duration time.Duration
 
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
+// Duration returns d as a time.Duration.
+func (d Duration) Duration() time.Duration { return time.Duration(d) }
 
 // UnmarshalYAML accepts a Go duration string, or 0.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {

@@ -96,7 +96,9 @@ func (c *Config) Validate() error {
 	if c.S3.Region == "" {
 		bad("s3.region", "must be set")
 	}
-	for field, ep := range map[string]string{"s3.endpoint": c.S3.Endpoint, "s3.sts_endpoint": c.S3.STSEndpoint} {
+	// Slices, not maps, so problems are listed in the same order each run.
+	for _, f := range []struct{ field, ep string }{{"s3.endpoint", c.S3.Endpoint}, {"s3.sts_endpoint", c.S3.STSEndpoint}} {
+		field, ep := f.field, f.ep
 		if ep == "" {
 			continue
 		}
@@ -110,7 +112,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkRole("s3.role_arn", c.S3.RoleARN)
-	if d := c.S3.SessionDuration.D(); d < 15*time.Minute || d > 12*time.Hour {
+	if d := c.S3.SessionDuration.Duration(); d < 15*time.Minute || d > 12*time.Hour {
 		bad("s3.session_duration", "%s must be between 15m and 12h", d)
 	}
 	if len(c.S3.ExternalID) > 1224 {
@@ -135,9 +137,12 @@ func (c *Config) Validate() error {
 	if c.Cache.MaxObjectBytes > c.Cache.MaxBytes {
 		bad("cache.max_object_bytes", "%s is larger than cache.max_bytes %s", c.Cache.MaxObjectBytes, c.Cache.MaxBytes)
 	}
-	for field, d := range map[string]Duration{"cache.ttl": c.Cache.TTL, "cache.negative_ttl": c.Cache.NegativeTTL, "cache.stale_if_error": c.Cache.StaleIfError} {
-		if d < 0 {
-			bad(field, "must not be negative")
+	for _, f := range []struct {
+		field string
+		d     Duration
+	}{{"cache.ttl", c.Cache.TTL}, {"cache.negative_ttl", c.Cache.NegativeTTL}, {"cache.stale_if_error", c.Cache.StaleIfError}} {
+		if f.d < 0 {
+			bad(f.field, "must not be negative")
 		}
 	}
 
@@ -292,7 +297,7 @@ func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
 			bad("auth.jwks_url", "%q must be an http(s) URL", a.JWKSURL)
 		}
 	}
-	if d := a.JWKSRefresh.D(); d < 10*time.Second || d > 24*time.Hour {
+	if d := a.JWKSRefresh.Duration(); d < 10*time.Second || d > 24*time.Hour {
 		bad("auth.jwks_refresh", "%s must be between 10s and 24h", d)
 	}
 	if a.MaxTokenLifetime < 0 {
@@ -301,8 +306,8 @@ func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
 	if a.GrantsClaim == "" {
 		bad("auth.grants_claim", "must be set")
 	}
-	if a.Leeway < 0 || a.Leeway.D() > 5*time.Minute {
-		bad("auth.leeway", "%s must be between 0 and 5m", a.Leeway.D())
+	if a.Leeway < 0 || a.Leeway.Duration() > 5*time.Minute {
+		bad("auth.leeway", "%s must be between 0 and 5m", a.Leeway.Duration())
 	}
 	if a.QueryParam != "" && !paramName.MatchString(a.QueryParam) {
 		bad("auth.query_param", "%q is not a plain parameter name", a.QueryParam)

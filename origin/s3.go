@@ -62,13 +62,13 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 	// so AWS_CA_BUNDLE and friends apply; an injected client (tests,
 	// fault injection) replaces it per service client below.
 	var httpClient awsconfig.HTTPClient = awshttp.NewBuildableClient().
-		WithDialerOptions(func(d *net.Dialer) { d.Timeout = cfg.S3.ConnectTimeout.D() }).
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = cfg.S3.ConnectTimeout.Duration() }).
 		WithTransportOptions(func(t *http.Transport) {
 			// Tile traffic is many small GETs to one host: keep enough
 			// idle connections that a burst does not redial.
 			t.MaxIdleConns = 256
 			t.MaxIdleConnsPerHost = 128
-			t.ResponseHeaderTimeout = cfg.S3.Timeout.D()
+			t.ResponseHeaderTimeout = cfg.S3.Timeout.Duration()
 		})
 	opts := []func(*awsconfig.LoadOptions) error{
 		awsconfig.WithRegion(cfg.S3.Region),
@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 		})
 	}
 	o := &S3{
-		timeout: cfg.S3.Timeout.D(),
+		timeout: cfg.S3.Timeout.Duration(),
 		clients: make(map[string]*s3.Client, len(cfg.Tilesets)),
 		roles:   map[string]*roleCredentials{},
 		base:    newClient(nil),

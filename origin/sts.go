@@ -73,7 +73,7 @@ func tilesetCredentials(cfg *config.Config, t *config.Tileset, awsCfg aws.Config
 	})
 	prov := stscreds.NewAssumeRoleProvider(stsClient, role, func(o *stscreds.AssumeRoleOptions) {
 		o.RoleSessionName = sessionName(t.Name)
-		o.Duration = cfg.S3.SessionDuration.D()
+		o.Duration = cfg.S3.SessionDuration.Duration()
 		o.Policy = aws.String(policy)
 		if cfg.S3.ExternalID != "" {
 			o.ExternalID = aws.String(cfg.S3.ExternalID)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tileproxy/tileproxy/accesslog"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/config"
 )
 

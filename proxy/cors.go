@@ -68,8 +68,7 @@ func (c *cors) preflight(w *recorder, r *http.Request) bool {
 	}
 	h := w.Header()
 	if !c.allow(h, r.Header.Get("Origin")) {
-		w.WriteHeader(http.StatusForbidden)
-		w.Write([]byte("origin not allowed\n"))
+		w.fail(errOriginNotAllowed, "")
 		return true
 	}
 	delete(h, "Access-Control-Expose-Headers")

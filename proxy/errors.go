@@ -16,6 +16,8 @@ var (
 	errUnknownTileset = errors.New("unknown tileset")
 	errNotFound       = errors.New("not found")
 	errMethod         = errors.New("method not allowed")
+	// errOriginNotAllowed: a CORS preflight from an origin not configured.
+	errOriginNotAllowed = errors.New("origin not allowed")
 	// errSaturated: s3.max_in_flight origin requests are already running.
 	errSaturated = errors.New("origin busy")
 )
@@ -35,6 +37,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusUnauthorized, "missing token"
 	case errors.Is(err, auth.ErrInvalid):
 		return http.StatusUnauthorized, "invalid token"
+	case errors.Is(err, errOriginNotAllowed):
+		return http.StatusForbidden, "origin not allowed"
 	case errors.Is(err, auth.ErrNotGranted):
 		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, errUnknownTileset):

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tileproxy/tileproxy/coalesce"
+	"github.com/tileproxy/tileproxy/internal/coalesce"
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
 

@@ -24,7 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tileproxy/tileproxy/accesslog"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -189,6 +189,13 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	if rec.tileset != "" {
 		p.metrics.Request(rec.tileset, rec.status, d)
 	}
+	// The one place a refused token or grant is counted, whichever route
+	// refused it.
+	if rec.err != nil {
+		if reason := auth.Reason(rec.err); reason != "other" {
+			p.metrics.AuthFailure(reason)
+		}
+	}
 	if p.access == nil {
 		return
 	}
@@ -221,7 +228,7 @@ func (p *Proxy) label(name string) string {
 
 // authorize runs token -> grant -> tileset for name.
 func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.Tileset, *auth.Principal, error) {
-	tok, _, err := p.verifier.TokenFromRequest(r)
+	tok, err := p.verifier.TokenFromRequest(r)
 	if err == nil {
 		var pr *auth.Principal
 		pr, err = p.verifier.Verify(r.Context(), tok)
@@ -236,7 +243,6 @@ func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.
 			}
 		}
 	}
-	p.metrics.AuthFailure(auth.Reason(err))
 	return nil, nil, err
 }
 

@@ -18,11 +18,10 @@ func (p *Proxy) serveSession(w *recorder, r *http.Request) {
 		// Only the Authorization header may open a session: a cookie
 		// renewing itself, or a token in a URL, must not.
 		if _, ok := r.Header["Authorization"]; !ok {
-			p.metrics.AuthFailure(auth.Reason(auth.ErrNoToken))
 			w.fail(auth.ErrNoToken, "")
 			return
 		}
-		tok, _, err := p.verifier.TokenFromRequest(r)
+		tok, err := p.verifier.TokenFromRequest(r)
 		if err == nil {
 			var pr *auth.Principal
 			if pr, err = p.verifier.Verify(r.Context(), tok); err == nil {
@@ -36,7 +35,6 @@ func (p *Proxy) serveSession(w *recorder, r *http.Request) {
 				return
 			}
 		}
-		p.metrics.AuthFailure(auth.Reason(err))
 		w.fail(err, "")
 	case http.MethodDelete:
 		http.SetCookie(w, p.cookie("", -1))

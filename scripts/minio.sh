@@ -81,7 +81,7 @@ cmd_start() {
 	reader_secret="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 	MC_CONFIG_DIR="$STATE/mc" MINIO_ENDPOINT="$endpoint" MINIO_ROOT_USER="$user" MINIO_ROOT_PASSWORD="$pass" \
 		READER_ACCESS_KEY="$reader_key" READER_SECRET_KEY="$reader_secret" BUCKET="" MC="$GOBIN_DIR/mc" \
-		"$(dirname "$0")/../compose/init.sh" >"$STATE/init.log" 2>&1 || { log "init failed:"; cat "$STATE/init.log" >&2; exit 1; }
+		"$(dirname "$0")/../deploy/compose/init.sh" >"$STATE/init.log" 2>&1 || { log "init failed:"; cat "$STATE/init.log" >&2; exit 1; }
 
 	cat >"$STATE/env" <<EOF
 export TILEPROXY_TEST_S3_ENDPOINT=$endpoint

@@ -90,10 +90,10 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
-	lg := newLogger(cfg.Log, stderr)
-	defer lg.flush()
-	log := lg.log
-	app, err := newApp(ctx, &cfg, lg, origin.Deps{
+	logs := newLogger(cfg.Log, stderr)
+	defer logs.flush()
+	log := logs.log
+	app, err := newApp(ctx, &cfg, logs, origin.Deps{
 		Logger: log,
 		// The fake does not check signatures, but the SDK signs anyway.
 		Credentials: credentials.NewStaticCredentialsProvider("demo", "demo-secret", ""),

@@ -23,12 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tileproxy/tileproxy/accesslog"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
-	"github.com/tileproxy/tileproxy/coalesce"
+	"github.com/tileproxy/tileproxy/internal/coalesce"
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/logbuf"
+	"github.com/tileproxy/tileproxy/internal/logbuf"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -115,9 +115,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
-	lg := newLogger(cfg.Log, stderr)
-	defer lg.flush()
-	log := lg.log
+	logs := newLogger(cfg.Log, stderr)
+	defer logs.flush()
+	log := logs.log
 	lim, gcPct := memoryLimit(cfg.Cache.MaxBytes)
 	if lim != nil {
 		attrs := []any{"limit_mib", lim.base >> 20}
@@ -129,7 +129,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go ignoreHangups(ctx, log)
-	app, err := newApp(ctx, cfg, lg, origin.Deps{Logger: log}, lim)
+	app, err := newApp(ctx, cfg, logs, origin.Deps{Logger: log}, lim)
 	if err != nil {
 		return err
 	}
@@ -231,17 +231,17 @@ func newLogger(c config.Log, w io.Writer) logging {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated already
 	opts := &slog.HandlerOptions{Level: level}
-	lg := logging{flush: func() error { return nil }}
+	logs := logging{flush: func() error { return nil }}
 	if lw, err := logbuf.New(logbuf.Config{}, w); err == nil { // the defaults cannot fail
-		lg.log = slog.New(logbuf.Handler(newHandler(c.Format, lw, opts), lw))
-		w, lg.flush = lw, lw.Close
+		logs.log = slog.New(logbuf.Handler(newHandler(c.Format, lw, opts), lw))
+		w, logs.flush = lw, lw.Close
 	} else {
-		lg.log = slog.New(newHandler(c.Format, w, opts))
+		logs.log = slog.New(newHandler(c.Format, w, opts))
 	}
 	if c.Access && level <= slog.LevelInfo {
-		lg.access = accesslog.New(accesslog.ParseFormat(c.Format), w)
+		logs.access = accesslog.New(accesslog.ParseFormat(c.Format), w)
 	}
-	return lg
+	return logs
 }
 
 func newHandler(format string, w io.Writer, opts *slog.HandlerOptions) slog.Handler {
@@ -285,8 +285,8 @@ var defaultLimits = serverLimits{
 }
 
 // lim, when not nil, is the memory limit to keep beside the cache's file.
-func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps, lim *heapLimit) (*app, error) {
-	log := lg.log
+func newApp(ctx context.Context, cfg *config.Config, logs logging, originDeps origin.Deps, lim *heapLimit) (*app, error) {
+	log := logs.log
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, buildInfo())
 	if err != nil {
@@ -296,8 +296,8 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps,
 	if err != nil {
 		return nil, err
 	}
-	od.OnAssumeRole = m.AssumeRole
-	o, err := origin.New(ctx, cfg, od)
+	originDeps.OnAssumeRole = m.AssumeRole
+	o, err := origin.New(ctx, cfg, originDeps)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +306,7 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps,
 	if cfg.Cache.MaxBytes > 0 {
 		// A shared fetch runs detached from its requests, so it gets its
 		// own bound: time to headers plus time to read a whole body.
-		c, err = cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.D()+cfg.S3.ConnectTimeout.D()), cache.Deps{
+		c, err = cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.Duration()+cfg.S3.ConnectTimeout.Duration()), cache.Deps{
 			OnChange: func(bytes, objects int64) {
 				m.CacheBytes.Set(float64(bytes))
 				m.CacheObjects.Set(float64(objects))
@@ -321,7 +321,7 @@ func newApp(ctx context.Context, cfg *config.Config, lg logging, od origin.Deps,
 			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
-	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: lg.access})
+	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.access})
 	if err != nil {
 		return nil, err
 	}
@@ -393,15 +393,15 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	case <-ctx.Done():
 	}
 	a.proxy.Drain()
-	a.log.Info("draining", "delay", a.cfg.DrainDelay.D(), "timeout", a.cfg.ShutdownTimeout.D())
+	a.log.Info("draining", "delay", a.cfg.DrainDelay.Duration(), "timeout", a.cfg.ShutdownTimeout.Duration())
 	// Keep serving while /readyz says 503, so load balancers move away
 	// before the listeners close.
 	select {
-	case <-time.After(a.cfg.DrainDelay.D()):
+	case <-time.After(a.cfg.DrainDelay.Duration()):
 	case err := <-errc:
 		return err
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.D())
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.Duration())
 	defer cancel()
 	var errs []error
 	for _, s := range servers {
@@ -426,11 +426,11 @@ func (a *app) becomeReady(ctx context.Context) {
 			pending[a.cfg.Tilesets[i].Name] = &a.cfg.Tilesets[i]
 		}
 	}
-	deadline := time.Now().Add(a.cfg.ReadinessGrace.D())
+	deadline := time.Now().Add(a.cfg.ReadinessGrace.Duration())
 	lastErr := map[string]error{}
 	for (len(pending) > 0 || !authReady()) && time.Now().Before(deadline) {
 		for name, t := range pending {
-			pctx, cancel := context.WithTimeout(ctx, a.cfg.S3.Timeout.D())
+			pctx, cancel := context.WithTimeout(ctx, a.cfg.S3.Timeout.Duration())
 			err := a.probe(pctx, t)
 			cancel()
 			if err == nil {

@@ -1,4 +1,4 @@
-package compose
+package deploytest
 
 import (
 	"context"
@@ -28,7 +28,7 @@ func TestComposeFileValid(t *testing.T) {
 	if err != nil {
 		testenv.Require(t, "docker-compose", "it is not installed (apt-get install docker-compose)")
 	}
-	out, err := exec.Command(bin, "-f", "../docker-compose.yml", "config", "--services").CombinedOutput()
+	out, err := exec.Command(bin, "-f", "../../docker-compose.yml", "config", "--services").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
@@ -42,7 +42,7 @@ func TestComposeFileValid(t *testing.T) {
 func TestComposeTileproxyConfig(t *testing.T) {
 	t.Setenv("TILEPROXY_HMAC_SECRET", strings.Repeat("s", 32))
 	t.Setenv("S3_ENDPOINT", "http://minio:9000")
-	cfg, err := config.Load("tileproxy.yaml")
+	cfg, err := config.Load("../../deploy/compose/tileproxy.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestComposeTileproxyConfig(t *testing.T) {
 var metricName = regexp.MustCompile(`tileproxy_[a-z_]+`)
 
 func TestDashboardUsesRealMetrics(t *testing.T) {
-	b, err := os.ReadFile("grafana-dashboard.json")
+	b, err := os.ReadFile("../../deploy/compose/grafana-dashboard.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestDashboardUsesRealMetrics(t *testing.T) {
 	}
 }
 
-// TestInitScript runs compose/init.sh as the compose init service does
+// TestInitScript runs deploy/compose/init.sh as the compose init service does
 // (bucket, tiles, reader user) against the test MinIO, twice, to show it
 // works and is idempotent.
 func TestInitScript(t *testing.T) {
@@ -91,11 +91,11 @@ func TestInitScript(t *testing.T) {
 	bucket := fmt.Sprintf("init-test-%d", os.Getpid())
 	reader, readerSecret := "init-reader-"+fmt.Sprint(os.Getpid()), "init-reader-secret-0123456789"
 	for range 2 {
-		cmd := exec.Command("sh", "init.sh")
+		cmd := exec.Command("sh", "../../deploy/deploy/compose/init.sh")
 		cmd.Env = append(os.Environ(),
 			"MINIO_ENDPOINT="+env.Endpoint, "MINIO_ROOT_USER="+env.AccessKey, "MINIO_ROOT_PASSWORD="+env.SecretKey,
 			"READER_ACCESS_KEY="+reader, "READER_SECRET_KEY="+readerSecret,
-			"BUCKET="+bucket, "TILES_DIR=../testdata/tiles", "MC="+mc, "MC_CONFIG_DIR="+t.TempDir(),
+			"BUCKET="+bucket, "TILES_DIR=../../testdata/tiles", "MC="+mc, "MC_CONFIG_DIR="+t.TempDir(),
 			// Its own policy: the suite's reader user shares this MinIO.
 			"POLICY_NAME=init-test-read-"+fmt.Sprint(os.Getpid()))
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -112,7 +112,7 @@ func TestInitScript(t *testing.T) {
 		}
 		n += len(page.Contents)
 	}
-	want, _ := countFiles("../testdata/tiles")
+	want, _ := countFiles("../../testdata/tiles")
 	if n != want {
 		t.Errorf("uploaded %d objects, want %d", n, want)
 	}

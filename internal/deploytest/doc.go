@@ -1,4 +1,4 @@
-// Package compose holds the docker-compose setup's files (init.sh,
-// tileproxy.yaml, prometheus.yml, the Grafana dashboard). It has no code;
-// its tests check those files against the real tools.
-package compose
+// Package deploytest checks the deployment files under deploy/ (the
+// docker-compose set-up in deploy/compose and ../../docker-compose.yml)
+// against the real tools. It has no code of its own, only tests.
+package deploytest

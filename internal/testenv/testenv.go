@@ -32,7 +32,7 @@ type S3 struct {
 	AccessKey string
 	SecretKey string
 	// ReaderAccessKey/ReaderSecretKey are a non-root user that may only
-	// GetObject (compose/init.sh), the proxy's base identity for STS.
+	// GetObject (deploy/compose/init.sh), the proxy's base identity for STS.
 	ReaderAccessKey string
 	ReaderSecretKey string
 	Client          *s3.Client
