@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 )
 
 // nopWriter is a ResponseWriter that keeps nothing, so the benchmark

@@ -52,8 +52,9 @@ func cacheCfg(ttl, stale time.Duration) *config.Cache {
 }
 
 func TestCacheOnMinIO(t *testing.T) {
-	// Long enough that a slow PUT cannot outlast it between two steps.
-	const ttl = 2 * time.Second
+	// The cache's clock moves only when the test moves it.
+	const ttl = time.Minute
+	clk := newManualClock()
 	env := testenv.MinIO(t)
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{
@@ -63,7 +64,7 @@ func TestCacheOnMinIO(t *testing.T) {
 	sp := &spy{}
 	st := newStack(t, env.Endpoint, env.AccessKey, env.SecretKey,
 		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}, {Name: "b", Bucket: bucket, Prefix: "b/"}},
-		stackOpts{cache: cacheCfg(ttl, time.Hour), wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
+		stackOpts{cache: cacheCfg(ttl, time.Hour), now: clk.now, wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
 	bearerA := map[string]string{"Authorization": "Bearer " + hmacToken(t, time.Hour, "a")}
 
@@ -71,14 +72,12 @@ func TestCacheOnMinIO(t *testing.T) {
 		var wg sync.WaitGroup
 		var bad atomic.Int64
 		for range 200 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				resp, body := get(t, url, bearerA)
-				if resp.StatusCode != 200 || string(body) != "tile a v1" {
+			wg.Go(func() {
+				resp, body, err := try("GET", url, bearerA)
+				if err != nil || resp.StatusCode != 200 || string(body) != "tile a v1" {
 					bad.Add(1)
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		if bad.Load() != 0 {
@@ -89,7 +88,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		}
 	})
 	t.Run("revalidation sends If-None-Match and MinIO answers 304", func(t *testing.T) {
-		time.Sleep(ttl + 100*time.Millisecond)
+		clk.add(ttl + time.Second)
 		resp, body := get(t, url, bearerA)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || string(body) != "tile a v1" {
 			t.Fatalf("got %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
@@ -105,7 +104,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		if _, body := get(t, url, bearerA); string(body) != "tile a v1" {
 			t.Fatalf("within ttl: %q, want the cached v1", body)
 		}
-		time.Sleep(ttl + 100*time.Millisecond)
+		clk.add(ttl + time.Second)
 		resp, body := get(t, url, bearerA)
 		if string(body) != "tile a v2" || resp.Header.Get("X-Cache") != "MISS" {
 			t.Fatalf("after ttl: %q %s, want v2 MISS", body, resp.Header.Get("X-Cache"))
@@ -166,22 +165,22 @@ func TestStaleWhenMinIOStops(t *testing.T) {
 	env := p.S3()
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{"a/0/0/0.png": {Body: []byte("last good"), ContentType: "image/png"}})
-	const ttl, stale = 500 * time.Millisecond, 4 * time.Second
+	const ttl, stale = time.Minute, time.Hour
+	clk := newManualClock()
 	st := newStack(t, p.Endpoint, p.AccessKey, p.SecretKey,
-		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}}, stackOpts{cache: cacheCfg(ttl, stale)})
+		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}}, stackOpts{cache: cacheCfg(ttl, stale), now: clk.now})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
 	bearer := map[string]string{"Authorization": "Bearer " + hmacToken(t, time.Hour, "a")}
 	if resp, _ := get(t, url, bearer); resp.StatusCode != 200 {
 		t.Fatalf("before: %d", resp.StatusCode)
 	}
-	loaded := time.Now()
 	p.Stop()
-	time.Sleep(ttl + 100*time.Millisecond)
+	clk.add(ttl + time.Second)
 	resp, body := get(t, url, bearer)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "STALE" || string(body) != "last good" {
 		t.Fatalf("inside stale window: %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
 	}
-	time.Sleep(time.Until(loaded.Add(ttl + stale + 200*time.Millisecond)))
+	clk.add(stale)
 	if resp, _ := get(t, url, bearer); resp.StatusCode != 502 {
 		t.Fatalf("after stale window: %d, want 502", resp.StatusCode)
 	}

@@ -23,10 +23,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -54,6 +54,25 @@ type stackOpts struct {
 	cache   *config.Cache
 	wrap    func(origin.Fetcher) origin.Fetcher
 	timeout time.Duration // s3.timeout; 5 s when 0
+	// now is the cache's clock (TTLs, stale windows); time.Now when nil.
+	now func() time.Time
+}
+
+// manualClock is a clock that moves only when the test says, for cache
+// TTLs without sleeping.
+type manualClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newManualClock() *manualClock { return &manualClock{t: time.Now()} }
+
+func (c *manualClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+func (c *manualClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 type stack struct {
@@ -136,7 +155,7 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, 
 			f = opt.wrap(f)
 		}
 		if opt.cache != nil {
-			if st.cache, err = cache.New(cache.FromConfig(*opt.cache, 10*time.Second), cache.Deps{}); err != nil {
+			if st.cache, err = cache.New(cache.FromConfig(*opt.cache, 10*time.Second), cache.Deps{Now: opt.now}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -197,20 +216,30 @@ func get(t *testing.T, url string, hdr map[string]string) (*http.Response, []byt
 
 func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, url, nil)
+	resp, b, err := try(method, url, hdr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// try is do for goroutines other than the test's, which must not call
+// t.Fatal: it returns the error instead.
+func try(method, url string, hdr map[string]string) (*http.Response, []byte, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return nil, nil, err
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
 }
 
 func seed(t *testing.T, env *testenv.S3, bucket string) map[string][]byte {

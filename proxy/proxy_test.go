@@ -13,10 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
@@ -337,20 +337,6 @@ func testOriginErrors(t *testing.T) {
 		if b := w.Body.String(); strings.Contains(b, "Access") || strings.Contains(b, "127.0.0.1") || strings.Contains(b, "a/0/0/0") {
 			t.Errorf("body leaks origin detail: %q", b)
 		}
-	}
-}
-
-func TestOriginSeesNoClientCredentials(t *testing.T) {
-	f := newFixture(t, nil)
-	f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a"), "Cookie": "session=x"})
-	reqs := f.mem.Requests()
-	if len(reqs) != 1 {
-		t.Fatalf("origin saw %d requests", len(reqs))
-	}
-	// The origin request is built field by field: bucket, key and
-	// conditionals, nothing copied from the client's headers.
-	if got := reqs[0]; got.Bucket != "tiles" || got.Key != "a/0/0/0.png" || got.Tileset != "a" {
-		t.Errorf("origin request: %+v", got)
 	}
 }
 

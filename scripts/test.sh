@@ -43,9 +43,24 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
-# The soak runs 2 minutes under CI, 60 s otherwise (TILEPROXY_SOAK=10m for longer).
+# The soak runs 2 minutes under CI, 60 s otherwise (TILEPROXY_SOAK=10m for
+# longer); go test's timeout is the soak plus 20 minutes, so a long soak is
+# not killed by the default 10.
 if [ -n "${CI:-}" ]; then export TILEPROXY_SOAK="${TILEPROXY_SOAK:-2m}"; fi
-go test -count=1 "$@" ./...
+soak=${TILEPROXY_SOAK:-60s}
+case $soak in
+[0-9]*h) [[ $soak =~ ^[0-9]+h$ ]] && soak_s=$(( ${soak%h} * 3600 )) ;;
+[0-9]*m) [[ $soak =~ ^[0-9]+m$ ]] && soak_s=$(( ${soak%m} * 60 )) ;;
+[0-9]*s) [[ $soak =~ ^[0-9]+s$ ]] && soak_s=${soak%s} ;;
+esac
+timeout=$(( ${soak_s:-3600} + 1200 ))s
+go test -count=1 -timeout "$timeout" "$@" ./...
+# The concurrent packages once more under the race detector (the soak and
+# the browser tests are left out: they test the binary and the browser).
+if [ $# -eq 0 ]; then
+	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./config \
+		./internal/coalesce ./internal/logbuf ./internal/accesslog ./cmd/tileproxy
+fi
 
 # Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).
 # A crash fails the run and leaves its input in testdata/fuzz/ as a regression seed.

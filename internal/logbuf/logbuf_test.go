@@ -92,9 +92,13 @@ func TestIntervalFlushes(t *testing.T) {
 	defer w.Close()
 	w.Write([]byte("waiting\n"))
 	// No deadline is asserted: the line must arrive without any further
-	// call, however slow the machine.
-	for s.count() == 0 {
-		time.Sleep(5 * time.Millisecond)
+	// call, however slow the machine. The wait is bounded by a count of
+	// 1000 intervals, so a flusher that never runs fails instead of hanging.
+	for i := 0; s.count() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("the line was never flushed")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if s.String() != "waiting\n" {
 		t.Fatalf("got %q", s.String())

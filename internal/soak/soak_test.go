@@ -177,6 +177,15 @@ tilesets: [{name: soak, bucket: %q, prefix: soak/}]
 	}
 	tok, _ := auth.MintHMAC(auth.MintOptions{Secret: []byte(secretHex), Tilesets: []string{"soak"}, TTL: time.Hour, Subject: "soak"})
 
+	// End well before go test's -timeout would kill the run: a soak that
+	// asks for longer than the test binary may live is cut short, and says
+	// so, instead of dying with "panic: test timed out".
+	if deadline, ok := t.Deadline(); ok {
+		if left := time.Until(deadline) - 2*time.Minute; left < duration {
+			t.Logf("TILEPROXY_SOAK=%v does not fit in go test's -timeout: soaking for %v", duration, left.Round(time.Second))
+			duration = max(left, 10*time.Second)
+		}
+	}
 	// Warm up, then take the goroutine baseline under the same load shape.
 	ctx, stop := context.WithTimeout(context.Background(), duration)
 	defer stop()
