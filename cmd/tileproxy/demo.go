@@ -21,6 +21,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
 	"github.com/tileproxy/tileproxy/origin"
 )
@@ -90,9 +91,9 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
-	logs := newLogger(cfg.Log, stderr)
-	defer logs.flush()
-	log := logs.log
+	logs := logging.New(cfg.Log, stderr)
+	defer logs.Close()
+	log := logs.Log
 	app, err := newApp(ctx, &cfg, logs, origin.Deps{
 		Logger: log,
 		// The fake does not check signatures, but the SDK signs anyway.

@@ -105,7 +105,8 @@ func TestReadyWaitsForJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &app{cfg: &cfg, log: log, proxy: p, registry: prometheus.NewRegistry(), authReady: v.Ready}
+	a := &app{cfg: &cfg, log: log, proxy: p, registry: prometheus.NewRegistry(),
+		readiness: proxy.Readiness{AuthReady: v.Ready, Grace: cfg.ReadinessGrace.Duration()}}
 	addrs, done := make(chan string, 1), make(chan error, 1)
 	go func() { done <- a.run(ctx, func(addr string) { addrs <- addr }) }()
 	defer func() { cancel(); <-done }()

@@ -16,7 +16,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,9 +25,9 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/internal/coalesce"
-	"github.com/tileproxy/tileproxy/internal/logbuf"
+	"github.com/tileproxy/tileproxy/internal/logging"
+	"github.com/tileproxy/tileproxy/internal/memlimit"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -115,12 +114,12 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
-	logs := newLogger(cfg.Log, stderr)
-	defer logs.flush()
-	log := logs.log
-	lim, gcPct := memoryLimit(cfg.Cache.MaxBytes)
+	logs := logging.New(cfg.Log, stderr)
+	defer logs.Close()
+	log := logs.Log
+	lim, gcPct := memlimit.Set(int64(cfg.Cache.MaxBytes))
 	if lim != nil {
-		attrs := []any{"limit_mib", lim.base >> 20}
+		attrs := []any{"limit_mib", lim.Base >> 20}
 		if gcPct > 0 {
 			attrs = append(attrs, "gc_percent", gcPct)
 		}
@@ -153,115 +152,15 @@ func ignoreHangups(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// memoryLimit gives the Go runtime a soft memory limit sized from the
-// cache, unless GOMEMLIMIT is set: by default the GC lets the heap grow to
-// twice the live data, which for a cache-sized heap means twice the memory
-// an operator planned for. The limit makes the GC work harder near it
-// instead; it is soft, so the process is never killed by it.
-//
-// With the limit in place, and unless GOGC is set, the GC percent goes
-// from 100 to gcPercent: the heap may grow to five times the live data
-// (never past the limit) before a collection, instead of twice. While
-// bodies were on the heap that took hit traffic from 18 collections per
-// 10 s to 5, and 1-4 us less CPU per request. With large bodies in the
-// memory file the live heap is ~5 MB and is collected ~5 times a second
-// under hit load. Fewer collections (800, 1600) each take longer, and more
-// (100, 200) add up to more: either way the tail got worse
-// (bench/README.md), so 400 stays. A full cache is governed by the limit
-// either way, so the memory bound is unchanged.
-// It returns gcPct 0 when GOGC is set and left alone, and a nil limit
-// when GOMEMLIMIT is set.
-//
-// Bodies of 8 KiB and more live in the cache's memory file, which the
-// runtime does not see; the limit follows it down (heapLimit), so that a
-// heap of small bodies and a file of large ones share one budget.
-func memoryLimit(maxBytes config.ByteSize) (lim *heapLimit, gcPct int) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return nil, 0
-	}
-	// The cache, an eighth for entries evicted but not yet collected and
-	// for in-flight bodies, and room for the runtime and the SDK.
-	lim = &heapLimit{
-		base: max(int64(maxBytes)+int64(maxBytes)/8+32<<20, 64<<20),
-		step: max(int64(maxBytes)/8, 1<<20),
-	}
-	debug.SetMemoryLimit(lim.base)
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-		gcPct = gcPercent
-	}
-	return lim, gcPct
-}
-
-// heapLimit keeps the soft memory limit at base less what the cache's
-// memory file holds. It moves only when the file has changed by step
-// since the last move: setting the limit stops the world for a moment.
-type heapLimit struct {
-	base, step int64
-	last       atomic.Int64 // file bytes at the last move
-}
-
-// follow is called with the file's size after the cache changes.
-func (h *heapLimit) follow(file int64) {
-	if h == nil {
-		return
-	}
-	last := h.last.Load()
-	if (file-last < h.step && last-file < h.step) || !h.last.CompareAndSwap(last, file) {
-		return
-	}
-	// The floor leaves the runtime room to work, whatever the file holds.
-	debug.SetMemoryLimit(max(h.base-file, 32<<20))
-}
-
-// gcPercent is the GC percent used when tileproxy sets the memory limit.
-const gcPercent = 400
-
-// logging is where the process writes: events through slog, the access
-// line through accesslog (which skips slog's generic formatting), both
-// into one stream batched by logbuf so a request does not cost a write.
-type logging struct {
-	log    *slog.Logger
-	access *accesslog.Logger // nil when access lines are off or below the level
-	// flush writes out what is batched; call it before exiting.
-	flush func() error
-}
-
-func newLogger(c config.Log, w io.Writer) logging {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated already
-	opts := &slog.HandlerOptions{Level: level}
-	logs := logging{flush: func() error { return nil }}
-	if lw, err := logbuf.New(logbuf.Config{}, w); err == nil { // the defaults cannot fail
-		logs.log = slog.New(logbuf.Handler(newHandler(c.Format, lw, opts), lw))
-		w, logs.flush = lw, lw.Close
-	} else {
-		logs.log = slog.New(newHandler(c.Format, w, opts))
-	}
-	if c.Access && level <= slog.LevelInfo {
-		logs.access = accesslog.New(accesslog.ParseFormat(c.Format), w)
-	}
-	return logs
-}
-
-func newHandler(format string, w io.Writer, opts *slog.HandlerOptions) slog.Handler {
-	if format == "json" {
-		return slog.NewJSONHandler(w, opts)
-	}
-	return slog.NewTextHandler(w, opts)
-}
-
 // app is a wired server: the proxy, its registry and its settings.
 type app struct {
 	cfg      *config.Config
 	log      *slog.Logger
 	proxy    *proxy.Proxy
 	registry *prometheus.Registry
-	// probe checks one tileset's origin for readiness; nil means ready at once.
-	probe func(ctx context.Context, t *config.Tileset) error
-	// authReady reports whether the token keys are loaded (the JWKS
-	// fetched once); nil means they always are.
-	authReady func() bool
+	// readiness is what /readyz waits for; the zero value waits for
+	// nothing.
+	readiness proxy.Readiness
 	// metricsAddr is the metrics listener's address once run has bound it.
 	metricsAddr string
 	// limits are the main server's connection limits.
@@ -285,8 +184,8 @@ var defaultLimits = serverLimits{
 }
 
 // lim, when not nil, is the memory limit to keep beside the cache's file.
-func newApp(ctx context.Context, cfg *config.Config, logs logging, originDeps origin.Deps, lim *heapLimit) (*app, error) {
-	log := logs.log
+func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originDeps origin.Deps, lim *memlimit.Limit) (*app, error) {
+	log := logs.Log
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, buildInfo())
 	if err != nil {
@@ -310,7 +209,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs logging, originDeps or
 			OnChange: func(bytes, objects int64) {
 				m.CacheBytes.Set(float64(bytes))
 				m.CacheObjects.Set(float64(objects))
-				lim.follow(c.FileBytes())
+				lim.Follow(c.FileBytes())
 			},
 			OnEvict: m.CacheEvictions.Inc,
 		})
@@ -321,12 +220,17 @@ func newApp(ctx context.Context, cfg *config.Config, logs logging, originDeps or
 			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
-	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.access})
+	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.Access})
 	if err != nil {
 		return nil, err
 	}
-	probe := func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) }
-	return &app{cfg: cfg, log: log, proxy: p, registry: reg, probe: probe, authReady: v.Ready, limits: defaultLimits}, nil
+	ready := proxy.Readiness{
+		Probe:        func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) },
+		ProbeTimeout: cfg.S3.Timeout.Duration(),
+		AuthReady:    v.Ready,
+		Grace:        cfg.ReadinessGrace.Duration(),
+	}
+	return &app{cfg: cfg, log: log, proxy: p, registry: reg, readiness: ready, limits: defaultLimits}, nil
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
@@ -382,7 +286,7 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		a.metricsAddr = mln.Addr().String()
 		a.log.Info("metrics listening", "addr", a.metricsAddr)
 	}
-	go a.becomeReady(ctx)
+	go a.proxy.AwaitReady(ctx, a.readiness)
 	a.log.Info("tileproxy listening", "addr", ln.Addr().String(), "tilesets", len(a.cfg.Tilesets))
 	if started != nil {
 		started(ln.Addr().String())
@@ -410,57 +314,6 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// becomeReady probes every tileset's origin until each has answered once
-// and waits for the token keys (a JWKS's first fetch), or until
-// readiness_grace has passed, then marks the proxy ready.
-func (a *app) becomeReady(ctx context.Context) {
-	authReady := a.authReady
-	if authReady == nil {
-		authReady = func() bool { return true }
-	}
-	pending := map[string]*config.Tileset{}
-	if a.probe != nil {
-		for i := range a.cfg.Tilesets {
-			pending[a.cfg.Tilesets[i].Name] = &a.cfg.Tilesets[i]
-		}
-	}
-	deadline := time.Now().Add(a.cfg.ReadinessGrace.Duration())
-	lastErr := map[string]error{}
-	for (len(pending) > 0 || !authReady()) && time.Now().Before(deadline) {
-		for name, t := range pending {
-			pctx, cancel := context.WithTimeout(ctx, a.cfg.S3.Timeout.Duration())
-			err := a.probe(pctx, t)
-			cancel()
-			if err == nil {
-				delete(pending, name)
-				continue
-			}
-			lastErr[name] = err
-		}
-		if len(pending) == 0 && authReady() {
-			break
-		}
-		// Token keys come in the background; look again soon.
-		wait := time.Second
-		if len(pending) == 0 {
-			wait = 50 * time.Millisecond
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
-	for name := range pending {
-		a.log.Warn("readiness grace passed with the origin still failing for a tileset", "tileset", name, "err", lastErr[name])
-	}
-	if !authReady() {
-		a.log.Warn("readiness grace passed without the JWKS: tokens signed by its keys are refused until it answers")
-	}
-	a.proxy.SetReady(true)
-	a.log.Info("ready")
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {

@@ -8,7 +8,6 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -138,33 +137,5 @@ func TestDemo(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("demo shutdown: %v", err)
-	}
-}
-
-// TestHeapLimitFollowsFile: the soft memory limit gives up what the
-// cache's memory file takes, in steps, and takes it back.
-func TestHeapLimitFollowsFile(t *testing.T) {
-	old := debug.SetMemoryLimit(-1)
-	defer debug.SetMemoryLimit(old)
-	const mib = 1 << 20
-	h := &heapLimit{base: 1024 * mib, step: 8 * mib}
-	debug.SetMemoryLimit(h.base)
-	for _, tc := range []struct{ file, want int64 }{
-		{4 * mib, 1024 * mib},  // under a step: left alone
-		{10 * mib, 1014 * mib}, // a step: follows
-		{12 * mib, 1014 * mib},
-		{100 * mib, 924 * mib},
-		{1020 * mib, 32 * mib}, // never below the floor
-		{0, 1024 * mib},
-	} {
-		h.follow(tc.file)
-		if got := debug.SetMemoryLimit(-1); got != tc.want {
-			t.Errorf("file %d MiB: limit %d MiB, want %d MiB", tc.file/mib, got/mib, tc.want/mib)
-		}
-	}
-	var none *heapLimit // GOMEMLIMIT set: nothing to follow
-	none.follow(500 * mib)
-	if got := debug.SetMemoryLimit(-1); got != 1024*mib {
-		t.Errorf("a nil heapLimit moved the limit to %d MiB", got/mib)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
+	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 )
@@ -56,7 +57,7 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 	cfg.ApplyDefaults()
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, &cfg, logging{log: log, access: accesslog.New(accesslog.JSON, logs)}, origin.Deps{Logger: log,
+	a, err := newApp(ctx, &cfg, &logging.Logs{Log: log, Access: accesslog.New(accesslog.JSON, logs)}, origin.Deps{Logger: log,
 		Credentials: credentials.NewStaticCredentialsProvider("AKIDMETRICSTEST", "metrics-aws-secret-key", "")}, nil)
 	if err != nil {
 		t.Fatal(err)

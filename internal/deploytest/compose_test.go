@@ -91,7 +91,7 @@ func TestInitScript(t *testing.T) {
 	bucket := fmt.Sprintf("init-test-%d", os.Getpid())
 	reader, readerSecret := "init-reader-"+fmt.Sprint(os.Getpid()), "init-reader-secret-0123456789"
 	for range 2 {
-		cmd := exec.Command("sh", "../../deploy/deploy/compose/init.sh")
+		cmd := exec.Command("sh", "../../deploy/compose/init.sh")
 		cmd.Env = append(os.Environ(),
 			"MINIO_ENDPOINT="+env.Endpoint, "MINIO_ROOT_USER="+env.AccessKey, "MINIO_ROOT_PASSWORD="+env.SecretKey,
 			"READER_ACCESS_KEY="+reader, "READER_SECRET_KEY="+readerSecret,
