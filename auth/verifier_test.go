@@ -251,6 +251,7 @@ func TestVerifyJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitReady(t, v)
 	for _, tc := range []struct {
 		kid string
 		m   jwt.SigningMethod
@@ -528,5 +529,17 @@ func TestPrincipalKey(t *testing.T) {
 	}
 	if anon1 == anon2 || strings.Contains(alice1, "alice") {
 		t.Errorf("anonymous tokens %q %q; alice %q", anon1, anon2, alice1)
+	}
+}
+
+// waitReady waits (bounded) for v's first JWKS fetch, which runs in the
+// background.
+func waitReady(t *testing.T, v *Verifier) {
+	t.Helper()
+	for i := 0; !v.Ready(); i++ {
+		if i == 1000 {
+			t.Fatal("the JWKS was never fetched")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

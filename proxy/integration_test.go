@@ -143,6 +143,13 @@ func newStack(t *testing.T, endpoint, ak, sk string, tilesets []config.Tileset, 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The JWKS is fetched in the background; the tests sign with its keys.
+	for i := 0; !v.Ready(); i++ {
+		if i == 1000 {
+			t.Fatal("the JWKS was never fetched")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	st.s3 = &recordingClient{c: &http.Client{}}
 	o, err := origin.New(t.Context(), &cfg, origin.Deps{Logger: log, HTTPClient: st.s3,
 		Credentials: credentials.NewStaticCredentialsProvider(ak, sk, "")})

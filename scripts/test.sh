@@ -30,6 +30,13 @@ need_apt() { # command:package ...
 }
 need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium
 
+# Helm, for the chart's lint, template and strict-decode tests: built from
+# the module proxy the first time (a few minutes), as the README says.
+if ! helm version --short 2>/dev/null | grep -q '^v3\.22'; then
+	echo "test.sh: installing helm v3.22.0 (go install, first time only)" >&2
+	GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@v3.22.0
+fi
+
 export TILEPROXY_MINIO_STATE="${TMPDIR:-/tmp}/tileproxy-minio-test-$$"
 trap './scripts/minio.sh stop' EXIT
 ./scripts/minio.sh start
