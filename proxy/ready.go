@@ -44,7 +44,8 @@ func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
 	}
 	deadline := now().Add(r.Grace)
 	lastErr := map[string]error{}
-	for (len(pending) > 0 || !authReady()) && now().Before(deadline) {
+	// Every tileset is probed at least once, even with no grace at all.
+	for {
 		for name, t := range pending {
 			pctx, cancel := context.WithTimeout(ctx, r.ProbeTimeout)
 			err := r.Probe(pctx, t)
@@ -55,7 +56,7 @@ func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
 			}
 			lastErr[name] = err
 		}
-		if len(pending) == 0 && authReady() {
+		if (len(pending) == 0 && authReady()) || !now().Before(deadline) {
 			break
 		}
 		// Token keys come in the background; look again soon.

@@ -164,42 +164,44 @@ func TestCheckRefusesOverlappingPrefixes(t *testing.T) {
 	}
 }
 
-// TestHelperServe is not a test: TestSIGHUPKeepsServing runs the test
-// binary again with TILEPROXY_HELPER_CONFIG set, and this runs
-// `tileproxy serve` in that process.
+// TestHelperServe is not a test: serveProcess runs the test binary again
+// with TILEPROXY_HELPER_CONFIG set, and this runs `tileproxy serve` in that
+// process.
 func TestHelperServe(t *testing.T) {
 	cfg := os.Getenv("TILEPROXY_HELPER_CONFIG")
 	if cfg == "" {
-		t.Skip("helper process for TestSIGHUPKeepsServing")
+		t.Skip("helper process for the tests that run tileproxy serve in its own process")
 	}
 	os.Exit(run([]string{"serve", "-config", cfg}, os.Stdout, os.Stderr))
 }
 
-// TestSIGHUPKeepsServing is the regression test for SIGHUP ending the
-// process without a drain (Go's default): the real serve command, in its
-// own process, logs the signal and goes on serving; SIGTERM still stops it
-// cleanly.
-func TestSIGHUPKeepsServing(t *testing.T) {
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "c.yaml")
-	os.WriteFile(cfgPath, []byte(`listen: "127.0.0.1:0"
-metrics_listen: ""
-drain_delay: 0s
-log: {format: text, level: info}
-auth: {hmac_secret: "`+strings.Repeat("h", 32)+`"}
-s3: {endpoint: "http://127.0.0.1:1", use_path_style: true}
-tilesets: [{name: a, bucket: tiles, prefix: a/}]
-`), 0o600)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperServe$")
-	cmd.Env = append(os.Environ(), "TILEPROXY_HELPER_CONFIG="+cfgPath, "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y")
-	var logs testenv.SyncBuffer
-	cmd.Stdout = &logs
-	pr, pw := io.Pipe()
-	cmd.Stderr = io.MultiWriter(&logs, pw)
-	if err := cmd.Start(); err != nil {
+// served is `tileproxy serve` running in a process of its own.
+type served struct {
+	base   string // http://addr of the main listener
+	cmd    *exec.Cmd
+	logs   *testenv.SyncBuffer
+	waited chan error // receives the exit once, after stop or a crash
+}
+
+// serveProcess starts `tileproxy serve` with the YAML config in its own
+// process (the test binary, through TestHelperServe) and returns once it
+// listens. The process is killed when the test ends, if still running.
+func serveProcess(t *testing.T, yaml string, env ...string) *served {
+	t.Helper()
+	cfgPath := filepath.Join(t.TempDir(), "tileproxy.yaml")
+	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	s := &served{cmd: exec.Command(os.Args[0], "-test.run=^TestHelperServe$"), logs: &testenv.SyncBuffer{}, waited: make(chan error, 1)}
+	s.cmd.Env = append(append(os.Environ(), "TILEPROXY_HELPER_CONFIG="+cfgPath), env...)
+	s.cmd.Stdout = s.logs
+	pr, pw := io.Pipe()
+	s.cmd.Stderr = io.MultiWriter(s.logs, pw)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.waited <- s.cmd.Wait(); pw.Close() }()
+	t.Cleanup(func() { s.cmd.Process.Kill() })
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -209,15 +211,44 @@ tilesets: [{name: a, bucket: tiles, prefix: a/}]
 			}
 		}
 	}()
-	var base string
 	select {
 	case a := <-addr:
-		base = "http://" + a
+		s.base = "http://" + a
 	case <-time.After(30 * time.Second):
-		t.Fatalf("serve did not start:\n%s", logs.String())
+		t.Fatalf("serve did not start:\n%s", s.logs.String())
 	}
+	return s
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *served) stop(t *testing.T) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.waited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, s.logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+}
+
+// TestSIGHUPKeepsServing is the regression test for SIGHUP ending the
+// process without a drain (Go's default): the real serve command, in its
+// own process, logs the signal and goes on serving; SIGTERM still stops it
+// cleanly.
+func TestSIGHUPKeepsServing(t *testing.T) {
+	s := serveProcess(t, `listen: "127.0.0.1:0"
+metrics_listen: ""
+drain_delay: 0s
+log: {format: text, level: info}
+auth: {hmac_secret: "`+strings.Repeat("h", 32)+`"}
+s3: {endpoint: "http://127.0.0.1:1", use_path_style: true}
+tilesets: [{name: a, bucket: tiles, prefix: a/}]
+`, "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y")
 	health := func() int {
-		resp, err := http.Get(base + "/healthz")
+		resp, err := http.Get(s.base + "/healthz")
 		if err != nil {
 			return -1
 		}
@@ -227,27 +258,17 @@ tilesets: [{name: a, bucket: tiles, prefix: a/}]
 	if got := health(); got != 200 {
 		t.Fatalf("healthz: %d", got)
 	}
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "SIGHUP received"); {
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.logs.String(), "SIGHUP received"); {
 		if time.Now().After(deadline) {
-			t.Fatalf("SIGHUP not logged:\n%s", logs.String())
+			t.Fatalf("SIGHUP not logged:\n%s", s.logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	if got := health(); got != 200 {
-		t.Fatalf("healthz after SIGHUP: %d\n%s", got, logs.String())
+		t.Fatalf("healthz after SIGHUP: %d\n%s", got, s.logs.String())
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait(); pw.Close() }()
-	select {
-	case err := <-waited:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no exit after SIGTERM")
-	}
+	s.stop(t)
 }

@@ -16,26 +16,92 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
 // TestComposeFileValid runs Debian's docker-compose over the file: no
-// Docker engine is needed for `config`.
+// Docker engine is needed for `config`. The default set is the single
+// tileproxy; the scale profile adds three replicas behind HAProxy, a
+// Prometheus scraping each, and Grafana.
 func TestComposeFileValid(t *testing.T) {
 	bin, err := exec.LookPath("docker-compose")
 	if err != nil {
 		testenv.Require(t, "docker-compose", "it is not installed (apt-get install docker-compose)")
 	}
-	out, err := exec.Command(bin, "-f", "../../docker-compose.yml", "config", "--services").CombinedOutput()
+	out, err := exec.Command(bin, "-f", "../../docker-compose.yml", "--profile", "scale", "config").CombinedOutput()
 	if err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
-	services := strings.Fields(string(out))
-	sort.Strings(services)
-	if got := strings.Join(services, ","); got != "init,minio,prometheus,tileproxy" {
-		t.Errorf("services: %s", got)
+	var doc struct {
+		Services map[string]struct {
+			Profiles []string
+			Ports    []any
+			Volumes  []any
+		}
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatalf("config output: %v", err)
+	}
+	var def, scale []string
+	for name, svc := range doc.Services {
+		if len(svc.Profiles) == 0 {
+			def = append(def, name)
+		} else if len(svc.Profiles) == 1 && svc.Profiles[0] == "scale" {
+			scale = append(scale, name)
+		} else {
+			t.Errorf("%s has profiles %v", name, svc.Profiles)
+		}
+	}
+	sort.Strings(def)
+	sort.Strings(scale)
+	if got := strings.Join(def, ","); got != "init,minio,prometheus,tileproxy" {
+		t.Errorf("default services: %s", got)
+	}
+	if got := strings.Join(scale, ","); got != "grafana,haproxy,prometheus-scale,tileproxy-1,tileproxy-2,tileproxy-3" {
+		t.Errorf("scale services: %s", got)
+	}
+	for _, r := range []string{"tileproxy-1", "tileproxy-2", "tileproxy-3"} {
+		if svc := doc.Services[r]; len(svc.Ports) != 0 || len(svc.Volumes) != 1 {
+			t.Errorf("%s: ports %v (want none: HAProxy fronts them), volumes %v", r, svc.Ports, svc.Volumes)
+		}
+	}
+}
+
+// TestScaleConfigs checks the scale profile's HAProxy and Prometheus
+// files with the real tools: HAProxy hashes the path only (never the
+// query, which may carry a token), consistently, and health-checks
+// /readyz; Prometheus scrapes every replica.
+func TestScaleConfigs(t *testing.T) {
+	cfg, err := os.ReadFile("../../deploy/compose/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"balance uri path-only", "hash-type consistent", "option httpchk GET /readyz",
+		"server tileproxy-1 ", "server tileproxy-2 ", "server tileproxy-3 "} {
+		if !strings.Contains(string(cfg), want) {
+			t.Errorf("haproxy.cfg lacks %q", want)
+		}
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		testenv.Require(t, "haproxy", "it is not installed (apt-get install haproxy)")
+	} else if out, err := exec.Command(haproxy, "-c", "-f", "../../deploy/compose/haproxy.cfg").CombinedOutput(); err != nil {
+		t.Errorf("haproxy -c: %v\n%s", err, out)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		testenv.Require(t, "promtool", "it is not installed (apt-get install prometheus)")
+	} else if out, err := exec.Command(promtool, "check", "config", "../../deploy/compose/prometheus-scale.yml").CombinedOutput(); err != nil {
+		t.Errorf("promtool check config: %v\n%s", err, out)
+	}
+	scrape, _ := os.ReadFile("../../deploy/compose/prometheus-scale.yml")
+	for _, r := range []string{"tileproxy-1:9090", "tileproxy-2:9090", "tileproxy-3:9090"} {
+		if !strings.Contains(string(scrape), r) {
+			t.Errorf("prometheus-scale.yml does not scrape %s", r)
+		}
 	}
 }
 
