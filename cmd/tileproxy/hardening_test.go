@@ -186,7 +186,7 @@ type served struct {
 // serveProcess starts `tileproxy serve` with the YAML config in its own
 // process (the test binary, through TestHelperServe) and returns once it
 // listens. The process is killed when the test ends, if still running.
-func serveProcess(t *testing.T, yaml string, env ...string) *served {
+func serveProcess(t testing.TB, yaml string, env ...string) *served {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "tileproxy.yaml")
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
@@ -221,7 +221,7 @@ func serveProcess(t *testing.T, yaml string, env ...string) *served {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (s *served) stop(t *testing.T) {
+func (s *served) stop(t testing.TB) {
 	t.Helper()
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -20,7 +21,7 @@ import (
 
 // minioGETs is how many GetObject requests MinIO says it has served,
 // from its own metrics (the private MinIO serves them without auth).
-func minioGETs(t *testing.T, endpoint string) int {
+func minioGETs(t testing.TB, endpoint string) int {
 	t.Helper()
 	resp, err := http.Get(endpoint + "/minio/metrics/v3/api/requests")
 	if err != nil {
@@ -43,7 +44,7 @@ func minioGETs(t *testing.T, endpoint string) int {
 	return total
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -55,7 +56,7 @@ func freeAddr(t *testing.T) string {
 
 // startHAProxy runs Debian's haproxy in the foreground in front of the
 // replicas with the given balance lines, and returns its base URL.
-func startHAProxy(t *testing.T, balance string, replicas []*served) string {
+func startHAProxy(t testing.TB, balance string, replicas []*served) string {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -240,4 +241,91 @@ tilesets:
 		t.Errorf("a replica stopping moved %d of %d tiles; want about a third", moved, n)
 	}
 	t.Logf("one replica of three stopped: %d of %d tiles moved (%.0f%%)", moved, n, 100*float64(moved)/n)
+}
+
+// BenchmarkScaleOut prints, for 1, 2, 3 and 5 replicas behind HAProxy,
+// the S3 GETs (counted by MinIO) and the hit ratio of one fixed request
+// sequence, routed by a consistent hash of the path and by round robin.
+// It measures counts, not time: run it once (bench/scale.sh does, with
+// -benchtime 1x) against the test MinIO.
+func BenchmarkScaleOut(b *testing.B) {
+	b.StopTimer()
+	mp := testenv.StartMinIO(b)
+	env := mp.S3()
+	bucket := env.Bucket(b)
+	const tiles, requests = 400, 4000
+	objs := map[string]testenv.Object{}
+	for i := range tiles {
+		objs[fmt.Sprintf("s/%d/%d/0.png", i/20, i%20)] = testenv.Object{Body: []byte(fmt.Sprintf("tile %d", i)), ContentType: "image/png"}
+	}
+	env.Put(b, bucket, objs)
+	secret := strings.Repeat("b", 32)
+	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"*"}, TTL: time.Hour, Subject: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A fixed sequence, skewed as map traffic is (low zooms and the
+	// centre are asked far more often): a Zipf draw over the tiles.
+	seq := make([]int, requests)
+	zipf := rand.NewZipf(rand.New(rand.NewPCG(1, 2)), 1.1, 1, tiles-1)
+	for i := range seq {
+		seq[i] = int(zipf.Uint64())
+	}
+	yaml := fmt.Sprintf(`listen: "127.0.0.1:0"
+metrics_listen: ""
+drain_delay: 0s
+readiness_grace: 0s
+log: {format: text, level: info, access: false}
+auth: {hmac_secret: %q}
+s3: {endpoint: %q, use_path_style: true}
+tilesets: [{name: s, bucket: %s, prefix: s/}]
+`, secret, mp.Endpoint, bucket)
+	creds := []string{"AWS_ACCESS_KEY_ID=" + mp.AccessKey, "AWS_SECRET_ACCESS_KEY=" + mp.SecretKey, "AWS_REGION=us-east-1"}
+	for _, mode := range []struct{ name, balance string }{
+		{"hash", "    balance uri path-only\n    hash-type consistent"},
+		{"roundrobin", "    balance roundrobin"},
+	} {
+		for _, k := range []int{1, 2, 3, 5} {
+			b.Run(fmt.Sprintf("%s/replicas=%d", mode.name, k), func(b *testing.B) {
+				var replicas []*served
+				for range k {
+					replicas = append(replicas, serveProcess(b, yaml, creds...))
+				}
+				front := startHAProxy(b, mode.balance, replicas)
+				before := minioGETs(b, mp.Endpoint)
+				hits := 0
+				for _, i := range seq {
+					req, _ := http.NewRequest("GET", fmt.Sprintf("%s/tiles/s/%d/%d/0.png", front, i/20, i%20), nil)
+					req.Header.Set("Authorization", "Bearer "+tok)
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Fatalf("status %d", resp.StatusCode)
+					}
+					if resp.Header.Get("X-Cache") == "HIT" {
+						hits++
+					}
+				}
+				gets := minioGETs(b, mp.Endpoint) - before
+				b.ReportMetric(float64(gets), "s3_gets")
+				b.ReportMetric(float64(hits)/requests, "hit_ratio")
+				b.ReportMetric(float64(len(distinct(seq))), "distinct_tiles")
+				for _, r := range replicas {
+					r.stop(b)
+				}
+			})
+		}
+	}
+}
+
+func distinct(seq []int) map[int]bool {
+	m := map[int]bool{}
+	for _, i := range seq {
+		m[i] = true
+	}
+	return m
 }
