@@ -556,6 +556,28 @@ func (c *Cache) remove(key string) {
 	c.changed(bytes, objects)
 }
 
+// RemoveIf drops every entry whose cache key ("bucket/key") drop
+// accepts, and returns how many went: a configuration reload drops the
+// tiles of tilesets it removed. It holds the write lock while it walks the
+// entries, so it is for rare events, not the request path.
+func (c *Cache) RemoveIf(drop func(key string) bool) int {
+	n := 0
+	c.mu.Lock()
+	for _, h := range c.lru.Keys() {
+		if e, ok := c.lru.Peek(h); ok && drop(e.key) {
+			c.lru.Remove(h) // its bytes leave through the callback
+			n++
+		}
+	}
+	bytes, objects, fileBytes := c.bytes, int64(c.lru.Len()), c.fileBytes
+	c.mu.Unlock()
+	if c.files != nil && n > 0 {
+		c.files.gc(fileBytes, c.fileSlack())
+	}
+	c.changed(bytes, objects)
+	return n
+}
+
 // store adds e (stamped now) and evicts least-recently-used entries until
 // the cache fits in max_bytes again. Bodies over max_object_bytes are never
 // stored: only a Large marker is.

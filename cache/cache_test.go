@@ -537,3 +537,35 @@ func TestHashCollision(t *testing.T) {
 		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, got.Body)
 	}
 }
+
+// TestRemoveIf drops exactly the entries the predicate names, with their
+// bytes.
+func TestRemoveIf(t *testing.T) {
+	c, err := New(Config{MaxBytes: 1 << 20, MaxObjectBytes: 1 << 16, TTL: time.Hour, LoadTimeout: time.Minute}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(body string) LoadFunc {
+		return func(context.Context, string, *Entry) (*Entry, error) {
+			return NewEntry([]byte(body), "image/png", "", `"e"`, time.Time{}), nil
+		}
+	}
+	for _, k := range []string{"tiles/a/1.png", "tiles/a/2.png", "tiles/ab/1.png", "other/a/1.png"} {
+		if _, _, err := c.Get(context.Background(), k, load(strings.Repeat("x", 100))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := c.Bytes()
+	n := c.RemoveIf(func(key string) bool { return strings.HasPrefix(key, "tiles/a/") })
+	if n != 2 {
+		t.Fatalf("removed %d, want 2", n)
+	}
+	for k, want := range map[string]bool{"tiles/a/1.png": false, "tiles/a/2.png": false, "tiles/ab/1.png": true, "other/a/1.png": true} {
+		if _, ok := c.lookup(k, time.Now()); ok != want {
+			t.Errorf("%s cached: %v, want %v", k, ok, want)
+		}
+	}
+	if c.Bytes() >= before || c.Bytes() <= 0 {
+		t.Errorf("bytes %d after removing two of four (before %d)", c.Bytes(), before)
+	}
+}

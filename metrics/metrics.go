@@ -42,6 +42,8 @@ type Metrics struct {
 	jwksRefresh    *prometheus.CounterVec
 	jwksKeys       prometheus.Gauge
 	limited        *prometheus.CounterVec
+	configReloads  *prometheus.CounterVec
+	configInfo     *prometheus.GaugeVec
 
 	// Resolved children, so the per-request path hashes no label values.
 	// Keys are bounded like the labels: configured tilesets x codes seen.
@@ -121,6 +123,14 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "limited_total",
 			Help: "Requests refused with 429 by a per-principal limit, by reason (streams, rate).",
 		}, []string{"reason"}),
+		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "config_reloads_total",
+			Help: "Configuration reloads (SIGHUP) by result (ok, error).",
+		}, []string{"result"}),
+		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "config_info",
+			Help: "The configuration in force: its file's SHA-256 (first 12 hex digits) as a label; always 1.",
+		}, []string{"sha256"}),
 	}
 	m.cacheByRes = map[string]prometheus.Counter{}
 	for _, r := range []string{"hit", "miss", "stale", "negative"} {
@@ -135,7 +145,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.authFailures, m.stsAssumeRole, m.stsExpiry,
-		m.jwksRefresh, m.jwksKeys, m.limited, info,
+		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -255,4 +265,26 @@ func (m *Metrics) Limited(reason string) {
 		return
 	}
 	m.limited.WithLabelValues(reason).Inc()
+}
+
+// ConfigReload records one configuration reload.
+func (m *Metrics) ConfigReload(ok bool) {
+	if m == nil {
+		return
+	}
+	if ok {
+		m.configReloads.WithLabelValues("ok").Inc()
+	} else {
+		m.configReloads.WithLabelValues("error").Inc()
+	}
+}
+
+// ConfigInfo marks the configuration in force by its hash; only one
+// series exists at a time.
+func (m *Metrics) ConfigInfo(sha256 string) {
+	if m == nil {
+		return
+	}
+	m.configInfo.Reset()
+	m.configInfo.WithLabelValues(sha256).Set(1)
 }

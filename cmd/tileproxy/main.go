@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,37 +129,32 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go ignoreHangups(ctx, log)
 	app, err := newApp(ctx, cfg, logs, origin.Deps{Logger: log}, lim)
 	if err != nil {
 		return err
 	}
+	app.configLoaded(*path)
+	go app.reloadOnHangup(ctx, *path)
 	return app.run(ctx, nil)
-}
-
-// ignoreHangups keeps SIGHUP from ending the process (Go's default, which
-// skips the drain) until ctx ends. Configuration reload does not exist
-// yet, so the signal is only logged.
-func ignoreHangups(ctx context.Context, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			log.Warn("SIGHUP received: configuration reload is not supported yet; still serving the configuration loaded at start (restart to apply changes)")
-		}
-	}
 }
 
 // app is a wired server: the proxy, its registry and its settings.
 type app struct {
 	cfg      *config.Config
 	log      *slog.Logger
-	proxy    *proxy.Proxy
+	proxy    *proxy.Proxy // the proxy it started with; current serves
 	registry *prometheus.Registry
+	// current is the proxy requests go to; a reload swaps it.
+	current atomic.Pointer[proxy.Proxy]
+	// reload state, set by newApp (nil in tests that build an app by hand,
+	// which then cannot reload).
+	ctx      context.Context
+	metrics  *metrics.Metrics
+	cache    *cache.Cache
+	build    func(ctx context.Context, cfg *config.Config) (*generation, error)
+	gen      *generation // the configuration in force
+	reloadMu sync.Mutex  // one reload at a time
+	draining atomic.Bool // set on shutdown: no reload after it
 	// readiness is what /readyz waits for; the zero value waits for
 	// nothing.
 	readiness proxy.Readiness
@@ -184,6 +181,9 @@ var defaultLimits = serverLimits{
 }
 
 // lim, when not nil, is the memory limit to keep beside the cache's file.
+// The registry, metrics and cache live as long as the app; the verifier,
+// origin and proxy are one configuration's (see build), so a reload can
+// replace them.
 func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originDeps origin.Deps, lim *memlimit.Limit) (*app, error) {
 	log := logs.Log
 	reg := prometheus.NewRegistry()
@@ -191,15 +191,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	if err != nil {
 		return nil, err
 	}
-	v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh})
-	if err != nil {
-		return nil, err
-	}
 	originDeps.OnAssumeRole = m.AssumeRole
-	o, err := origin.New(ctx, cfg, originDeps)
-	if err != nil {
-		return nil, err
-	}
 	// max_bytes: 0 turns the cache off: every request streams from S3.
 	var c *cache.Cache
 	if cfg.Cache.MaxBytes > 0 {
@@ -220,17 +212,38 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
-	p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.Access})
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits}
+	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		o, err := origin.New(ctx, cfg, originDeps)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.Access})
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return &generation{cfg: cfg, proxy: p, authReady: v.Ready, cancel: cancel, readiness: proxy.Readiness{
+			Probe:        func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) },
+			ProbeTimeout: cfg.S3.Timeout.Duration(),
+			AuthReady:    v.Ready,
+			Grace:        cfg.ReadinessGrace.Duration(),
+		}}, nil
+	}
+	g, err := a.build(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	ready := proxy.Readiness{
-		Probe:        func(ctx context.Context, t *config.Tileset) error { return o.Probe(ctx, t.Name, t.Bucket, t.Prefix) },
-		ProbeTimeout: cfg.S3.Timeout.Duration(),
-		AuthReady:    v.Ready,
-		Grace:        cfg.ReadinessGrace.Duration(),
-	}
-	return &app{cfg: cfg, log: log, proxy: p, registry: reg, readiness: ready, limits: defaultLimits}, nil
+	a.proxy, a.readiness, a.gen = g.proxy, g.readiness, g
+	a.ctx = ctx
+	return a, nil
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
@@ -250,8 +263,13 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	if a.limits == (serverLimits{}) {
 		a.limits = defaultLimits
 	}
+	if a.current.Load() == nil {
+		a.current.Store(a.proxy)
+	}
 	main := &http.Server{
-		Handler:           a.proxy,
+		// One atomic load a request: a reload swaps the proxy, and
+		// requests in flight finish on the one they started with.
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.current.Load().ServeHTTP(w, r) }),
 		ReadHeaderTimeout: a.limits.readHeader,
 		ReadTimeout:       a.limits.read,
 		WriteTimeout:      a.limits.write,
@@ -296,7 +314,10 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		return err
 	case <-ctx.Done():
 	}
-	a.proxy.Drain()
+	a.draining.Store(true)
+	a.reloadMu.Lock() // a reload in progress finishes first, so the drain reaches its proxy
+	a.current.Load().Drain()
+	a.reloadMu.Unlock()
 	a.log.Info("draining", "delay", a.cfg.DrainDelay.Duration(), "timeout", a.cfg.ShutdownTimeout.Duration())
 	// Keep serving while /readyz says 503, so load balancers move away
 	// before the listeners close.
