@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,10 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/proxy"
 )
 
 // TestReload: a valid file switches tilesets in one step, keeps the cached
@@ -109,5 +115,83 @@ tileproxy_config_reloads_total{result="ok"} 1
 	}
 	if n, err := testutil.GatherAndCount(a.registry, "tileproxy_config_info"); err != nil || n != 1 {
 		t.Errorf("config_info series: %d %v, want 1", n, err)
+	}
+}
+
+// TestReloadInFlightFinishesOnOld: a request that started before a reload
+// finishes on the configuration it started with; the next one gets the new.
+func TestReloadInFlightFinishesOnOld(t *testing.T) {
+	secret := strings.Repeat("f", 32)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	cfgFor := func(cc string) *config.Config {
+		cfg := config.Default()
+		cfg.Listen, cfg.MetricsListen, cfg.DrainDelay = "127.0.0.1:0", "", 0
+		cfg.Auth.HMACSecret = secret
+		cfg.Tilesets = []config.Tileset{{Name: "a", Bucket: "tiles", Prefix: "a/", CacheControl: cc}}
+		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		return &cfg
+	}
+	slow := origin.FetcherFunc(func(ctx context.Context, req origin.Request) (*origin.Object, error) {
+		select {
+		case entered <- struct{}{}:
+			<-release // only the first request waits
+		default:
+		}
+		return &origin.Object{Body: io.NopCloser(strings.NewReader("tile")), Size: 4, ContentType: "image/png"}, nil
+	})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(t.Context())
+	a := &app{log: log, registry: prometheus.NewRegistry(), ctx: ctx}
+	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
+		v, err := auth.New(ctx, cfg.Auth, auth.Deps{})
+		if err != nil {
+			return nil, err
+		}
+		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: slow, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return &generation{cfg: cfg, proxy: p, authReady: v.Ready, cancel: func() {}}, nil
+	}
+	g, err := a.build(ctx, cfgFor("private, max-age=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cfg, a.proxy, a.gen = g.cfg, g.proxy, g
+	addrs, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- a.run(ctx, func(addr string) { addrs <- addr }) }()
+	defer func() { cancel(); <-done }()
+	base := "http://" + <-addrs
+	tok, _ := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"a"}, TTL: time.Hour})
+	get := func() (int, string, error) {
+		req, _ := http.NewRequest("GET", base+"/tiles/a/0/0/0.png", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Cache-Control"), nil
+	}
+	type answer struct {
+		code int
+		cc   string
+		err  error
+	}
+	first := make(chan answer, 1)
+	go func() { c, cc, err := get(); first <- answer{c, cc, err} }()
+	<-entered // the first request is inside the old configuration's origin
+	if err := a.apply(cfgFor("private, max-age=2")); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if got := <-first; got.err != nil || got.code != 200 || got.cc != "private, max-age=1" {
+		t.Errorf("request in flight across the reload: %+v, want 200 on the old Cache-Control", got)
+	}
+	if code, cc, err := get(); err != nil || code != 200 || cc != "private, max-age=2" {
+		t.Errorf("request after the reload: %d %q %v, want the new Cache-Control", code, cc, err)
 	}
 }
