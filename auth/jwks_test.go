@@ -18,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
 // slowJWKS is a JWKS endpoint on a real socket that answers after a
@@ -170,19 +171,6 @@ func waitFor(t *testing.T, what string, ch <-chan struct{}) {
 	}
 }
 
-// clock is a settable clock for rate limits and token times.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // TestJWKSRotationOverSlowNetwork is the regression test for refreshes that
 // ran under a request's 1 ms rate-limit wait: against an endpoint with
 // 60 ms of latency they always failed, so a rotated key was refused and a
@@ -190,11 +178,11 @@ func (c *clock) add(d time.Duration) {
 func TestJWKSRotationOverSlowNetwork(t *testing.T) {
 	jw, k1, a := jwksWithKey(t, 60*time.Millisecond)
 	k2 := ecKey(t)
-	clk := &clock{t: now}
+	clk := testenv.NewClock(now)
 	var rs refreshes
 	first := rs.await()
 	v, err := New(t.Context(), a, Deps{
-		Now:                 clk.now,
+		Now:                 clk.Now,
 		OnJWKSRefresh:       rs.record,
 		JWKSRefreshInterval: time.Hour, // rotations here come only from what the test asks
 		JWKSUnknownKIDEvery: 10 * time.Second,
@@ -251,7 +239,7 @@ func TestJWKSRotationOverSlowNetwork(t *testing.T) {
 		t.Fatalf("k1 before withdrawal: %v", err)
 	}
 	jw.withdraw("k1")
-	clk.add(11 * time.Second) // the next unknown-kid window
+	clk.Add(11 * time.Second) // the next unknown-kid window
 	next = rs.await()
 	v.Verify(t.Context(), tok("k8", ecKey(t), "u8")) // asks for a refresh
 	waitFor(t, "the refresh after withdrawal", next)

@@ -10,11 +10,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
 // fileCache is a cache that must keep large bodies in its memory file:
 // on Linux a cache without one is a failure, not a skip.
-func fileCache(t *testing.T, cfg Config) (*Cache, *clock) {
+func fileCache(t *testing.T, cfg Config) (*Cache, *testenv.Clock) {
 	t.Helper()
 	c, clk := newCache(t, cfg, Deps{})
 	if !c.FileBacked() {

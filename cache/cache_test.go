@@ -13,23 +13,13 @@ import (
 	"unsafe"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
-type clock struct {
-	mu sync.Mutex // protects t
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func newCache(t *testing.T, cfg Config, deps Deps) (*Cache, *clock) {
+func newCache(t *testing.T, cfg Config, deps Deps) (*Cache, *testenv.Clock) {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
+	clk := testenv.NewClock(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 	if deps.Now == nil {
 		deps.Now = clk.Now
 	}

@@ -11,26 +11,15 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/tileproxy/tileproxy/internal/testenv"
 )
-
-// fakeClock is a clock the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fakeAssume stands in for STS AssumeRole: credentials that live ttl from
 // the fake clock's now, or an error while down. calls counts every call;
 // gate, when set, holds each call until it is closed.
 type fakeAssume struct {
-	clock *fakeClock
+	clock *testenv.Clock
 	ttl   time.Duration
 	down  atomic.Bool
 	calls atomic.Int64
@@ -46,13 +35,13 @@ func (f *fakeAssume) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		return aws.Credentials{}, errors.New("sts unreachable")
 	}
 	return aws.Credentials{AccessKeyID: "AK" + string(rune('0'+n%10)), SecretAccessKey: "s", SessionToken: "t",
-		CanExpire: true, Expires: f.clock.now().Add(f.ttl)}, nil
+		CanExpire: true, Expires: f.clock.Now().Add(f.ttl)}, nil
 }
 
-func newTestRole(ttl time.Duration) (*roleCredentials, *fakeAssume, *fakeClock) {
-	clk := &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+func newTestRole(ttl time.Duration) (*roleCredentials, *fakeAssume, *testenv.Clock) {
+	clk := testenv.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
 	fa := &fakeAssume{clock: clk, ttl: ttl}
-	r := newRoleCredentials("city", fa, Deps{Now: clk.now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := newRoleCredentials("city", fa, Deps{Now: clk.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	return r, fa, clk
 }
 
@@ -95,11 +84,11 @@ func TestRoleCredentialsRefreshAhead(t *testing.T) {
 			if err != nil {
 				t.Fatalf("at +%d min: %v", step, err)
 			}
-			if !clk.now().Before(c.Expires) {
+			if !clk.Now().Before(c.Expires) {
 				t.Fatalf("at +%d min: credentials expiring %v handed out", step, c.Expires)
 			}
 		}
-		clk.add(time.Minute)
+		clk.Add(time.Minute)
 	}
 	// Refresh at max(55 min) = expiry - min(5 min, ttl/5): calls at 0,
 	// 55, 110, 165 minutes.
@@ -120,7 +109,7 @@ func TestRoleCredentialsSTSDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	fa.down.Store(true)
-	clk.add(8*time.Minute + time.Second) // past the refresh point
+	clk.Add(8*time.Minute + time.Second) // past the refresh point
 	before := fa.calls.Load()
 	for range 20 {
 		c, err := r.Retrieve(context.Background())
@@ -132,18 +121,18 @@ func TestRoleCredentialsSTSDown(t *testing.T) {
 		t.Errorf("20 requests while backing off made %d STS calls, want 1", n)
 	}
 	// After the backoff, one more attempt; still the old credentials.
-	clk.add(minBackoff)
+	clk.Add(minBackoff)
 	if _, err := r.Retrieve(context.Background()); err != nil {
 		t.Fatalf("second attempt, credentials still valid: %v", err)
 	}
 	// Past expiry less the safety margin: no credentials at all.
-	clk.add(ttl - 8*time.Minute - time.Second - minBackoff - expirySafety + time.Second)
+	clk.Add(ttl - 8*time.Minute - time.Second - minBackoff - expirySafety + time.Second)
 	var oe *Error
 	if _, err := r.Retrieve(context.Background()); !errors.As(err, &oe) || oe.Op != "AssumeRole" || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("credentials about to expire, STS down: got %v, want ErrUnavailable from AssumeRole", err)
 	}
 	fa.down.Store(false)
-	clk.add(maxBackoff) // past any backoff
+	clk.Add(maxBackoff) // past any backoff
 	c, err := r.Retrieve(context.Background())
 	if err != nil || c.AccessKeyID == first.AccessKeyID {
 		t.Fatalf("STS back: %v %q", err, c.AccessKeyID)

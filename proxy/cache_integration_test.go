@@ -54,7 +54,7 @@ func cacheCfg(ttl, stale time.Duration) *config.Cache {
 func TestCacheOnMinIO(t *testing.T) {
 	// The cache's clock moves only when the test moves it.
 	const ttl = time.Minute
-	clk := newManualClock()
+	clk := testenv.NewClock(time.Now())
 	env := testenv.MinIO(t)
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{
@@ -64,7 +64,7 @@ func TestCacheOnMinIO(t *testing.T) {
 	sp := &spy{}
 	st := newStack(t, env.Endpoint, env.AccessKey, env.SecretKey,
 		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}, {Name: "b", Bucket: bucket, Prefix: "b/"}},
-		stackOpts{cache: cacheCfg(ttl, time.Hour), now: clk.now, wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
+		stackOpts{cache: cacheCfg(ttl, time.Hour), now: clk.Now, wrap: func(f origin.Fetcher) origin.Fetcher { sp.next = f; return sp }})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
 	bearerA := map[string]string{"Authorization": "Bearer " + hmacToken(t, time.Hour, "a")}
 
@@ -88,7 +88,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		}
 	})
 	t.Run("revalidation sends If-None-Match and MinIO answers 304", func(t *testing.T) {
-		clk.add(ttl + time.Second)
+		clk.Add(ttl + time.Second)
 		resp, body := get(t, url, bearerA)
 		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" || string(body) != "tile a v1" {
 			t.Fatalf("got %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
@@ -104,7 +104,7 @@ func TestCacheOnMinIO(t *testing.T) {
 		if _, body := get(t, url, bearerA); string(body) != "tile a v1" {
 			t.Fatalf("within ttl: %q, want the cached v1", body)
 		}
-		clk.add(ttl + time.Second)
+		clk.Add(ttl + time.Second)
 		resp, body := get(t, url, bearerA)
 		if string(body) != "tile a v2" || resp.Header.Get("X-Cache") != "MISS" {
 			t.Fatalf("after ttl: %q %s, want v2 MISS", body, resp.Header.Get("X-Cache"))
@@ -166,21 +166,21 @@ func TestStaleWhenMinIOStops(t *testing.T) {
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{"a/0/0/0.png": {Body: []byte("last good"), ContentType: "image/png"}})
 	const ttl, stale = time.Minute, time.Hour
-	clk := newManualClock()
+	clk := testenv.NewClock(time.Now())
 	st := newStack(t, p.Endpoint, p.AccessKey, p.SecretKey,
-		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}}, stackOpts{cache: cacheCfg(ttl, stale), now: clk.now})
+		[]config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}}, stackOpts{cache: cacheCfg(ttl, stale), now: clk.Now})
 	url := st.srv.URL + "/tiles/a/0/0/0.png"
 	bearer := map[string]string{"Authorization": "Bearer " + hmacToken(t, time.Hour, "a")}
 	if resp, _ := get(t, url, bearer); resp.StatusCode != 200 {
 		t.Fatalf("before: %d", resp.StatusCode)
 	}
 	p.Stop()
-	clk.add(ttl + time.Second)
+	clk.Add(ttl + time.Second)
 	resp, body := get(t, url, bearer)
 	if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "STALE" || string(body) != "last good" {
 		t.Fatalf("inside stale window: %d %s %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
 	}
-	clk.add(stale)
+	clk.Add(stale)
 	if resp, _ := get(t, url, bearer); resp.StatusCode != 502 {
 		t.Fatalf("after stale window: %d, want 502", resp.StatusCode)
 	}

@@ -58,23 +58,6 @@ type stackOpts struct {
 	now func() time.Time
 }
 
-// manualClock is a clock that moves only when the test says, for cache
-// TTLs without sleeping.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newManualClock() *manualClock { return &manualClock{t: time.Now()} }
-
-func (c *manualClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *manualClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type stack struct {
 	cache *cache.Cache
 	srv   *httptest.Server
