@@ -36,6 +36,12 @@ type rendered struct {
 	kinds          []string
 }
 
+// into points *p at a new T and returns it, to decode into.
+func into[T any](p **T) any {
+	*p = new(T)
+	return *p
+}
+
 func helmBin(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("helm")
@@ -75,32 +81,23 @@ func render(t *testing.T, values ...string) *rendered {
 		var target any
 		switch head.APIVersion + " " + head.Kind {
 		case "apps/v1 Deployment":
-			r.deployment = &appsv1.Deployment{}
-			target = r.deployment
+			target = into(&r.deployment)
 		case "v1 Service":
-			r.service = &corev1.Service{}
-			target = r.service
+			target = into(&r.service)
 		case "v1 ServiceAccount":
-			r.serviceAccount = &corev1.ServiceAccount{}
-			target = r.serviceAccount
+			target = into(&r.serviceAccount)
 		case "v1 ConfigMap":
-			r.configMap = &corev1.ConfigMap{}
-			target = r.configMap
+			target = into(&r.configMap)
 		case "v1 Secret":
-			r.secret = &corev1.Secret{}
-			target = r.secret
+			target = into(&r.secret)
 		case "policy/v1 PodDisruptionBudget":
-			r.pdb = &policyv1.PodDisruptionBudget{}
-			target = r.pdb
+			target = into(&r.pdb)
 		case "autoscaling/v2 HorizontalPodAutoscaler":
-			r.hpa = &autoscalingv2.HorizontalPodAutoscaler{}
-			target = r.hpa
+			target = into(&r.hpa)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
-			r.serviceMonitor = &monitoringv1.ServiceMonitor{}
-			target = r.serviceMonitor
+			target = into(&r.serviceMonitor)
 		case "networking.k8s.io/v1 NetworkPolicy":
-			r.networkPolicy = &networkingv1.NetworkPolicy{}
-			target = r.networkPolicy
+			target = into(&r.networkPolicy)
 		default:
 			t.Fatalf("unexpected object %s %s", head.APIVersion, head.Kind)
 		}
