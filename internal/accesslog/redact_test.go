@@ -56,3 +56,9 @@ func FuzzRedactTokens(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkRedactTokensClean(b *testing.B) {
+	for b.Loop() {
+		RedactTokens("/tiles/demo/6/63/31.png")
+	}
+}
