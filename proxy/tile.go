@@ -92,7 +92,11 @@ func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (*config.
 	}
 	ts, pr, err := p.authorize(w, r, name)
 	if err == nil {
-		err = p.limited(p.limits.allow(pr.Key))
+		// limited only on a refusal: its errors.As target would cost the
+		// hit path an allocation.
+		if lerr := p.limits.allow(pr.Key); lerr != nil {
+			err = p.limited(lerr)
+		}
 	}
 	if err != nil {
 		w.fail(err, "")
