@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command. On a fresh machine it installs what is missing (the
-# pinned MinIO and mc, built with `go install` the first time; Debian's
-# prometheus, docker-compose and chromium for the operations and browser
-# tests), starts a
-# throwaway MinIO on 127.0.0.1, runs gofmt, vet, staticcheck and `go test ./...` against
-# it, and stops MinIO again whatever happened.
+# pinned MinIO, mc and Helm, built with `go install` the first time;
+# Debian's prometheus, docker-compose, chromium and haproxy for the
+# operations, browser and scale-out tests), starts a throwaway MinIO on
+# 127.0.0.1, runs gofmt, vet, staticcheck, `go test ./...` and the
+# concurrent packages again under -race against it, and stops MinIO again
+# whatever happened.
 #
 #   ./scripts/test.sh                 everything, then each fuzz target for FUZZTIME
 #   ./scripts/test.sh -run TestProxy  extra arguments go to `go test` (no fuzzing)
