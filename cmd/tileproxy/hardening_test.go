@@ -164,15 +164,15 @@ func TestCheckRefusesOverlappingPrefixes(t *testing.T) {
 	}
 }
 
-// TestHelperServe is not a test: serveProcess runs the test binary again
-// with TILEPROXY_HELPER_CONFIG set, and this runs `tileproxy serve` in that
-// process.
-func TestHelperServe(t *testing.T) {
-	cfg := os.Getenv("TILEPROXY_HELPER_CONFIG")
-	if cfg == "" {
-		t.Skip("helper process for the tests that run tileproxy serve in its own process")
+// TestMain runs `tileproxy serve` instead of the tests when
+// TILEPROXY_HELPER_CONFIG is set: serveProcess starts the test binary that
+// way to get a real serve process, without a helper test that would show
+// as skipped in every ordinary run.
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv("TILEPROXY_HELPER_CONFIG"); cfg != "" {
+		os.Exit(run([]string{"serve", "-config", cfg}, os.Stdout, os.Stderr))
 	}
-	os.Exit(run([]string{"serve", "-config", cfg}, os.Stdout, os.Stderr))
+	os.Exit(m.Run())
 }
 
 // served is `tileproxy serve` running in a process of its own.
@@ -185,7 +185,7 @@ type served struct {
 }
 
 // serveProcess starts `tileproxy serve` with the YAML config in its own
-// process (the test binary, through TestHelperServe) and returns once it
+// process (the test binary, through TestMain) and returns once it
 // listens. The process is killed when the test ends, if still running.
 func serveProcess(t testing.TB, yaml string, env ...string) *served {
 	t.Helper()
@@ -193,7 +193,7 @@ func serveProcess(t testing.TB, yaml string, env ...string) *served {
 	if err := os.WriteFile(cfgPath, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := &served{path: cfgPath, cmd: exec.Command(os.Args[0], "-test.run=^TestHelperServe$"), logs: &testenv.SyncBuffer{}, waited: make(chan error, 1)}
+	s := &served{path: cfgPath, cmd: exec.Command(os.Args[0]), logs: &testenv.SyncBuffer{}, waited: make(chan error, 1)}
 	s.cmd.Env = append(append(os.Environ(), "TILEPROXY_HELPER_CONFIG="+cfgPath), env...)
 	s.cmd.Stdout = s.logs
 	pr, pw := io.Pipe()
