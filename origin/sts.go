@@ -150,7 +150,20 @@ func (r *roleCredentials) Retrieve(ctx context.Context) (aws.Credentials, error)
 	}
 	// The refresh runs detached from any one request: a caller that goes
 	// away must not fail the refresh for everyone waiting on it.
-	v, err, _ := r.sf.Do("", func() (any, error) { return r.refresh(context.WithoutCancel(ctx)) })
+	v, err, _ := r.sf.Do("", func() (any, error) {
+		// A caller that read the state just before another flight stored
+		// fresh credentials (or a failure) must not start a second STS
+		// call: look again once inside the flight.
+		r.mu.Lock()
+		cur, hardAt, refreshAt, retryAt, lastErr := r.cur, r.hardAt, r.refreshAt, r.retryAt, r.lastErr
+		r.mu.Unlock()
+		if now := r.now(); cur.HasKeys() && now.Before(refreshAt) && now.Before(hardAt) {
+			return r.view(cur, hardAt, refreshAt), nil
+		} else if now.Before(retryAt) && lastErr != nil {
+			return aws.Credentials{}, lastErr
+		}
+		return r.refresh(context.WithoutCancel(ctx))
+	})
 	if err != nil {
 		if usable {
 			r.mu.Lock()
