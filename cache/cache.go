@@ -2,7 +2,7 @@
 // freshness TTL, revalidation, remembered misses, stale-if-error, and one
 // origin fetch per key however many requests miss at once. On Linux,
 // bodies of 8 KiB and more are kept in an anonymous memory file, so that
-// hits can send them with sendfile (see bodyFile and Entry.Section).
+// hits can send them with sendfile (see Entry and internal/memfile).
 //
 // The cache knows keys and bytes, never users or tokens: callers decide
 // authorization before they look anything up.
@@ -15,18 +15,15 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
-	"net/http"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/memfile"
 )
 
 // Sentinels a LoadFunc returns (wrapped is fine) to steer the cache.
@@ -37,234 +34,186 @@ var (
 	ErrNotModified = errors.New("cache: not modified")
 )
 
-// entryOverhead is the memory an entry takes besides its body: the Entry
-// (448 bytes), the LRU's list element and map slot: ~555 bytes measured
-// (a key too long to intern counts its length besides). It is counted so
-// that many tiny entries (remembered misses, say) cannot exceed max_bytes
-// by hiding in overhead; TestOverheadCounted holds it to the heap.
-const entryOverhead = 640
+// Bodies of fileMin bytes or more are kept in the memory file rather
+// than on the Go heap, so a hit can hand the kernel the file's pages with
+// sendfile (coalesce.ReadFrom) instead of having it copy the body from
+// user memory (bench/README.md has the measurement). Below it a body is
+// no more than the one write it already shares with the header, and a
+// page of file would mostly be waste.
+const fileMin = 8 << 10
 
-// Entry is a cached object. It is immutable once returned (revalidation
+// entryOverhead is the memory an entry takes besides its body and
+// metadata text: the Entry, the LRU's list element and map slot. It is
+// counted so that many tiny entries (remembered misses, say) cannot exceed
+// max_bytes by hiding in overhead; TestOverheadCounted holds it to the heap.
+const entryOverhead = 400
+
+// Meta is what the cache keeps of an object besides its body. The values
+// are header text, rendered once by whoever built the entry (the tile
+// core), so that a hit formats nothing; the cache itself reads only ETag,
+// to revalidate with. Strings are immutable, so handing Meta out by value
+// lets nobody write into the cache.
+type Meta struct {
+	ContentType     string
+	ContentEncoding string
+	ETag            string
+	// LastModified is the Last-Modified header value, "" when unknown.
+	LastModified string
+	// ContentLength is the body's length as header text.
+	ContentLength string
+	// Modified is LastModified as a time, for conditional requests.
+	Modified time.Time
+}
+
+// Entry is a cached object. It is immutable once stored (revalidation
 // stores a new Entry rather than touching one that readers may hold),
 // except for the cache's own LRU bookkeeping, written atomically.
 //
-// Every cached entry is visited by the collector on every cycle, and so
-// is every pointer in it that is not nil; a cycle's length is what the
-// requests in flight wait through (bench/README.md). So an Entry holds
-// one copy of each header value (hdr), and a file body has no object of
-// its own beyond the Entry (owner). BenchmarkGCMark measures the cost.
+// A body of fileMin bytes or more lives in the cache's memory file
+// (internal/memfile), whose pages are reference-counted: every Entry that
+// Get returns is held for its caller, who must call Release once done
+// with the body; the cache holds each entry it keeps, and drops that hold
+// when the entry leaves (eviction, replacement, removal). The last
+// release frees the pages at once. Heap bodies need no holds, but the
+// same calls work for them.
+//
+// Every cached entry is visited by the collector on every cycle, as is
+// every pointer in it; a cycle's length is what requests in flight wait
+// through. BenchmarkGCMark measures the cost per entry.
 type Entry struct {
-	// What a hit reads comes first and its text sits in the Entry itself
-	// (see render), so a hit on one of thousands of entries touches one
-	// stretch of memory, not four: with a working set larger than the CPU
-	// caches, each extra place was a cache and TLB miss, ~0.3 µs apiece
-	// on the benchmark machine.
-
 	// moved is when the entry last went to the front of the LRU list
 	// (Unix ns, read and written atomically: hits read it under RLock).
 	moved  int64
 	stored time.Time // when fetched or last revalidated
-	// Large marks an object over max_object_bytes: nothing is cached but
+	size   int64     // what the entry counts against max_bytes
+	key    string    // the LRU is keyed by its hash, so a lookup checks it
+	meta   Meta
+	body   []byte         // the body when on the heap
+	block  *memfile.Block // the body when in the memory file
+	// large marks an object over max_object_bytes: nothing is cached but
 	// the fact, so later requests stream it straight away.
-	Large bool
-	// Negative marks a remembered miss.
-	Negative bool
-	// Body is the body when it is on the heap; nil when it is in the
-	// cache's memory file (bodies of fileMin bytes and more), which
-	// Section reads. Len and NewReader serve either.
-	Body []byte
-	// Where a body in the memory file is: file is nil for a body on the
-	// heap. The pages are freed by a cleanup on the entry that put them
-	// there, once it is unreachable; owner is that entry when it is not
-	// e (a revalidated copy), so that holding e keeps them too. (That
-	// keeps the owner's ~450 bytes alive with them, uncounted: it is
-	// one per body, however often the body is revalidated.)
-	file  *os.File
-	off   int64
-	n     int64
-	owner *Entry
-	// Header values rendered once (Content-Length, -Type, ETag,
-	// Last-Modified, -Encoding), so a hit sets headers without formatting
-	// or allocating; the Header methods hand them out as one-element
-	// slices of this array, and the plain accessors as strings.
-	hdr [5]string
-	// text holds the header values and then the key, when they fit (they
-	// do for S3's ETags and keys of ordinary length); strings point into
-	// it, so it is written only before the Entry is shared.
-	text [textSize]byte
-
-	// Off the plain-hit path: misses, revalidation, conditional requests.
-	LastModified time.Time
-	size         int64
-	// key is the cache key, in text when it fitted (intern). The LRU is
-	// keyed by its hash, so a lookup checks it.
-	key string
+	large bool
+	// negative marks a remembered miss.
+	negative bool
 }
 
-// textSize fits Content-Length, a 30-byte Content-Type, a multipart ETag,
-// Last-Modified and a 90-byte key.
-const textSize = 208
-
-// NewEntry builds an Entry for an object body.
-func NewEntry(body []byte, contentType, contentEncoding, etag string, lastModified time.Time) *Entry {
-	e := &Entry{Body: body, LastModified: lastModified.UTC()}
-	e.render(contentType, etag, contentEncoding)
-	return e
+// NewEntry builds an Entry for an object body and its metadata. The
+// entry owns body from now on: the caller must not change it.
+func NewEntry(body []byte, meta Meta) *Entry {
+	return &Entry{body: body, meta: meta}
 }
 
-// renewed is a copy of e for a revalidation that found it current: the
-// same body, wherever it is, under a new Entry (readers may hold e).
-func (e *Entry) renewed() *Entry {
-	f := &Entry{Body: e.Body, file: e.file, off: e.off, n: e.n, LastModified: e.LastModified}
-	if e.file != nil {
-		f.owner = e
-		if e.owner != nil {
-			f.owner = e.owner
-		}
-	}
-	f.render(e.ContentType(), e.ETag(), e.ContentEncoding())
-	return f
-}
+// NewLargeEntry marks an object too large to cache, without its body.
+func NewLargeEntry() *Entry { return &Entry{large: true} }
 
-// ContentType is the object's Content-Type, "" when it has none.
-func (e *Entry) ContentType() string { return e.hdr[1] }
+// Meta is the object's metadata.
+func (e *Entry) Meta() Meta { return e.meta }
 
-// ETag is the object's ETag, "" when it has none.
-func (e *Entry) ETag() string { return e.hdr[2] }
-
-// ContentEncoding is the object's Content-Encoding, "" when it has none.
-func (e *Entry) ContentEncoding() string { return e.hdr[4] }
+// Large reports an object over max_object_bytes, whose body is not kept.
+func (e *Entry) Large() bool { return e.large }
 
 // Len is the body's length.
 func (e *Entry) Len() int64 {
-	if e.file != nil {
-		return e.n
+	if e.block != nil {
+		return e.block.Len()
 	}
-	return int64(len(e.Body))
+	return int64(len(e.body))
 }
+
+// Size is what the entry counts against max_bytes.
+func (e *Entry) Size() int64 { return e.size }
 
 // Section reads a body kept in the memory file, nil for one on the heap.
 // It is an *io.SectionReader over an *os.File, which coalesce sends with
-// sendfile; the bytes stay valid as long as e is reachable, so keep e
-// alive (runtime.KeepAlive) until the copy has returned.
+// sendfile. Read it only until Release.
 func (e *Entry) Section() *io.SectionReader {
-	if e.file == nil {
+	if e.block == nil {
 		return nil
 	}
-	return io.NewSectionReader(e.file, e.off, e.n)
+	return e.block.Section()
 }
 
-// NewReader reads the body wherever it is kept (see Section on keeping e
-// alive).
-func (e *Entry) NewReader() io.ReadSeeker {
-	if s := e.Section(); s != nil {
-		return s
+// WriteTo writes the body to w: from the heap in one Write, from the
+// memory file through w's ReadFrom when it has one (sendfile). As with
+// groupcache's ByteView, the heap bytes are handed to w, which must not
+// change them (no io.Writer may).
+func (e *Entry) WriteTo(w io.Writer) (int64, error) {
+	if e.block == nil {
+		n, err := w.Write(e.body)
+		return int64(n), err
 	}
-	return bytes.NewReader(e.Body)
+	return io.Copy(w, e.block.Section())
+}
+
+// NewRangeReader reads n bytes of the body from off (a Range answer),
+// wherever it is kept; a memory-file section still goes out with
+// sendfile. Read it only until Release.
+func (e *Entry) NewRangeReader(off, n int64) *io.SectionReader {
+	if e.block != nil {
+		return e.block.SectionAt(off, n)
+	}
+	return io.NewSectionReader(bytes.NewReader(e.body), off, n)
+}
+
+// NewReader reads the body wherever it is kept; read it only until
+// Release.
+func (e *Entry) NewReader() io.ReadSeeker {
+	if e.block != nil {
+		return e.block.Section()
+	}
+	return bytes.NewReader(e.body)
+}
+
+// Release drops the caller's hold on the entry's body (see Entry). Call
+// it exactly once for every entry Get returned, after the last read.
+func (e *Entry) Release() {
+	if e != nil && e.block != nil {
+		e.block.Release()
+	}
+}
+
+// acquire takes a hold for a reader; false when the body is already gone
+// (possible only for an entry no longer cached).
+func (e *Entry) acquire() bool { return e.block == nil || e.block.TryAcquire() }
+
+// renewed is a copy of e for a revalidation that found it current: the
+// same body under a new Entry (readers may hold e). The copy takes its
+// own hold on a file body; the caller holds e, so that cannot fail.
+func (e *Entry) renewed() *Entry {
+	f := &Entry{body: e.body, block: e.block, meta: e.meta}
+	if f.block != nil && !f.block.TryAcquire() {
+		f.block = nil // unreachable: e is held
+	}
+	return f
 }
 
 // memory is what the body takes: a file body takes whole pages.
 func (e *Entry) memory() int64 {
-	if e.file != nil {
-		return roundPage(e.n)
+	if e.block != nil {
+		return e.block.Memory()
 	}
-	return int64(len(e.Body))
+	return int64(len(e.body))
 }
 
-// toFile moves the body into b, unless it is small or cannot go; called
-// before e is shared.
-func (e *Entry) toFile(b *bodyFile) {
-	if b == nil || e.file != nil || len(e.Body) < fileMin {
+// account sets size, before the entry is shared.
+func (e *Entry) account() {
+	m := e.meta
+	e.size = e.memory() + entryOverhead + int64(len(e.key)+len(m.ContentType)+len(m.ContentEncoding)+
+		len(m.ETag)+len(m.LastModified)+len(m.ContentLength))
+}
+
+// toFile moves the body into f, unless it is small or cannot go; called
+// before e is shared. The block's first hold is the cache's.
+func (e *Entry) toFile(f *memfile.File) {
+	if f == nil || e.block != nil || len(e.body) < fileMin {
 		return
 	}
-	off, err := b.put(e, e.Body)
+	b, err := f.Put(e.body)
 	if err != nil {
 		return // stays on the heap, which works as well
 	}
-	e.size -= e.memory()
-	e.file, e.off, e.n, e.Body = b.f, off, int64(len(e.Body)), nil
-	e.size += e.memory()
+	e.block, e.body = b, nil
 }
-
-// NewLargeEntry marks an object too large to cache, without its body.
-func NewLargeEntry() *Entry {
-	e := &Entry{Large: true}
-	e.render("", "", "")
-	return e
-}
-
-// render fills the header values. Their text goes into e.text when it
-// fits (one allocation otherwise).
-func (e *Entry) render(contentType, etag, contentEncoding string) {
-	var lm string
-	if !e.LastModified.IsZero() {
-		lm = e.LastModified.UTC().Format(http.TimeFormat)
-	}
-	cl := strconv.FormatInt(e.Len(), 10)
-	all := cl + contentType + etag + lm + contentEncoding
-	if n := copy(e.text[:], all); n == len(all) && n > 0 {
-		all = unsafe.String(&e.text[0], n)
-	}
-	next := func(n int) string {
-		v := all[:n]
-		all = all[n:]
-		return v
-	}
-	e.hdr = [5]string{next(len(cl)), next(len(contentType)), next(len(etag)), next(len(lm)), next(len(contentEncoding))}
-	e.size = e.memory() + int64(len(contentType)+len(contentEncoding)+len(etag)) + entryOverhead
-}
-
-// intern returns key as the Entry should hold it: a copy inside e.text
-// when there is room after the header values, so a lookup's key
-// comparison reads the memory the hit reads next anyway; otherwise key
-// itself, whose bytes then count in e.size. Called once, before e is
-// shared.
-func (e *Entry) intern(key string) string {
-	used := 0
-	for _, h := range e.hdr {
-		used += len(h)
-	}
-	switch {
-	case e.key != "": // interned before: leave e.text alone
-		return key
-	case unsafe.StringData(e.hdr[0]) != &e.text[0] || len(key) > textSize-used:
-		e.key = key
-		e.size += int64(len(key)) // held outside the Entry: count it
-	default:
-		copy(e.text[used:], key)
-		e.key = unsafe.String(&e.text[used], len(key))
-	}
-	return e.key
-}
-
-// header is hdr[i] as a header value, or nil when empty. The slice points
-// into the Entry (capacity 1, so nobody's append can write there): making
-// it costs no allocation and reads no memory but hdr[i] itself.
-func (e *Entry) header(i int) []string {
-	if e.hdr[i] == "" {
-		return nil
-	}
-	return e.hdr[i : i+1 : i+1]
-}
-
-// HeaderContentLength is the Content-Length header value.
-func (e *Entry) HeaderContentLength() []string { return e.hdr[0:1:1] }
-
-// HeaderContentType is the Content-Type header value; nil when the object
-// has none, which as a header value also stops net/http from sniffing one.
-func (e *Entry) HeaderContentType() []string { return e.header(1) }
-
-// HeaderETag is the ETag header value, nil when there is none.
-func (e *Entry) HeaderETag() []string { return e.header(2) }
-
-// HeaderLastModified is the Last-Modified header value, nil when there is none.
-func (e *Entry) HeaderLastModified() []string { return e.header(3) }
-
-// HeaderEncoding is the Content-Encoding header value, nil when there is none.
-func (e *Entry) HeaderEncoding() []string { return e.header(4) }
-
-// Size is what the entry counts against max_bytes.
-func (e *Entry) Size() int64 { return e.size }
 
 // LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
 // revalidated (nil on a miss): send prev.ETag() as If-None-Match and return
@@ -358,11 +307,11 @@ type Cache struct {
 	flight Flight
 	deps   Deps
 
-	// files holds large bodies (see bodyFile); nil where the system has
-	// no memory files, and then every body is on the heap.
-	files *bodyFile
+	// files holds large bodies (see Entry); nil where the system has no
+	// memory files, and then every body is on the heap.
+	files *memfile.File
 
-	mu sync.RWMutex // protects lru, bytes and fileBytes; simplelru is not safe alone
+	mu sync.RWMutex // protects lru, bytes, fileBytes and gone; simplelru is not safe alone
 	// lru is keyed by a hash of the key, not the key: the collector
 	// follows every pointer in the cache on every cycle, and a string key
 	// is two more (in the map and in the list element) per entry. That
@@ -374,6 +323,10 @@ type Cache struct {
 	seed      maphash.Seed
 	bytes     int64
 	fileBytes int64 // what entries in lru hold of the memory file
+	// gone collects entries that left lru under mu, whose holds are
+	// dropped once mu is released: freeing pages is a system call, and
+	// hits wait on mu.
+	gone []*Entry
 }
 
 // New builds a cache.
@@ -388,16 +341,17 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		deps.Flight = &singleflight.Group{}
 	}
 	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed()}
-	if files, err := newBodyFile(); err == nil {
+	if files, err := memfile.New("tileproxy-cache"); err == nil {
 		c.files = files
 	}
 	// Entries are bounded by bytes, not count: the count limit is set out
-	// of reach and eviction is driven by c.bytes in add.
+	// of reach and eviction is driven by c.bytes in store.
 	l, err := simplelru.NewLRU[uint64, *Entry](1<<30, func(_ uint64, e *Entry) {
 		c.bytes -= e.size
-		if e.file != nil {
+		if e.block != nil {
 			c.fileBytes -= e.memory()
 		}
+		c.gone = append(c.gone, e)
 	})
 	if err != nil {
 		return nil, err
@@ -406,49 +360,84 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	return c, nil
 }
 
+// unlock releases mu and then the cache's holds on the entries that left
+// while it was held.
+func (c *Cache) unlock() {
+	gone := c.gone
+	c.gone = nil
+	c.mu.Unlock()
+	for i, e := range gone {
+		e.Release()
+		gone[i] = nil
+	}
+}
+
 // FileBacked reports whether large bodies go to a memory file, to be sent
 // with sendfile; otherwise they are on the heap.
 func (c *Cache) FileBacked() bool { return c.files != nil }
 
 // FileBytes is the memory the memory file takes: the bodies of cached
-// entries, and those evicted but not yet freed (see bodyFile).
+// entries, and those that left the cache while requests still send them.
 func (c *Cache) FileBytes() int64 {
 	if c.files == nil {
 		return 0
 	}
-	return c.files.allocated.Load()
+	return c.files.Allocated()
 }
 
 // MaxObjectBytes is the largest body the cache keeps.
 func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 
+// maxAcquireTries bounds how often Get looks again for an entry whose
+// body was freed between its load and the waiter's hold (evicted at once
+// by a flood of other stores): a handful of tries, then an error.
+const maxAcquireTries = 4
+
+// ErrChurn: the cache kept evicting the entry before the caller could
+// hold it; only under a flood of stores far beyond max_bytes.
+var ErrChurn = errors.New("cache: entry evicted before it could be read")
+
 // Get returns the entry for key, loading it with load on a miss or after
-// its TTL. A negative entry comes back as ErrNotFound with outcome
-// Negative. A caller whose ctx ends stops waiting; the shared load goes on
-// for the others and still fills the cache.
+// its TTL, held for the caller: call Release on it once done. A negative
+// entry comes back as ErrNotFound with outcome Negative. A caller whose
+// ctx ends stops waiting; the shared load goes on for the others and
+// still fills the cache.
 func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Outcome, error) {
-	now := c.now()
-	e, ok := c.lookup(key, now)
-	if ok && c.fresh(e, now) {
-		if e.Negative {
-			return nil, Negative, ErrNotFound
+	for range maxAcquireTries {
+		now := c.now()
+		e, ok := c.lookup(key, now)
+		if ok && c.fresh(e, now) {
+			if e.negative {
+				e.Release()
+				return nil, Negative, ErrNotFound
+			}
+			return e, Hit, nil
 		}
-		return e, Hit, nil
-	}
-	ch := c.flight.DoChan(key, func() (any, error) { return c.load(ctx, key, load) })
-	select {
-	case <-ctx.Done():
-		return nil, Miss, ctx.Err()
-	case r := <-ch:
+		if ok {
+			e.Release() // the flight looks again itself
+		}
+		ch := c.flight.DoChan(key, func() (any, error) { return c.load(ctx, key, load) })
+		var r singleflight.Result
+		select {
+		case <-ctx.Done():
+			return nil, Miss, ctx.Err()
+		case r = <-ch:
+		}
 		if r.Err != nil {
 			return nil, Miss, r.Err
 		}
 		res := r.Val.(result)
-		if res.entry.Negative {
+		if res.entry.negative {
 			return nil, res.outcome, ErrNotFound
 		}
-		return res.entry, res.outcome, nil
+		// The flight holds nothing for its waiters (it cannot know how
+		// many there are): each takes its own hold, which fails only if
+		// the entry has left the cache and its last reader is done.
+		if res.entry.acquire() {
+			return res.entry, res.outcome, nil
+		}
 	}
+	return nil, Miss, ErrChurn
 }
 
 type result struct {
@@ -456,22 +445,26 @@ type result struct {
 	outcome Outcome
 }
 
-// load runs once per key at a time (inside the flight).
+// load runs once per key at a time (inside the flight). It returns an
+// entry it holds no more: Get's waiters each take their own hold.
 func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
 	// Another flight may have filled the entry between our look and now.
 	now := c.now()
 	prev, ok := c.lookup(key, now)
-	if ok && c.fresh(prev, now) {
-		if prev.Negative {
-			return result{prev, Negative}, nil
+	if ok {
+		defer prev.Release()
+		if c.fresh(prev, now) {
+			if prev.negative {
+				return result{prev, Negative}, nil
+			}
+			return result{prev, Hit}, nil
 		}
-		return result{prev, Hit}, nil
 	}
 	// Detached: the first caller leaving must not fail everyone else.
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.LoadTimeout)
 	defer cancel()
 	var revalidate *Entry
-	if ok && !prev.Negative && !prev.Large && prev.ETag() != "" {
+	if ok && !prev.negative && !prev.large && prev.meta.ETag != "" {
 		revalidate = prev
 	}
 	e, err := load(lctx, key, revalidate)
@@ -486,8 +479,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		c.store(key, fresh, now)
 		return result{fresh, Hit}, nil
 	case errors.Is(err, ErrNotFound):
-		neg := &Entry{Negative: true}
-		neg.render("", "", "")
+		neg := &Entry{negative: true}
 		if c.cfg.NegativeTTL > 0 {
 			c.store(key, neg, now)
 		} else {
@@ -495,7 +487,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		}
 		return result{neg, Miss}, err
 	}
-	if ok && !prev.Negative && !prev.Large && now.Sub(prev.stored) < c.cfg.TTL+c.cfg.StaleIfError {
+	if ok && !prev.negative && !prev.large && now.Sub(prev.stored) < c.cfg.TTL+c.cfg.StaleIfError {
 		return result{prev, Stale}, nil
 	}
 	return result{}, err
@@ -503,7 +495,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 
 func (c *Cache) fresh(e *Entry, now time.Time) bool {
 	ttl := c.cfg.TTL
-	if e.Negative {
+	if e.negative {
 		ttl = c.cfg.NegativeTTL
 	}
 	return now.Sub(e.stored) < ttl
@@ -520,15 +512,18 @@ const (
 	moveEvery  = time.Second
 )
 
-// lookup finds key and, per the rule above, moves it to the front of the
-// LRU: unlike the LRU's own Peek, it counts as a use.
+// lookup finds key, holds it for the caller (who must Release it) and,
+// per the rule above, moves it to the front of the LRU: unlike the LRU's
+// own Peek, it counts as a use. The hold is taken under the read lock,
+// while the cache's own hold is certain to be there, so it cannot fail.
 func (c *Cache) lookup(key string, now time.Time) (*Entry, bool) {
 	h := c.hash(key)
 	c.mu.RLock()
 	e, ok := c.lru.Peek(h)
+	ok = ok && e.key == key && e.acquire()
 	exact := c.lru.Len() < exactBelow
 	c.mu.RUnlock()
-	if !ok || e.key != key {
+	if !ok {
 		return nil, false
 	}
 	t := now.UnixNano()
@@ -552,7 +547,7 @@ func (c *Cache) remove(key string) {
 		c.lru.Remove(h)
 	}
 	bytes, objects := c.bytes, int64(c.lru.Len())
-	c.mu.Unlock()
+	c.unlock()
 	c.changed(bytes, objects)
 }
 
@@ -569,37 +564,38 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 			n++
 		}
 	}
-	bytes, objects, fileBytes := c.bytes, int64(c.lru.Len()), c.fileBytes
-	c.mu.Unlock()
-	if c.files != nil && n > 0 {
-		c.files.gc(fileBytes, c.fileSlack())
-	}
+	bytes, objects := c.bytes, int64(c.lru.Len())
+	c.unlock()
 	c.changed(bytes, objects)
 	return n
 }
 
 // store adds e (stamped now) and evicts least-recently-used entries until
 // the cache fits in max_bytes again. Bodies over max_object_bytes are never
-// stored: only a Large marker is.
+// stored: only a Large marker is. The cache's hold on e is the one e was
+// made with (toFile's, or renewed's).
 func (c *Cache) store(key string, e *Entry, now time.Time) {
-	if int64(len(e.Body)) > c.cfg.MaxObjectBytes {
+	if int64(len(e.body)) > c.cfg.MaxObjectBytes {
 		e = NewLargeEntry()
 	}
 	e.stored = now
 	e.moved = now.UnixNano() // not yet shared
-	key = e.intern(key)
+	e.key = key
+	e.account()
 	if e.size > c.cfg.MaxBytes {
 		c.remove(key)
+		e.Release() // no cache hold to keep
 		return
 	}
 	e.toFile(c.files)
+	e.account() // a file body takes whole pages
 	evicted := 0
 	h := c.hash(key)
 	c.mu.Lock()
 	c.lru.Remove(h) // replace: its bytes leave through the callback
 	c.lru.Add(h, e)
 	c.bytes += e.size
-	if e.file != nil {
+	if e.block != nil {
 		c.fileBytes += e.memory()
 	}
 	for c.bytes > c.cfg.MaxBytes {
@@ -608,11 +604,8 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 		}
 		evicted++
 	}
-	bytes, objects, fileBytes := c.bytes, int64(c.lru.Len()), c.fileBytes
-	c.mu.Unlock()
-	if c.files != nil { // evicted or replaced bodies may be waiting
-		c.files.gc(fileBytes, c.fileSlack())
-	}
+	bytes, objects := c.bytes, int64(c.lru.Len())
+	c.unlock()
 	for range evicted {
 		if c.deps.OnEvict != nil {
 			c.deps.OnEvict()
@@ -620,12 +613,6 @@ func (c *Cache) store(key string, e *Entry, now time.Time) {
 	}
 	c.changed(bytes, objects)
 }
-
-// fileSlack is how much of the memory file may wait for the collector
-// (evicted bodies, and bodies only requests in flight still hold) before
-// the cache asks for a collection: an eighth of max_bytes, so the file
-// stays within 1.125 max_bytes plus what is being sent.
-func (c *Cache) fileSlack() int64 { return max(c.cfg.MaxBytes/8, 1<<20) }
 
 func (c *Cache) changed(bytes, objects int64) {
 	if c.deps.OnChange != nil {

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sync/singleflight"
 
@@ -55,10 +55,10 @@ func (o *origin) load(ctx context.Context, _ string, prev *Entry) (*Entry, error
 	if o.err != nil {
 		return nil, o.err
 	}
-	if prev != nil && prev.ETag() == o.etag {
+	if prev != nil && prev.Meta().ETag == o.etag {
 		return nil, fmt.Errorf("origin said 304: %w", ErrNotModified)
 	}
-	return NewEntry([]byte(o.body), "image/png", "", o.etag, time.Time{}), nil
+	return NewEntry([]byte(o.body), Meta{ContentType: "image/png", ETag: o.etag}), nil
 }
 
 func (o *origin) set(body, etag string, err error) {
@@ -83,7 +83,7 @@ func TestEvictionByBytes(t *testing.T) {
 	for i := range 100 {
 		key := fmt.Sprint("k", i)
 		_, _, err := c.Get(t.Context(), key, func(context.Context, string, *Entry) (*Entry, error) {
-			return NewEntry([]byte(body), "image/png", "", `"e"`, time.Time{}), nil
+			return NewEntry([]byte(body), Meta{ContentType: "image/png", ETag: `"e"`}), nil
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -142,75 +142,19 @@ func TestOverheadCounted(t *testing.T) {
 	}
 }
 
-// TestEntryText: header values and the key live inside the Entry when they
-// fit and in their own allocation when they do not; either way they read
-// back exactly (the key never overwrites a value), and lookups by an
-// equal key find the entry.
-func TestEntryText(t *testing.T) {
-	inside := func(e *Entry, s string) bool {
-		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
-		lo := uintptr(unsafe.Pointer(&e.text[0]))
-		return p >= lo && p+uintptr(len(s)) <= lo+textSize
-	}
-	lm := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name, etag, key string
-		textIn, keyIn   bool
-	}{
-		{"typical", `"0123456789abcdef0123456789abcdef"`, "bucket/tiles/demo/14/8192/5461.pbf", true, true},
-		{"long key", `"e"`, "bucket/" + strings.Repeat("k", 300), true, false},
-		{"long etag", `"` + strings.Repeat("e", 300) + `"`, "bucket/k", false, false},
-		// The values take 59 of the 208 bytes: a key of 149 fills the
-		// rest exactly, one of 150 does not fit.
-		{"key fills the text", `"e"`, "bucket/" + strings.Repeat("k", 142), true, true},
-		{"key one byte over", `"e"`, "bucket/" + strings.Repeat("k", 143), true, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := NewEntry([]byte("12345"), "application/x-protobuf", "gzip", tc.etag, lm)
-			want := [5]string{"5", "application/x-protobuf", tc.etag, "Fri, 27 Nov 2026 10:00:00 GMT", "gzip"}
-			got := [5]string{e.HeaderContentLength()[0], e.HeaderContentType()[0], e.HeaderETag()[0], e.HeaderLastModified()[0], e.HeaderEncoding()[0]}
-			if got != want || e.ETag() != tc.etag || e.ContentType() != want[1] || e.ContentEncoding() != "gzip" {
-				t.Fatalf("headers %q, want %q", got, want)
-			}
-			if in := inside(e, e.ETag()); in != tc.textIn {
-				t.Errorf("header text inside the Entry: %v, want %v", in, tc.textIn)
-			}
-			k := e.intern(tc.key)
-			if k != tc.key || inside(e, k) != tc.keyIn {
-				t.Errorf("intern: %q inside=%v, want inside=%v", k, inside(e, k), tc.keyIn)
-			}
-			// A second intern (never done by the cache, but cheap to get
-			// wrong) must leave e.text, and so the first key and the
-			// header values pointing into it, as they were.
-			e.intern("bucket/other-key-of-some-length")
-			if k != tc.key || e.key != k {
-				t.Errorf("a second intern changed the key to %q", k)
-			}
-			if e.HeaderETag()[0] != tc.etag || e.HeaderLastModified()[0] != want[3] {
-				t.Error("intern overwrote a header value")
-			}
-			c, _ := newCache(t, defCfg, Deps{})
-			c.store(tc.key, NewEntry([]byte("x"), "image/png", "", tc.etag, lm), time.Now())
-			if _, ok := c.lookup(strings.Clone(tc.key), time.Now()); !ok {
-				t.Error("stored entry not found by an equal key")
-			}
-		})
-	}
-}
-
 func TestOversizeNotCached(t *testing.T) {
 	c, _ := newCache(t, defCfg, Deps{})
 	big := strings.Repeat("b", int(defCfg.MaxObjectBytes)+1)
 	o := &origin{body: big, etag: `"big"`}
 	e, out, err := c.Get(t.Context(), "big", o.load)
-	if err != nil || out != Miss || len(e.Body) != len(big) {
+	if err != nil || out != Miss || len(text(e)) != len(big) {
 		t.Fatalf("first: %v %v", out, err)
 	}
 	e, out, err = c.Get(t.Context(), "big", o.load)
-	if err != nil || !e.Large || out != Hit || o.loads.Load() != 1 {
-		t.Fatalf("second: large=%v %v %v loads=%d", e.Large, out, err, o.loads.Load())
+	if err != nil || !e.Large() || out != Hit || o.loads.Load() != 1 {
+		t.Fatalf("second: large=%v %v %v loads=%d", e.Large(), out, err, o.loads.Load())
 	}
-	if c.Bytes() > entryOverhead {
+	if c.Bytes() > entryOverhead+int64(len("big")) {
 		t.Errorf("oversize body counted: %d bytes", c.Bytes())
 	}
 }
@@ -226,7 +170,7 @@ func TestTTLAndRevalidation(t *testing.T) {
 		}
 		return e, out
 	}
-	if e, out := get(); out != Miss || string(e.Body) != "v1" {
+	if e, out := get(); out != Miss || text(e) != "v1" {
 		t.Fatalf("first: %v", out)
 	}
 	clk.Add(59 * time.Second)
@@ -234,7 +178,7 @@ func TestTTLAndRevalidation(t *testing.T) {
 		t.Fatalf("within ttl: %v, %d loads", out, o.loads.Load())
 	}
 	clk.Add(2 * time.Second) // past ttl, unchanged at origin: 304
-	if e, out := get(); out != Hit || string(e.Body) != "v1" || o.revs.Load() != 1 {
+	if e, out := get(); out != Hit || text(e) != "v1" || o.revs.Load() != 1 {
 		t.Fatalf("revalidated: %v, revs %d", out, o.revs.Load())
 	}
 	clk.Add(30 * time.Second) // the 304 restarted the ttl
@@ -243,8 +187,8 @@ func TestTTLAndRevalidation(t *testing.T) {
 	}
 	o.set("v2", `"2"`, nil)
 	clk.Add(31 * time.Second) // past ttl, changed at origin: 200 replaces
-	if e, out := get(); out != Miss || string(e.Body) != "v2" {
-		t.Fatalf("replaced: %v %q", out, e.Body)
+	if e, out := get(); out != Miss || text(e) != "v2" {
+		t.Fatalf("replaced: %v %q", out, text(e))
 	}
 }
 
@@ -262,7 +206,7 @@ func TestNegative(t *testing.T) {
 	}
 	clk.Add(31 * time.Second)
 	o.set("now here", `"n"`, nil)
-	if e, out, err := c.Get(t.Context(), "hole", o.load); err != nil || out != Miss || string(e.Body) != "now here" {
+	if e, out, err := c.Get(t.Context(), "hole", o.load); err != nil || out != Miss || text(e) != "now here" {
 		t.Fatalf("after negative ttl: %v %v", out, err)
 	}
 }
@@ -274,7 +218,7 @@ func TestStaleIfError(t *testing.T) {
 	o.set("", "", errors.New("S3 down"))
 	clk.Add(defCfg.TTL + time.Minute)
 	e, out, err := c.Get(t.Context(), "k", o.load)
-	if err != nil || out != Stale || string(e.Body) != "good" {
+	if err != nil || out != Stale || text(e) != "good" {
 		t.Fatalf("within stale window: %v %v", out, err)
 	}
 	clk.Add(defCfg.StaleIfError)
@@ -307,7 +251,7 @@ func TestSingleflight(t *testing.T) {
 	load := func(ctx context.Context, _ string, _ *Entry) (*Entry, error) {
 		loads.Add(1)
 		<-release
-		return NewEntry([]byte("tile"), "image/png", "", `"t"`, time.Time{}), nil
+		return NewEntry([]byte("tile"), Meta{ContentType: "image/png", ETag: `"t"`}), nil
 	}
 	const n = 20000
 	var wg sync.WaitGroup
@@ -317,7 +261,7 @@ func TestSingleflight(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			e, out, err := c.Get(context.Background(), "k", load)
-			if err != nil || string(e.Body) != "tile" {
+			if err != nil || text(e) != "tile" {
 				t.Errorf("waiter: %v", err)
 			}
 			results <- out
@@ -365,7 +309,7 @@ func TestFirstCallerLeavingDoesNotCancelLoad(t *testing.T) {
 			loadErr.Store(err)
 			return nil, err
 		}
-		return NewEntry([]byte("tile"), "", "", `"t"`, time.Time{}), nil
+		return NewEntry([]byte("tile"), Meta{ETag: `"t"`}), nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -398,15 +342,15 @@ func TestLooksAgainInsideFlight(t *testing.T) {
 	f := &flightThatFillsFirst{}
 	c, clk := newCache(t, defCfg, Deps{Flight: f})
 	f.fill = func() {
-		c.store("k", NewEntry([]byte("filled"), "", "", `"f"`, time.Time{}), clk.Now())
+		c.store("k", NewEntry([]byte("filled"), Meta{ETag: `"f"`}), clk.Now())
 	}
 	var loads atomic.Int64
 	e, out, err := c.Get(t.Context(), "k", func(context.Context, string, *Entry) (*Entry, error) {
 		loads.Add(1)
-		return NewEntry([]byte("loaded"), "", "", `"l"`, time.Time{}), nil
+		return NewEntry([]byte("loaded"), Meta{ETag: `"l"`}), nil
 	})
-	if err != nil || loads.Load() != 0 || string(e.Body) != "filled" || out != Hit {
-		t.Fatalf("got %q %v %v with %d loads, want the filled entry and no load", e.Body, out, err, loads.Load())
+	if err != nil || loads.Load() != 0 || text(e) != "filled" || out != Hit {
+		t.Fatalf("got %q %v %v with %d loads, want the filled entry and no load", text(e), out, err, loads.Load())
 	}
 }
 
@@ -416,35 +360,6 @@ func TestValidate(t *testing.T) {
 	}
 	if _, err := New(Config{MaxBytes: 10, MaxObjectBytes: 5}, Deps{}); err == nil {
 		t.Error("zero load timeout accepted")
-	}
-}
-
-func TestEntryHeaders(t *testing.T) {
-	lm := time.Date(2026, 11, 27, 13, 4, 5, 0, time.FixedZone("x", 3600))
-	e := NewEntry([]byte("12345"), "image/png", "gzip", `"abc"`, lm)
-	for _, c := range []struct {
-		got  []string
-		want string
-	}{
-		{e.HeaderContentLength(), "5"}, {e.HeaderContentType(), "image/png"}, {e.HeaderETag(), `"abc"`},
-		{e.HeaderLastModified(), "Fri, 27 Nov 2026 12:04:05 GMT"}, {e.HeaderEncoding(), "gzip"},
-	} {
-		if len(c.got) != 1 || c.got[0] != c.want {
-			t.Errorf("header %q, want %q", c.got, c.want)
-		}
-		// Header.Add appends: it must get a new array, not write into
-		// the next value of the shared one.
-		if cap(c.got) != 1 {
-			t.Errorf("header %q has cap %d; want 1", c.got, cap(c.got))
-		}
-	}
-	if e.ContentType() != "image/png" || e.ETag() != `"abc"` || e.ContentEncoding() != "gzip" {
-		t.Errorf("fields changed: %+v", e)
-	}
-	bare := NewEntry(nil, "", "", "", time.Time{})
-	if bare.HeaderContentLength()[0] != "0" || bare.HeaderContentType() != nil || bare.HeaderETag() != nil ||
-		bare.HeaderLastModified() != nil || bare.HeaderEncoding() != nil {
-		t.Errorf("empty values rendered: %+v", bare)
 	}
 }
 
@@ -462,16 +377,16 @@ func TestRecency(t *testing.T) {
 		{"large cache, hit after moveEvery", 2 * exactBelow, moveEvery, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			per := int64(100 + entryOverhead)
+			per := int64(100 + entryOverhead + 4) // keys of 4 bytes
 			cfg := defCfg
 			cfg.MaxBytes = per * int64(tc.entries)
 			cfg.MaxObjectBytes = 100
 			c, clk := newCache(t, cfg, Deps{})
 			load := func(context.Context, string, *Entry) (*Entry, error) {
-				return NewEntry(make([]byte, 100), "", "", "", time.Time{}), nil
+				return NewEntry(make([]byte, 100), Meta{}), nil
 			}
 			for i := range tc.entries {
-				if _, _, err := c.Get(t.Context(), fmt.Sprint("k", i), load); err != nil {
+				if _, _, err := c.Get(t.Context(), fmt.Sprintf("k%03d", i), load); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -479,12 +394,12 @@ func TestRecency(t *testing.T) {
 				t.Fatalf("%d entries, want %d", c.Len(), tc.entries)
 			}
 			clk.Add(tc.wait)
-			if _, out, _ := c.Get(t.Context(), "k0", load); out != Hit {
+			if _, out, _ := c.Get(t.Context(), "k000", load); out != Hit {
 				t.Fatalf("k0: %v, want a hit", out)
 			}
-			c.Get(t.Context(), "new", load) // evicts one entry
-			_, kept := c.lru.Peek(c.hash("k0"))
-			_, k1 := c.lru.Peek(c.hash("k1"))
+			c.Get(t.Context(), "knew", load) // evicts one entry
+			_, kept := c.lru.Peek(c.hash("k000"))
+			_, k1 := c.lru.Peek(c.hash("k001"))
 			if kept != tc.kept || k1 == tc.kept {
 				t.Fatalf("after the hit on k0 and one eviction: k0 kept %v, k1 kept %v; want k0 %v", kept, k1, tc.kept)
 			}
@@ -517,14 +432,14 @@ func TestHashCollision(t *testing.T) {
 	}
 	mine := &origin{body: "my tile", etag: `"m"`}
 	got, out, err := c.Get(t.Context(), "mine", mine.load)
-	if err != nil || out != Miss || string(got.Body) != "my tile" {
-		t.Fatalf("lookup in a slot holding another key's entry: %v %v %q; want a miss that loads my tile", out, err, got.Body)
+	if err != nil || out != Miss || text(got) != "my tile" {
+		t.Fatalf("lookup in a slot holding another key's entry: %v %v %q; want a miss that loads my tile", out, err, text(got))
 	}
 	if c.Len() != 1 || c.Bytes() != got.Size() {
 		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.Size())
 	}
-	if got, out, _ := c.Get(t.Context(), "mine", mine.load); out != Hit || string(got.Body) != "my tile" {
-		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, got.Body)
+	if got, out, _ := c.Get(t.Context(), "mine", mine.load); out != Hit || text(got) != "my tile" {
+		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, text(got))
 	}
 }
 
@@ -537,7 +452,7 @@ func TestRemoveIf(t *testing.T) {
 	}
 	load := func(body string) LoadFunc {
 		return func(context.Context, string, *Entry) (*Entry, error) {
-			return NewEntry([]byte(body), "image/png", "", `"e"`, time.Time{}), nil
+			return NewEntry([]byte(body), Meta{ContentType: "image/png", ETag: `"e"`}), nil
 		}
 	}
 	for _, k := range []string{"tiles/a/1.png", "tiles/a/2.png", "tiles/ab/1.png", "other/a/1.png"} {
@@ -558,4 +473,16 @@ func TestRemoveIf(t *testing.T) {
 	if c.Bytes() >= before || c.Bytes() <= 0 {
 		t.Errorf("bytes %d after removing two of four (before %d)", c.Bytes(), before)
 	}
+}
+
+// text is e's body as a string ("" for nil).
+func text(e *Entry) string {
+	if e == nil {
+		return ""
+	}
+	b, err := io.ReadAll(e.NewReader())
+	if err != nil {
+		return "read error: " + err.Error()
+	}
+	return string(b)
 }

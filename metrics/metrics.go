@@ -36,6 +36,7 @@ type Metrics struct {
 	CacheEvictions prometheus.Counter
 	originRequests *prometheus.CounterVec
 	originDuration *prometheus.HistogramVec
+	originInFlight prometheus.Gauge
 	authFailures   *prometheus.CounterVec
 	stsAssumeRole  *prometheus.CounterVec
 	stsExpiry      *prometheus.GaugeVec
@@ -127,6 +128,10 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "config_reloads_total",
 			Help: "Configuration reloads (SIGHUP) by result (ok, error).",
 		}, []string{"result"}),
+		originInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "origin_in_flight",
+			Help: "Origin requests holding one of s3.max_in_flight slots (until the headers for a stream, until the body is read for the cache).",
+		}),
 		configInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "config_info",
 			Help: "The configuration in force: its file's SHA-256 (first 12 hex digits) as a label; always 1.",
@@ -144,7 +149,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 	info.Set(1)
 	for _, c := range []prometheus.Collector{
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
-		m.originRequests, m.originDuration, m.authFailures, m.stsAssumeRole, m.stsExpiry,
+		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
 		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -222,6 +227,14 @@ func (m *Metrics) Origin(tileset, result string, d time.Duration) {
 	}
 	counter(&m.originByRes, resultKey{tileset, result}, m.originRequests, tileset, result).Inc()
 	observer(&m.originDurTS, tileset, m.originDuration).Observe(d.Seconds())
+}
+
+// OriginInFlight moves the count of origin slots taken by delta.
+func (m *Metrics) OriginInFlight(delta int) {
+	if m == nil {
+		return
+	}
+	m.originInFlight.Add(float64(delta))
 }
 
 // AuthFailure records a refused request.

@@ -7,19 +7,16 @@ import (
 	"strconv"
 
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
 // Decisions the proxy makes itself; auth and origin supply the rest.
 var (
-	errBadPath        = errors.New("bad path")
-	errUnknownTileset = errors.New("unknown tileset")
-	errNotFound       = errors.New("not found")
-	errMethod         = errors.New("method not allowed")
+	errMethod = errors.New("method not allowed")
 	// errOriginNotAllowed: a CORS preflight from an origin not configured.
 	errOriginNotAllowed = errors.New("origin not allowed")
-	// errSaturated: s3.max_in_flight origin requests are already running.
-	errSaturated = errors.New("origin busy")
 )
 
 // StatusClientClosed is logged and counted when the client went away
@@ -31,7 +28,7 @@ const StatusClientClosed = 499
 // bucket, AWS message) stays in the logs.
 func errorStatus(err error) (int, string) {
 	switch {
-	case errors.Is(err, errBadPath):
+	case errors.Is(err, core.ErrBadPath):
 		return http.StatusBadRequest, "bad path"
 	case errors.Is(err, auth.ErrNoToken):
 		return http.StatusUnauthorized, "missing token"
@@ -41,9 +38,9 @@ func errorStatus(err error) (int, string) {
 		return http.StatusForbidden, "origin not allowed"
 	case errors.Is(err, auth.ErrNotGranted):
 		return http.StatusForbidden, "forbidden"
-	case errors.Is(err, errUnknownTileset):
+	case errors.Is(err, core.ErrUnknownTileset):
 		return http.StatusNotFound, "unknown tileset"
-	case errors.Is(err, errNotFound), errors.Is(err, origin.ErrNotFound):
+	case errors.Is(err, core.ErrNotFound), errors.Is(err, origin.ErrNotFound):
 		return http.StatusNotFound, "not found"
 	case errors.Is(err, errMethod):
 		return http.StatusMethodNotAllowed, "method not allowed"
@@ -51,9 +48,11 @@ func errorStatus(err error) (int, string) {
 		return http.StatusRequestedRangeNotSatisfiable, "range not satisfiable"
 	case errors.Is(err, context.Canceled):
 		return StatusClientClosed, ""
-	case errors.Is(err, errLimited):
+	case errors.Is(err, core.ErrPreconditionFailed):
+		return http.StatusPreconditionFailed, "precondition failed"
+	case errors.Is(err, core.ErrLimited):
 		return http.StatusTooManyRequests, "too many requests"
-	case errors.Is(err, errSaturated):
+	case errors.Is(err, core.ErrSaturated), errors.Is(err, cache.ErrChurn):
 		return http.StatusServiceUnavailable, "origin busy"
 	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "origin timeout"
@@ -71,7 +70,7 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 	}
 	h := w.Header()
 	// Headers set for a success must not leak onto an error answer.
-	for _, k := range []string{"Etag", "Last-Modified", "Content-Encoding", "Content-Range", "Accept-Ranges", "X-Cache"} {
+	for _, k := range []string{"Etag", "Last-Modified", "Content-Encoding", "Content-Range", "Content-Length", "Accept-Ranges", "X-Cache"} {
 		delete(h, k)
 	}
 	switch code {
@@ -86,9 +85,14 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 	case http.StatusServiceUnavailable:
 		h.Set("Retry-After", "1")
 	case http.StatusTooManyRequests:
-		var le *limitedError
+		var le *core.LimitedError
 		if errors.As(err, &le) {
-			h.Set("Retry-After", strconv.Itoa(le.retryAfterSeconds()))
+			h.Set("Retry-After", strconv.Itoa(le.RetryAfterSeconds()))
+		}
+	case http.StatusRequestedRangeNotSatisfiable:
+		var re *core.RangeError
+		if errors.As(err, &re) && re.Size >= 0 {
+			h.Set("Content-Range", "bytes */"+strconv.FormatInt(re.Size, 10))
 		}
 	}
 	h.Set("Cache-Control", "no-store")

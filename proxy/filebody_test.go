@@ -81,7 +81,7 @@ func TestFileBodyOverTCP(t *testing.T) {
 			t.Errorf("%s: X-Cache %q, Content-Length %q; want %q, %q", name, resp.Header.Get("X-Cache"), resp.Header.Get("Content-Length"), tc.cache, tc.length)
 		}
 	}
-	if c := f.p.cache; c == nil || !c.FileBacked() {
+	if c := f.cache; c == nil || !c.FileBacked() {
 		t.Fatal("the cache keeps no bodies in a memory file here: the test proved nothing about them")
 	}
 	// The client can have the last byte before the handler has written

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
 // attackPaths seed the path fuzzers with real traversal tricks.
@@ -52,7 +54,7 @@ func FuzzCheckPath(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		err := checkPath(raw)
 		if err != nil {
-			if !errors.Is(err, errBadPath) {
+			if !errors.Is(err, core.ErrBadPath) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

@@ -111,7 +111,7 @@ func TestSlowReadersDoNotStarveOthers(t *testing.T) {
 	bf := &blockingFetcher{entered: make(chan struct{}, 1000), release: make(chan struct{}), body: func() io.Reader { return endless{} }}
 	close(bf.release)
 	f := newFixture(t, func(c *config.Config) { c.S3.MaxInFlight = 1; c.Limits.StreamsPerPrincipal = 2 })
-	f.p.fetcher = byKey{big: bf, small: f.mem}
+	f.setFetcher(byKey{big: bf, small: f.mem})
 	srv := httptest.NewServer(f.p)
 	defer srv.Close()
 	get := func(tok, path string) *http.Response {
@@ -188,7 +188,7 @@ func testRatePerPrincipal(t *testing.T) {
 	f := newFixture(t, func(c *config.Config) { c.Limits.Rate = 2; c.Limits.Burst = 3; c.Limits.MaxPrincipals = 2 })
 	var mu sync.Mutex
 	clk := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	f.p.limits.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }
+	f.setClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return clk })
 	advance := func(d time.Duration) { mu.Lock(); clk = clk.Add(d); mu.Unlock() }
 	alice := map[string]string{"Authorization": "Bearer " + tokenFor(t, "alice", "a")}
 	bob := map[string]string{"Authorization": "Bearer " + tokenFor(t, "bob", "a")}

@@ -44,7 +44,7 @@ func (c *closeCounter) Close() error { c.n.Add(1); return nil }
 func TestMaxInFlight(t *testing.T) {
 	bf := &blockingFetcher{entered: make(chan struct{}, 10), release: make(chan struct{}), body: func() io.Reader { return strings.NewReader("tile") }}
 	f := newFixture(t, func(c *config.Config) { c.S3.MaxInFlight = 1 })
-	f.p.fetcher = bf
+	f.setFetcher(bf)
 	a := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")}
 	first := make(chan int, 1)
 	go func() { first <- f.do("GET", "/tiles/a/0/0/0.png", a).Code }()
@@ -57,7 +57,7 @@ func TestMaxInFlight(t *testing.T) {
 	if code := <-first; code != 200 {
 		t.Fatalf("first request: %d", code)
 	}
-	if n := len(f.p.inFlight); n != 0 {
+	if n := f.inFlight(t); n != 0 {
 		t.Fatalf("%d slots still taken after the body was closed", n)
 	}
 	go func() { <-bf.entered }()
@@ -81,7 +81,7 @@ func TestClientLeavesMidBody(t *testing.T) {
 	bf := &blockingFetcher{entered: make(chan struct{}, 10), release: make(chan struct{}), body: func() io.Reader { return endless{} }}
 	close(bf.release)
 	f := newFixture(t, nil) // no cache: the body streams straight through
-	f.p.fetcher = bf
+	f.setFetcher(bf)
 	srv := httptest.NewServer(f.p)
 	defer srv.Close()
 	req, _ := http.NewRequest("GET", srv.URL+"/tiles/a/big.bin", nil)
@@ -94,9 +94,9 @@ func TestClientLeavesMidBody(t *testing.T) {
 	io.CopyN(io.Discard, resp.Body, 256<<10)
 	resp.Body.Close() // the client goes away mid-body
 	deadline := time.Now().Add(10 * time.Second)
-	for bf.closed.Load() == 0 || len(f.p.inFlight) != 0 {
+	for bf.closed.Load() == 0 || f.inFlight(t) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("origin body closed %d times, %d slots taken: the stream did not stop", bf.closed.Load(), len(f.p.inFlight))
+			t.Fatalf("origin body closed %d times, %d slots taken: the stream did not stop", bf.closed.Load(), f.inFlight(t))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -106,7 +106,7 @@ func TestClientLeavesMidFetch(t *testing.T) {
 	// No cache: the client's own context cancels its own origin request.
 	bf := &blockingFetcher{entered: make(chan struct{}, 10), release: make(chan struct{}), body: func() io.Reader { return strings.NewReader("x") }}
 	f := newFixture(t, nil)
-	f.p.fetcher = bf
+	f.setFetcher(bf)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := httptest.NewRequest("GET", "/tiles/a/0/0/0.png", nil).WithContext(ctx)
 	r.Header.Set("Authorization", "Bearer "+token(t, time.Hour, "a"))
@@ -120,7 +120,7 @@ func TestClientLeavesMidFetch(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("handler kept waiting for a client that left")
 	}
-	if len(f.p.inFlight) != 0 {
+	if f.inFlight(t) != 0 {
 		t.Error("slot not released after cancellation")
 	}
 }

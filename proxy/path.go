@@ -6,13 +6,13 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
-// MaxKeyBytes is the longest object key the proxy will ask for (S3's limit).
-const MaxKeyBytes = 1024
 
 // maxPathBytes bounds the whole request path: a key plus the route.
-const maxPathBytes = MaxKeyBytes + 128
+const maxPathBytes = core.MaxKeyBytes + 128
 
 // rawPath is the request path exactly as the client sent it, before Go's
 // URL parsing decoded anything.
@@ -34,41 +34,41 @@ func rawPath(r *http.Request) string {
 // (double encoding) are refused outright: no tile needs them.
 func checkPath(raw string) error {
 	if len(raw) > maxPathBytes {
-		return fmt.Errorf("%w: longer than %d bytes", errBadPath, maxPathBytes)
+		return fmt.Errorf("%w: longer than %d bytes", core.ErrBadPath, maxPathBytes)
 	}
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		switch {
 		case c < 0x20 || c == 0x7f || c == '\\':
-			return fmt.Errorf("%w: control character or backslash", errBadPath)
+			return fmt.Errorf("%w: control character or backslash", core.ErrBadPath)
 		case c == '%':
 			if i+2 >= len(raw) {
-				return fmt.Errorf("%w: truncated escape", errBadPath)
+				return fmt.Errorf("%w: truncated escape", core.ErrBadPath)
 			}
 			switch strings.ToLower(raw[i+1 : i+3]) {
 			case "2e", "2f", "5c", "00", "25":
-				return fmt.Errorf("%w: encoded dot, slash, backslash, NUL or percent", errBadPath)
+				return fmt.Errorf("%w: encoded dot, slash, backslash, NUL or percent", core.ErrBadPath)
 			}
 		}
 	}
 	dec, err := url.PathUnescape(raw)
 	if err != nil {
-		return fmt.Errorf("%w: bad escape", errBadPath)
+		return fmt.Errorf("%w: bad escape", core.ErrBadPath)
 	}
 	if !utf8.ValidString(dec) {
 		// Overlong encodings such as %c0%ae are invalid UTF-8.
-		return fmt.Errorf("%w: invalid UTF-8", errBadPath)
+		return fmt.Errorf("%w: invalid UTF-8", core.ErrBadPath)
 	}
 	for i := 0; i < len(dec); i++ {
 		if dec[i] < 0x20 || dec[i] == 0x7f {
-			return fmt.Errorf("%w: control character", errBadPath)
+			return fmt.Errorf("%w: control character", core.ErrBadPath)
 		}
 	}
 	if dec == "/" {
 		return nil
 	}
 	if !strings.HasPrefix(dec, "/") {
-		return fmt.Errorf("%w: not absolute", errBadPath)
+		return fmt.Errorf("%w: not absolute", core.ErrBadPath)
 	}
 	// Walk the segments without splitting (no allocation per request).
 	rest := dec[1:]
@@ -76,11 +76,11 @@ func checkPath(raw string) error {
 		seg, more, found := strings.Cut(rest, "/")
 		switch seg {
 		case ".", "..":
-			return fmt.Errorf("%w: dot segment", errBadPath)
+			return fmt.Errorf("%w: dot segment", core.ErrBadPath)
 		case "":
 			// Only a trailing slash is allowed; "//" anywhere is refused.
 			if found {
-				return fmt.Errorf("%w: empty segment", errBadPath)
+				return fmt.Errorf("%w: empty segment", core.ErrBadPath)
 			}
 		}
 		if !found {
@@ -88,15 +88,4 @@ func checkPath(raw string) error {
 		}
 		rest = more
 	}
-}
-
-// checkKey validates the object-key part of a tile path.
-func checkKey(key string) error {
-	switch {
-	case key == "" || strings.HasSuffix(key, "/"):
-		return fmt.Errorf("%w: no tile in path", errBadPath)
-	case len(key) > MaxKeyBytes:
-		return fmt.Errorf("%w: key longer than %d bytes", errBadPath, MaxKeyBytes)
-	}
-	return nil
 }

@@ -1,10 +1,10 @@
-// Package proxy is tileproxy's http.Handler: it judges the path, checks
-// the caller's token and grant, finds the tileset, and answers from the
-// origin with the HTTP caching semantics map libraries rely on.
+// Package proxy is tileproxy's http.Handler, a thin adapter over the tile
+// core (proxy/core): it judges the path, checks the caller's token and
+// grant, hands the judged request to the core, and writes the result.
 //
-// Order of checks, always: path -> token -> grant -> tileset -> cache ->
-// origin. Authorization is decided before anything about the object is
-// looked at.
+// Order of checks, always: path -> token -> grant -> tileset -> source ->
+// result -> write (serveTile). Authorization is decided before anything
+// about the object is looked at.
 //
 // Serve it through a coalesce listener, as tileproxy serve does: a cached
 // body kept in the cache's memory file then goes out with sendfile. On a
@@ -13,14 +13,10 @@
 package proxy
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +26,7 @@ import (
 	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
 // Deps are the proxy's collaborators.
@@ -54,20 +51,10 @@ type Deps struct {
 // Proxy is the main listener's handler.
 type Proxy struct {
 	cfg      *config.Config
-	tilesets map[string]*config.Tileset
 	verifier *auth.Verifier
-	fetcher  origin.Fetcher
-	cache    *cache.Cache
-	cors     *cors         // nil without allowed origins
-	inFlight chan struct{} // one slot per running origin request (s3.max_in_flight)
-	limits   *principals   // per-principal stream and rate limits
+	core     *core.Core
+	cors     *cors // nil without allowed origins
 	metrics  *metrics.Metrics
-	// loaders holds each tileset's cache loader.
-	loaders map[string]cache.LoadFunc
-	// cacheControl holds each tileset's Cache-Control, ready to assign.
-	cacheControl map[string][]string
-	// tileJSON holds each tileset's rendered TileJSON document.
-	tileJSON map[string][]byte
 	// viewerPage and viewerFiles are rendered once when viewer is on.
 	viewerPage  []byte
 	viewerFiles map[string][]byte
@@ -92,44 +79,23 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	c, err := core.New(cfg, core.Deps{Fetcher: deps.Fetcher, Cache: deps.Cache, Metrics: deps.Metrics, Logger: deps.Logger, Now: deps.Now})
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{
-		cfg:          cfg,
-		tilesets:     make(map[string]*config.Tileset, len(cfg.Tilesets)),
-		verifier:     deps.Verifier,
-		fetcher:      deps.Fetcher,
-		cache:        deps.Cache,
-		cors:         newCORS(cfg.CORS.AllowedOrigins),
-		inFlight:     make(chan struct{}, max(cfg.S3.MaxInFlight, 1)),
-		metrics:      deps.Metrics,
-		cacheControl: make(map[string][]string, len(cfg.Tilesets)),
-		loaders:      make(map[string]cache.LoadFunc, len(cfg.Tilesets)),
-		tileJSON:     make(map[string][]byte, len(cfg.Tilesets)),
-		log:          deps.Logger,
-		access:       deps.AccessLog,
-		now:          deps.Now,
-		mux:          http.NewServeMux(),
+		cfg:      cfg,
+		verifier: deps.Verifier,
+		core:     c,
+		cors:     newCORS(cfg.CORS.AllowedOrigins),
+		metrics:  deps.Metrics,
+		log:      deps.Logger,
+		access:   deps.AccessLog,
+		now:      deps.Now,
+		mux:      http.NewServeMux(),
 	}
 	if !cfg.Log.Access {
 		p.access = nil
-	}
-	var err error
-	if p.limits, err = newPrincipals(cfg.Limits, deps.Now); err != nil {
-		return nil, fmt.Errorf("proxy: limits: %w", err)
-	}
-	for i := range cfg.Tilesets {
-		t := &cfg.Tilesets[i]
-		p.tilesets[t.Name] = t
-		cc := t.CacheControl
-		if cc == "" {
-			cc = config.DefaultCacheControl
-		}
-		p.cacheControl[t.Name] = []string{cc}
-		p.loaders[t.Name] = p.loader(t)
-		doc, err := renderTileJSON(cfg.PublicURL, t)
-		if err != nil {
-			return nil, fmt.Errorf("proxy: tileset %s: TileJSON: %w", t.Name, err)
-		}
-		p.tileJSON[t.Name] = doc
 	}
 	if cfg.Viewer {
 		if p.viewerPage, p.viewerFiles, err = renderViewer(cfg.Tilesets); err != nil {
@@ -220,41 +186,31 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 
 // label bounds a tileset name for metrics.
 func (p *Proxy) label(name string) string {
-	if _, ok := p.tilesets[name]; ok {
+	if p.core.Has(name) {
 		return name
 	}
 	return metrics.UnknownTileset
 }
 
-// authorize runs token -> grant -> tileset for name.
-func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (*config.Tileset, *auth.Principal, error) {
+// authorize runs token -> grant -> tileset for name, and returns the
+// principal's key.
+func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (string, error) {
 	tok, err := p.verifier.TokenFromRequest(r)
-	if err == nil {
-		var pr *auth.Principal
-		pr, err = p.verifier.Verify(r.Context(), tok)
-		if err == nil {
-			rec.subject = pr.SubjectHash
-			if !pr.Allows(name) {
-				err = auth.ErrNotGranted
-			} else if ts, ok := p.tilesets[name]; ok {
-				return ts, pr, nil
-			} else {
-				return nil, pr, errUnknownTileset
-			}
-		}
+	if err != nil {
+		return "", err
 	}
-	return nil, nil, err
-}
-
-// logOrigin logs an origin failure with what an operator needs to chase
-// it: the AWS error code and request ID, never credentials.
-func (p *Proxy) logOrigin(ctx context.Context, msg, tileset string, err error) {
-	attrs := []any{"tileset", tileset, "err", accesslog.RedactTokens(err.Error())}
-	var oe *origin.Error
-	if errors.As(err, &oe) {
-		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
+	pr, err := p.verifier.Verify(r.Context(), tok)
+	if err != nil {
+		return "", err
 	}
-	p.log.WarnContext(ctx, msg, attrs...)
+	rec.subject = pr.SubjectHash
+	switch {
+	case !pr.Allows(name):
+		return "", auth.ErrNotGranted
+	case !p.core.Has(name):
+		return "", core.ErrUnknownTileset
+	}
+	return pr.Key, nil
 }
 
 func (p *Proxy) serveHealth(w *recorder, r *http.Request) {
@@ -282,7 +238,7 @@ func (p *Proxy) serveRoot(w *recorder, r *http.Request) {
 		p.serveViewer(w, r)
 		return
 	}
-	w.fail(errNotFound, "")
+	w.fail(core.ErrNotFound, "")
 }
 
 // recorder notes what was answered, for metrics and the access log.
@@ -293,6 +249,9 @@ type recorder struct {
 	bytes   int64
 	tileset string // metrics label: a configured name, "_unknown", or "" for non-tile routes
 	cache   string // HIT, MISS, STALE when a tile was looked up
+	// vals backs the header values of a tile answer: the header map
+	// needs []string, and slices of this array cost no allocation.
+	vals    [8]string
 	subject string
 	err     error
 }
@@ -351,121 +310,4 @@ func (w *recorder) fail(err error, allow string) {
 	if code == StatusClientClosed {
 		w.status = code
 	}
-}
-
-// safeTypes are the media types passed through from S3: tile and metadata
-// formats a browser will not run as a document. Anything else (text/html,
-// image/svg+xml, application/javascript, ...) is sent as
-// application/octet-stream: whoever can write one object under any prefix
-// must not be able to run script on tileproxy's origin, where the session
-// cookie lives.
-var safeTypes = map[string]string{
-	"image/png":                          "image/png",
-	"image/jpeg":                         "image/jpeg",
-	"image/webp":                         "image/webp",
-	"image/avif":                         "image/avif",
-	"image/gif":                          "image/gif",
-	"application/vnd.mapbox-vector-tile": "application/vnd.mapbox-vector-tile",
-	"application/x-protobuf":             "application/x-protobuf",
-	"application/protobuf":               "application/protobuf",
-	"application/vnd.google.protobuf":    "application/vnd.google.protobuf",
-	"application/json":                   "application/json",
-	"application/geo+json":               "application/geo+json",
-	"application/octet-stream":           "application/octet-stream",
-}
-
-// contentTypes by extension, for objects stored without a useful type.
-var contentTypes = map[string]string{
-	"png":  "image/png",
-	"jpg":  "image/jpeg",
-	"jpeg": "image/jpeg",
-	"webp": "image/webp",
-	"pbf":  "application/vnd.mapbox-vector-tile",
-	"mvt":  "application/vnd.mapbox-vector-tile",
-	"json": "application/json",
-}
-
-// contentType keeps S3's type when it is a safe one (its media type
-// alone, without parameters), falls back to the key's extension when S3
-// has only the generic type it gives uploads that did not say, and sends
-// anything else as application/octet-stream.
-func contentType(stored, key string) string {
-	mt, _, _ := strings.Cut(stored, ";")
-	mt = strings.TrimSpace(mt)
-	switch {
-	case mt == "", strings.EqualFold(mt, "binary/octet-stream"), strings.EqualFold(mt, "application/octet-stream"):
-	default:
-		if t, ok := safeTypes[mt]; ok {
-			return t
-		}
-		if t, ok := safeTypes[strings.ToLower(mt)]; ok {
-			return t
-		}
-		return "application/octet-stream"
-	}
-	if i := strings.LastIndexByte(key, '.'); i >= 0 {
-		if ct, ok := contentTypes[strings.ToLower(key[i+1:])]; ok {
-			return ct
-		}
-	}
-	return "application/octet-stream"
-}
-
-// fetch asks the origin for req within s3.max_in_flight, and when no
-// slot is free answers errSaturated at once rather than a queue that grows.
-// The slot covers fetching from S3: until the response headers, and with
-// forCache until the body is closed too (the cache loader reads it at the
-// origin's pace, detached from any client). A stream's body goes out at
-// the client's pace, so its slot is freed at the headers: slow readers
-// are bounded per principal (limits.streams_per_principal) and by the
-// write timeout, and cannot hold the origin slots everyone shares.
-func (p *Proxy) fetch(ctx context.Context, req origin.Request, forCache bool) (*origin.Object, error) {
-	select {
-	case p.inFlight <- struct{}{}:
-	default:
-		return nil, errSaturated
-	}
-	obj, err := p.fetcher.Get(ctx, req)
-	if err != nil || obj.Body == nil || !forCache {
-		<-p.inFlight
-		return obj, err
-	}
-	obj.Body = &releaseOnClose{ReadCloser: obj.Body, release: func() { <-p.inFlight }}
-	return obj, nil
-}
-
-// releaseOnClose frees an in-flight slot once, when the body is closed.
-type releaseOnClose struct {
-	io.ReadCloser
-	once    sync.Once
-	release func()
-}
-
-func (r *releaseOnClose) Close() error {
-	err := r.ReadCloser.Close()
-	r.once.Do(r.release)
-	return err
-}
-
-// originResult is the origin_requests_total result label for err.
-func originResult(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, errSaturated):
-		return "saturated"
-	case errors.Is(err, origin.ErrNotModified):
-		return "not_modified"
-	case errors.Is(err, origin.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, origin.ErrRangeNotSatisfiable):
-		return "range"
-	case errors.Is(err, origin.ErrDenied):
-		return "denied"
-	case errors.Is(err, origin.ErrTimeout):
-		return "timeout"
-	case errors.Is(err, origin.ErrUnavailable):
-		return "unavailable"
-	}
-	return "canceled"
 }

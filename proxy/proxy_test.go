@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +32,44 @@ type fixture struct {
 	mem *origintest.Memory
 	reg *prometheus.Registry
 	log *testenv.SyncBuffer
+	// cache is the proxy's cache, nil unless withCache.
+	cache *cache.Cache
+	// fetcher is what the proxy fetches through: mem unless a test swaps
+	// in another (setFetcher).
+	fetcher *swapFetcher
+	// now is the proxy's clock: time.Now unless a test sets it.
+	now atomic.Pointer[func() time.Time]
+}
+
+// swapFetcher lets a test replace the origin after the proxy is built.
+type swapFetcher struct {
+	f atomic.Pointer[origin.Fetcher]
+}
+
+func (s *swapFetcher) Get(ctx context.Context, req origin.Request) (*origin.Object, error) {
+	return (*s.f.Load()).Get(ctx, req)
+}
+
+// setFetcher makes the proxy fetch through o from now on.
+func (f *fixture) setFetcher(o origin.Fetcher) { f.fetcher.f.Store(&o) }
+
+// setClock makes now the proxy's clock (rate limits, durations).
+func (f *fixture) setClock(now func() time.Time) { f.now.Store(&now) }
+
+// inFlight is tileproxy_origin_in_flight: s3.max_in_flight slots taken.
+func (f *fixture) inFlight(t testing.TB) int {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "tileproxy_origin_in_flight" {
+			return int(mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	t.Fatal("no tileproxy_origin_in_flight")
+	return 0
 }
 
 // withCache selects whether newFixture builds the proxy with a cache.
@@ -71,12 +111,16 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 			t.Fatal(err)
 		}
 	}
-	p, err := New(&cfg, Deps{Verifier: v, Fetcher: mem, Cache: c, Metrics: m,
+	f := &fixture{mem: mem, reg: reg, log: logs, cache: c, fetcher: &swapFetcher{}}
+	f.setFetcher(mem)
+	f.setClock(time.Now)
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: f.fetcher, Cache: c, Metrics: m, Now: func() time.Time { return (*f.now.Load())() },
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(accesslog.Text, logs)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{p: p, mem: mem, reg: reg, log: logs}
+	f.p = p
+	return f
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -1,12 +1,11 @@
 package proxy
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 
 	"github.com/tileproxy/tileproxy/auth"
-	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
 // serveSession turns a Bearer token into an HttpOnly cookie (POST) or
@@ -64,51 +63,25 @@ func (p *Proxy) cookie(value string, maxAge int) *http.Cookie {
 	return c
 }
 
-// tileJSON is the TileJSON 3.0.0 document for one tileset.
-type tileJSON struct {
-	TileJSON    string    `json:"tilejson"`
-	Name        string    `json:"name"`
-	Scheme      string    `json:"scheme"`
-	Tiles       []string  `json:"tiles"`
-	MinZoom     int       `json:"minzoom"`
-	MaxZoom     int       `json:"maxzoom"`
-	Bounds      []float64 `json:"bounds"`
-	Attribution string    `json:"attribution,omitempty"`
-	Format      string    `json:"format"`
-}
-
 // serveTileJSON answers GET /tiles/{tileset}.json with the same
 // authorization as the tiles themselves.
 func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 	name, ok := strings.CutSuffix(r.PathValue("file"), ".json")
 	if !ok {
-		w.fail(errNotFound, "")
+		w.fail(core.ErrNotFound, "")
 		return
 	}
-	ts, _, ok := p.tileRequest(w, r, name)
-	if !ok {
+	if !p.tileRequest(w, r, name) {
+		return
+	}
+	doc, cacheControl, err := p.core.TileJSON(r.Context(), name)
+	if err != nil {
+		w.fail(err, "")
 		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h["X-Content-Type-Options"] = hdrNoSniff
-	h["Cache-Control"] = p.cacheControl[ts.Name]
-	w.Write(p.tileJSON[ts.Name])
-}
-
-// renderTileJSON builds ts's TileJSON document; it depends only on the
-// config, so New renders each one once.
-func renderTileJSON(publicURL string, ts *config.Tileset) ([]byte, error) {
-	base := strings.TrimRight(publicURL, "/")
-	return json.Marshal(tileJSON{
-		TileJSON:    "3.0.0",
-		Name:        ts.Name,
-		Scheme:      "xyz",
-		Tiles:       []string{base + "/tiles/" + ts.Name + "/{z}/{x}/{y}." + ts.Format},
-		MinZoom:     ts.MinZoom,
-		MaxZoom:     ts.MaxZoom,
-		Bounds:      ts.Bounds,
-		Attribution: ts.Attribution,
-		Format:      ts.Format,
-	})
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", cacheControl)
+	w.Write(doc)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
 // The viewer page and Leaflet (vendored from npm, with its licence).
@@ -69,7 +70,7 @@ func (p *Proxy) serveViewerAsset(w *recorder, r *http.Request) {
 	name := strings.TrimPrefix(r.URL.Path, "/viewer/")
 	b, ok := p.viewerFiles[name] // empty when the viewer is off
 	if !ok {
-		w.fail(errNotFound, "")
+		w.fail(core.ErrNotFound, "")
 		return
 	}
 	h := w.Header()

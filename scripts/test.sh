@@ -66,15 +66,15 @@ go test -count=1 -timeout "$timeout" "$@" ./...
 # The concurrent packages once more under the race detector (the soak and
 # the browser tests are left out: they test the binary and the browser).
 if [ $# -eq 0 ]; then
-	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./config \
-		./internal/coalesce ./internal/logbuf ./internal/accesslog ./cmd/tileproxy
+	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./proxy/core ./config \
+		./internal/memfile ./internal/coalesce ./internal/logbuf ./internal/accesslog ./cmd/tileproxy
 fi
 
 # Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).
 # A crash fails the run and leaves its input in testdata/fuzz/ as a regression seed.
 FUZZTIME=${FUZZTIME:-15s}
 if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
-	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens; do
+	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens proxy/core:FuzzDecide; do
 		pkg=${target%%:*} fn=${target#*:}
 		echo "fuzz: $fn ($FUZZTIME)"
 		go test -run '^$' -fuzz "^$fn\$" -fuzztime "$FUZZTIME" "./$pkg" >"${TMPDIR:-/tmp}/fuzz-$fn.log" 2>&1 || {

@@ -1,4 +1,4 @@
-package proxy
+package core
 
 import (
 	"errors"
@@ -12,22 +12,24 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 )
 
-// errLimited is matched by every refusal of a per-principal limit (429).
-var errLimited = errors.New("too many requests")
+// ErrLimited is matched by every refusal of a per-principal limit (429).
+var ErrLimited = errors.New("too many requests")
 
-// limitedError is one such refusal: which limit, and when to come back.
-type limitedError struct {
-	reason     string // "streams" or "rate": the limited_total label
-	retryAfter time.Duration
+// LimitedError is one such refusal: which limit, and when to come back.
+type LimitedError struct {
+	Reason     string // "streams" or "rate": the limited_total label
+	RetryAfter time.Duration
 }
 
-func (e *limitedError) Error() string        { return "too many requests: " + e.reason }
-func (e *limitedError) Is(target error) bool { return target == errLimited }
+func (e *LimitedError) Error() string { return "too many requests: " + e.Reason }
 
-// retryAfterSeconds is the Retry-After value for e: whole seconds, at
+// Is makes errors.Is(err, ErrLimited) hold.
+func (e *LimitedError) Is(target error) bool { return target == ErrLimited }
+
+// RetryAfterSeconds is the Retry-After value for e: whole seconds, at
 // least 1.
-func (e *limitedError) retryAfterSeconds() int {
-	return max(1, int(math.Ceil(e.retryAfter.Seconds())))
+func (e *LimitedError) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(e.RetryAfter.Seconds())))
 }
 
 // principals bounds what one principal (auth.Principal.Key) may take from
@@ -85,7 +87,7 @@ func (l *principals) allow(key string) error {
 		return nil
 	}
 	wait := time.Duration((1 - b.TokensAt(now)) / float64(l.limit) * float64(time.Second))
-	return &limitedError{reason: "rate", retryAfter: wait}
+	return &LimitedError{Reason: "rate", RetryAfter: wait}
 }
 
 // openStream counts a stream for key until release is called, or refuses
@@ -97,7 +99,7 @@ func (l *principals) openStream(key string) (release func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.streams[key] >= l.maxStreams {
-		return nil, &limitedError{reason: "streams", retryAfter: time.Second}
+		return nil, &LimitedError{Reason: "streams", RetryAfter: time.Second}
 	}
 	l.streams[key]++
 	var once sync.Once

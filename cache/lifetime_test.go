@@ -1,0 +1,318 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tileproxy/tileproxy/internal/memfile"
+	"github.com/tileproxy/tileproxy/internal/testenv"
+)
+
+// fileCache is a cache that must keep large bodies in its memory file:
+// on Linux a cache without one is a failure, not a skip.
+func fileCache(t *testing.T, cfg Config) (*Cache, *testenv.Clock) {
+	t.Helper()
+	c, clk := newCache(t, cfg, Deps{})
+	if !c.FileBacked() {
+		if runtime.GOOS == "linux" {
+			t.Fatal("no memory file on Linux")
+		}
+		t.Skip("bodies are on the heap on " + runtime.GOOS)
+	}
+	return c, clk
+}
+
+func bodyOf(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	r := rand.New(rand.NewPCG(seed, 1))
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func loadBody(body []byte, etag string) LoadFunc {
+	return func(context.Context, string, *Entry) (*Entry, error) {
+		return NewEntry(bytes.Clone(body), Meta{ContentType: "image/png", ETag: etag}), nil
+	}
+}
+
+func readAll(t *testing.T, e *Entry) []byte {
+	t.Helper()
+	b, err := io.ReadAll(e.NewReader())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// fileBlocks is what the memory file really takes, in bytes.
+func fileBlocks(t *testing.T, c *Cache) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(c.files.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+// TestFileBody: a body of fileMin bytes or more is kept in the file and
+// reads back whole; a smaller one stays on the heap. The file body counts
+// whole pages and its Content-Length is its own.
+func TestFileBody(t *testing.T) {
+	c, _ := fileCache(t, defCfg)
+	for _, n := range []int{fileMin - 1, fileMin, 20000, 3 * memfile.PageSize} {
+		body := bodyOf(n, uint64(n))
+		e, _, err := c.Get(t.Context(), fmt.Sprint("k", n), loadBody(body, `"e"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFile := n >= fileMin
+		if (e.Section() != nil) != inFile {
+			t.Errorf("%d bytes: in the file %v, want %v", n, e.Section() != nil, inFile)
+		}
+		if got := readAll(t, e); !bytes.Equal(got, body) || e.Len() != int64(n) {
+			t.Errorf("%d bytes: read back %d, Len %d", n, len(got), e.Len())
+		}
+		want := int64(n)
+		if inFile {
+			want = memfile.RoundPage(int64(n))
+		}
+		if got := e.Size() - int64(len("image/png")+len(`"e"`)+len(e.key)) - entryOverhead; got != want {
+			t.Errorf("%d bytes: counts %d for the body, want %d", n, got, want)
+		}
+	}
+}
+
+// allocated is what the memory file holds, and what the cache says its
+// entries hold of it.
+func allocated(c *Cache) (file, cached int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.files.Allocated(), c.fileBytes
+}
+
+// TestFileBodyLifetime: an evicted body stays whole while a reader holds
+// it, and its pages are punched out of the file the moment the last
+// reader releases it: no collection, no waiting.
+func TestFileBodyLifetime(t *testing.T) {
+	cfg := defCfg
+	cfg.MaxBytes = 100 << 10 // three 20 KB bodies and change
+	c, _ := fileCache(t, cfg)
+	first := bodyOf(20000, 99)
+	held, _, err := c.Get(t.Context(), "held", loadBody(first, `"h"`))
+	if err != nil || held.Section() == nil {
+		t.Fatalf("first body: %v, in file %v", err, held.Section() != nil)
+	}
+	second, _, err := c.Get(t.Context(), "held", nil) // a second reader of the same entry
+	if err != nil || second != held {
+		t.Fatalf("second reader: %v", err)
+	}
+	for i := range 20 {
+		e, _, err := c.Get(t.Context(), fmt.Sprint("k", i), loadBody(bodyOf(20000, uint64(i)), `"e"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Release()
+	}
+	if e, ok := c.lookup("held", time.Now()); ok {
+		e.Release()
+		t.Fatal("the held entry is still cached; the test needs it evicted")
+	}
+	page := memfile.RoundPage(20000)
+	file, live := allocated(c)
+	if file != live+page {
+		t.Fatalf("file holds %d bytes; want %d cached plus %d held", file, live, page)
+	}
+	if b := fileBlocks(t, c); b > live+page {
+		t.Errorf("the file takes %d bytes of memory; punching should leave %d", b, live+page)
+	}
+	if got := readAll(t, held); !bytes.Equal(got, first) {
+		t.Fatal("a held entry's body changed after it was evicted")
+	}
+	held.Release()
+	if file, _ := allocated(c); file != live+page {
+		t.Fatalf("one of two readers released: file holds %d, want %d", file, live+page)
+	}
+	if got := readAll(t, second); !bytes.Equal(got, first) {
+		t.Fatal("the second reader's body changed when the first released")
+	}
+	second.Release()
+	if file, _ := allocated(c); file != live {
+		t.Fatalf("last reader released: file holds %d bytes, want %d at once", file, live)
+	}
+	if b := fileBlocks(t, c); b > live {
+		t.Errorf("after the last reader let go the file takes %d bytes; want %d", b, live)
+	}
+	if n := c.files.Misuses(); n != 0 {
+		t.Errorf("%d releases of blocks not held", n)
+	}
+}
+
+// TestFileBodyRevalidated: a 304 makes a new entry over the same block;
+// the entry it replaced leaving the cache does not free it, and a new
+// version frees it once its last reader is done.
+func TestFileBodyRevalidated(t *testing.T) {
+	c, clk := fileCache(t, defCfg)
+	body := bodyOf(30000, 5)
+	o := &origin{body: string(body), etag: `"v1"`}
+	old, _, err := c.Get(t.Context(), "k", o.load)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Release()
+	clk.Add(2 * time.Minute)
+	fresh, out, err := c.Get(t.Context(), "k", o.load)
+	if err != nil || out != Hit || o.revs.Load() != 1 || fresh == old {
+		t.Fatalf("revalidation: %v %v, %d revalidations, new entry %v", out, err, o.revs.Load(), fresh != old)
+	}
+	if fresh.block == nil || fresh.block != old.block {
+		t.Fatal("the revalidated entry does not share the old entry's body")
+	}
+	clk.Add(2 * time.Minute)
+	again, out, err := c.Get(t.Context(), "k", o.load)
+	if err != nil || out != Hit || again.block != old.block {
+		t.Fatalf("second revalidation: %v %v", out, err)
+	}
+	fresh.Release()
+	if got := readAll(t, again); !bytes.Equal(got, body) {
+		t.Fatal("the revalidated entry's body changed when the entries before it went")
+	}
+	// A new version replaces it; the old block stays while again is
+	// held and goes when it is released.
+	o.mu.Lock()
+	o.body, o.etag = string(bodyOf(9000, 6)), `"v2"`
+	o.mu.Unlock()
+	clk.Add(2 * time.Minute)
+	v2, out, err := c.Get(t.Context(), "k", o.load)
+	if err != nil || out != Miss {
+		t.Fatalf("new version: %v %v, want a miss", out, err)
+	}
+	v2.Release()
+	if file, _ := allocated(c); file != memfile.RoundPage(9000)+memfile.RoundPage(30000) {
+		t.Fatalf("file holds %d bytes with the old version still read", file)
+	}
+	again.Release()
+	if file, _ := allocated(c); file != memfile.RoundPage(9000) {
+		t.Fatalf("file holds %d bytes after the old version's last reader; want %d", file, memfile.RoundPage(9000))
+	}
+}
+
+// TestFileChurnBounded: bodies streaming through a small cache as fast as
+// a loop can add them, as distinct tiles (evicting) or as new versions of
+// one tile (replacing): with every reader done, the file holds exactly
+// what the cache holds, at every step.
+func TestFileChurnBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		key  func(i int) string
+	}{
+		{"distinct tiles", func(i int) string { return fmt.Sprint("k", i) }},
+		{"one tile replaced", func(int) string { return "k" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defCfg
+			cfg.MaxBytes = 2 << 20
+			c, clk := fileCache(t, cfg)
+			body := bodyOf(20000, 1)
+			for i := range 2000 { // 40 MB through 2 MiB
+				clk.Add(2 * cfg.TTL) // so that one tile is fetched again each time
+				e, _, err := c.Get(t.Context(), tc.key(i), loadBody(body, fmt.Sprintf(`"%d"`, i)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.Release()
+				if file, cached := allocated(c); file != cached || cached > cfg.MaxBytes {
+					t.Fatalf("step %d: file holds %d bytes, cache %d (max_bytes %d)", i, file, cached, cfg.MaxBytes)
+				}
+			}
+		})
+	}
+}
+
+// TestConcurrentLifetimes runs readers, stores of new versions and
+// evictions at once (under -race in the test command): no reader ever
+// reads bytes other than its own object's, the file never holds more than
+// the cache plus one body per reader, and once everyone is done it holds
+// exactly what the cache holds.
+func TestConcurrentLifetimes(t *testing.T) {
+	cfg := defCfg
+	cfg.MaxBytes = 256 << 10 // ~12 bodies: constant eviction over 40 keys
+	c, _ := fileCache(t, cfg)
+	const keys, readers, rounds, size = 40, 6, 300, 20000
+	// body k/v starts with its own name, then bytes derived from it, so
+	// a reader can tell its object's bytes from any other's.
+	bodyFor := func(k, v int) []byte {
+		b := bodyOf(size, uint64(k)<<20|uint64(v))
+		copy(b, fmt.Sprintf("k%02d/v%06d/", k, v))
+		return b
+	}
+	var version [keys]atomic.Int64
+	load := func(_ context.Context, key string, _ *Entry) (*Entry, error) {
+		var k int
+		fmt.Sscanf(key, "k%d", &k)
+		v := int(version[k].Load())
+		return NewEntry(bodyFor(k, v), Meta{ETag: fmt.Sprintf(`"%d"`, v)}), nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, readers+1)
+	var peak atomic.Int64
+	for r := range readers {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 2))
+			for range rounds {
+				k := rng.IntN(keys)
+				e, _, err := c.Get(context.Background(), fmt.Sprintf("k%02d", k), load)
+				if err != nil {
+					errs <- err
+					return
+				}
+				got, err := io.ReadAll(e.NewReader())
+				file, cached := allocated(c)
+				e.Release()
+				if err != nil {
+					errs <- err
+					return
+				}
+				var v int
+				if _, err := fmt.Sscanf(string(got[:16]), fmt.Sprintf("k%02d/v%%06d/", k), &v); err != nil || !bytes.Equal(got, bodyFor(k, v)) {
+					errs <- fmt.Errorf("reader of k%02d got another object's bytes (%q...)", k, got[:16])
+					return
+				}
+				if over := file - cached; over > readers*memfile.RoundPage(size) {
+					errs <- fmt.Errorf("file holds %d bytes beyond the cache's with %d readers", over, readers)
+					return
+				}
+				peak.Store(max(peak.Load(), file))
+			}
+		})
+	}
+	wg.Go(func() { // new versions of every key, replacing cached ones
+		for i := range rounds {
+			k := i % keys
+			version[k].Add(1)
+			c.remove(fmt.Sprintf("k%02d", k))
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if file, cached := allocated(c); file != cached {
+		t.Fatalf("all readers done: file holds %d bytes, cache %d", file, cached)
+	}
+	if n := c.files.Misuses(); n != 0 {
+		t.Errorf("%d releases of blocks not held", n)
+	}
+	t.Logf("file peaked at %d KiB for a %d KiB cache", peak.Load()>>10, cfg.MaxBytes>>10)
+}

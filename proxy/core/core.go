@@ -1,0 +1,445 @@
+// Package core decides what a tile request gets, with no HTTP types: it
+// takes a judged request (the principal has a grant for the tileset, the
+// path is checked) and returns a Result (status, header values rendered
+// in advance, and a body that is cached bytes, a section of the memory
+// file, or an origin stream), which package proxy writes to the wire. Its
+// model is go-pmtiles' Server.Get, and tests call it directly.
+//
+// A request's way through it reads top to bottom in Get: tileset ->
+// source -> cache -> result. Where a tileset's objects come from is a
+// Source.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/accesslog"
+	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+// Deps are the core's collaborators.
+type Deps struct {
+	// Fetcher reads objects from the origin; required.
+	Fetcher origin.Fetcher
+	// Cache keeps hot tiles; nil streams every request from the origin.
+	Cache *cache.Cache
+	// Metrics records cache and origin outcomes; nil records nothing.
+	Metrics *metrics.Metrics
+	// Logger receives origin errors; slog.Default() when nil.
+	Logger *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Core answers tile requests for one configuration. It is safe for
+// concurrent use.
+type Core struct {
+	cfg      *config.Config
+	tilesets map[string]*tileset
+	cache    *cache.Cache
+	inFlight chan struct{} // one slot per running origin request (s3.max_in_flight)
+	limits   *principals   // per-principal stream and rate limits
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// tileset is a configured tileset as the core serves it.
+type tileset struct {
+	cfg          *config.Tileset
+	src          Source
+	load         cache.LoadFunc // built once, so a hit allocates no closure
+	cacheControl string
+	tileJSON     []byte
+}
+
+// New builds the core for a validated cfg.
+func New(cfg *config.Config, deps Deps) (*Core, error) {
+	if deps.Fetcher == nil {
+		return nil, errors.New("core: Fetcher is required")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	c := &Core{
+		cfg:      cfg,
+		tilesets: make(map[string]*tileset, len(cfg.Tilesets)),
+		cache:    deps.Cache,
+		inFlight: make(chan struct{}, max(cfg.S3.MaxInFlight, 1)),
+		metrics:  deps.Metrics,
+		log:      deps.Logger,
+		now:      deps.Now,
+	}
+	var err error
+	if c.limits, err = newPrincipals(cfg.Limits, deps.Now); err != nil {
+		return nil, fmt.Errorf("core: limits: %w", err)
+	}
+	for i := range cfg.Tilesets {
+		t := &cfg.Tilesets[i]
+		ts := &tileset{cfg: t, cacheControl: t.CacheControl}
+		if ts.cacheControl == "" {
+			ts.cacheControl = config.DefaultCacheControl
+		}
+		ts.src = &prefixSource{core: c, ts: t, fetcher: deps.Fetcher}
+		ts.load = ts.src.Load
+		if ts.tileJSON, err = renderTileJSON(cfg.PublicURL, t); err != nil {
+			return nil, fmt.Errorf("core: tileset %s: TileJSON: %w", t.Name, err)
+		}
+		c.tilesets[t.Name] = ts
+	}
+	return c, nil
+}
+
+// Has reports whether name is a configured tileset.
+func (c *Core) Has(name string) bool { return c.tilesets[name] != nil }
+
+// Allow takes one request from the principal's rate limit (limits.rate),
+// or refuses with a *LimitedError. Callers ask it once per request, after
+// the grant and before any work.
+func (c *Core) Allow(principal string) error {
+	if err := c.limits.allow(principal); err != nil {
+		return c.limited(err)
+	}
+	return nil
+}
+
+// limited counts a per-principal refusal and passes err on.
+func (c *Core) limited(err error) error {
+	var le *LimitedError
+	if errors.As(err, &le) {
+		c.metrics.Limited(le.Reason)
+	}
+	return err
+}
+
+// Request is a judged tile request: the caller has checked the path and
+// that Principal may read Tileset.
+type Request struct {
+	Tileset string
+	// Path is the object's path within the tileset ("3/4/2.png").
+	Path string
+	// Principal keys the per-principal stream limit (auth.Principal.Key).
+	Principal string
+	// Head asks for the headers only.
+	Head bool
+	// Cond holds the request's conditional and range header values.
+	Cond Conditions
+}
+
+// Header holds the header values of a tile answer, "" for absent. The
+// strings of a cached tile were rendered when it was loaded, so a hit
+// formats nothing.
+type Header struct {
+	ContentType     string
+	ContentEncoding string
+	ContentLength   string
+	ContentRange    string
+	ETag            string
+	LastModified    string
+	CacheControl    string
+	// AcceptRanges is "bytes" on answers with a body.
+	AcceptRanges string
+}
+
+// Result is the core's answer. Whoever gets one must call Release once the
+// body is written (or abandoned): it holds a cached body, an origin
+// stream, or a stream slot.
+type Result struct {
+	Status int
+	Header Header
+	// Cache is the X-Cache value: HIT, MISS or STALE, "" when the cache
+	// was not asked.
+	Cache string
+
+	entry   *cache.Entry  // body from the cache, when set
+	off, n  int64         // the part of entry's body to send
+	stream  io.ReadCloser // body from the origin, when set
+	release func()        // the principal's stream slot, when held
+}
+
+// WriteBody writes the result's body to w: cached bytes in one write, a
+// memory-file section through w's ReadFrom (sendfile), an origin stream
+// as it arrives. Nothing for HEAD, 204 and 304.
+func (r *Result) WriteBody(w io.Writer) (int64, error) {
+	switch {
+	case r.entry != nil && r.off == 0 && r.n == r.entry.Len():
+		return r.entry.WriteTo(w)
+	case r.entry != nil:
+		return io.Copy(w, r.entry.NewRangeReader(r.off, r.n))
+	case r.stream != nil:
+		return io.Copy(w, r.stream)
+	}
+	return 0, nil
+}
+
+// Release lets go of what the result holds. It is safe to call on a zero
+// Result and more than once.
+func (r *Result) Release() {
+	if r.entry != nil {
+		r.entry.Release()
+		r.entry = nil
+	}
+	if r.stream != nil {
+		r.stream.Close()
+		r.stream = nil
+	}
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
+}
+
+// Get answers req. The way reads top to bottom: tileset -> source key ->
+// cache (or origin stream) -> result. Errors are the sentinels of this
+// package, auth's and origin's, for the caller's one error mapping; a
+// Result returned with an error carries only its Cache value.
+func (c *Core) Get(ctx context.Context, req Request) (Result, error) {
+	ts := c.tilesets[req.Tileset]
+	if ts == nil {
+		return Result{}, ErrUnknownTileset
+	}
+	key, err := ts.src.Key(req.Path)
+	if err != nil {
+		return Result{}, err
+	}
+	if c.cache == nil {
+		return c.stream(ctx, ts, key, req, "MISS")
+	}
+	e, out, err := c.cache.Get(ctx, key, ts.load)
+	if err == nil || !errors.Is(err, ctx.Err()) {
+		c.metrics.Cache(out.String())
+	}
+	switch {
+	case err == nil && e.Large():
+		e.Release()
+		return c.stream(ctx, ts, key, req, "MISS")
+	case err == nil:
+		return c.fromEntry(ts, e, out.Header(), req)
+	case errors.Is(err, cache.ErrNotFound):
+		return c.missing(ts, out.Header())
+	}
+	return Result{Cache: out.Header()}, err
+}
+
+// TileJSON is the tileset's TileJSON document and its Cache-Control.
+func (c *Core) TileJSON(ctx context.Context, name string) ([]byte, string, error) {
+	ts := c.tilesets[name]
+	if ts == nil {
+		return nil, "", ErrUnknownTileset
+	}
+	return ts.tileJSON, ts.cacheControl, nil
+}
+
+// fromEntry answers from a cached entry, which it holds: a plain GET or
+// HEAD (the bulk of map traffic) takes the rendered headers as they are;
+// a conditional or ranged one is judged as net/http's ServeContent judges
+// a file (conditional.go).
+func (c *Core) fromEntry(ts *tileset, e *cache.Entry, xcache string, req Request) (Result, error) {
+	m := e.Meta()
+	res := Result{
+		Status: StatusOK,
+		Header: Header{
+			ContentType:     m.ContentType,
+			ContentEncoding: m.ContentEncoding,
+			ContentLength:   m.ContentLength,
+			ETag:            m.ETag,
+			LastModified:    m.LastModified,
+			CacheControl:    ts.cacheControl,
+			AcceptRanges:    "bytes",
+		},
+		Cache: xcache,
+		entry: e,
+		n:     e.Len(),
+	}
+	if !req.Cond.None() {
+		d, err := req.Cond.decide(m.ETag, m.Modified, e.Len())
+		if err != nil {
+			e.Release()
+			return Result{Cache: xcache}, err
+		}
+		switch d.status {
+		case StatusNotModified:
+			res.Status = StatusNotModified
+			res.Header.ContentType, res.Header.ContentEncoding, res.Header.ContentLength = "", "", ""
+			if m.ETag != "" {
+				res.Header.LastModified = ""
+			}
+			res.n = 0
+		case StatusPartialContent:
+			res.Status = StatusPartialContent
+			res.off, res.n = d.start, d.length
+			res.Header.ContentRange = d.contentRange
+			res.Header.ContentLength = strconv.FormatInt(d.length, 10)
+		}
+	}
+	if req.Head || res.n == 0 {
+		e.Release() // no body to send
+		res.entry = nil
+	}
+	return res, nil
+}
+
+// missing answers a tile the source does not have.
+func (c *Core) missing(ts *tileset, xcache string) (Result, error) {
+	if ts.cfg.Missing == config.MissingEmpty {
+		return Result{Status: StatusNoContent, Header: Header{CacheControl: ts.cacheControl}, Cache: xcache}, nil
+	}
+	return Result{Cache: xcache}, ErrNotFound
+}
+
+// stream passes the request to the source's origin and streams the
+// answer: for objects too large to cache, or when no cache is configured.
+// Conditionals and Range go to the origin as they are.
+func (c *Core) stream(ctx context.Context, ts *tileset, key string, req Request, xcache string) (Result, error) {
+	obj, err := ts.src.Open(ctx, key, req)
+	switch {
+	case err == nil:
+	case errors.Is(err, origin.ErrNotModified):
+		res := Result{Status: StatusNotModified, Header: Header{CacheControl: ts.cacheControl, AcceptRanges: "bytes"}, Cache: xcache}
+		if inm := req.Cond.IfNoneMatch; inm != "" && len(inm) < 200 {
+			res.Header.ETag = inm
+		}
+		return res, nil
+	case errors.Is(err, origin.ErrNotFound):
+		return c.missing(ts, xcache)
+	default:
+		if serverSide(err) {
+			c.logOrigin(ctx, "origin request failed", ts.cfg.Name, err)
+		}
+		return Result{Cache: xcache}, err
+	}
+	res := Result{Status: StatusOK, Cache: xcache, stream: obj.Body}
+	if obj.Body != nil && !req.Head && (obj.Size < 0 || obj.Size > int64(c.cfg.Cache.MaxObjectBytes)) {
+		// A download a slow reader can hold open for minutes counts
+		// against limits.streams_per_principal. Tile-sized bodies (what
+		// the cache would keep, and every tile with the cache off) do
+		// not, so a map page's burst of tiles never meets the limit.
+		release, err := c.limits.openStream(req.Principal)
+		if err != nil {
+			res.Release()
+			return Result{Cache: xcache}, c.limited(err)
+		}
+		res.release = release
+	}
+	res.Header = Header{
+		ContentType:     contentType(obj.ContentType, key),
+		ContentEncoding: obj.ContentEncoding,
+		ETag:            obj.ETag,
+		CacheControl:    ts.cacheControl,
+		AcceptRanges:    "bytes",
+	}
+	if !obj.LastModified.IsZero() {
+		res.Header.LastModified = obj.LastModified.UTC().Format(timeFormat)
+	}
+	if obj.Size >= 0 {
+		res.Header.ContentLength = strconv.FormatInt(obj.Size, 10)
+	}
+	if obj.ContentRange != "" {
+		res.Header.ContentRange = obj.ContentRange
+		res.Status = StatusPartialContent
+	}
+	if req.Head && res.stream != nil {
+		res.stream.Close()
+		res.stream = nil
+	}
+	return res, nil
+}
+
+// serverSide reports an error that is the origin's or ours, worth a log
+// line: not the client's (gone, or a range outside the object).
+func serverSide(err error) bool {
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, origin.ErrRangeNotSatisfiable) && !errors.Is(err, ErrLimited)
+}
+
+// fetch asks the origin for req within s3.max_in_flight, and when no
+// slot is free answers ErrSaturated at once rather than a queue that grows.
+// The slot covers fetching from S3: until the response headers, and with
+// forCache until the body is closed too (the cache loader reads it at the
+// origin's pace, detached from any client). A stream's body goes out at
+// the client's pace, so its slot is freed at the headers: slow readers
+// are bounded per principal (limits.streams_per_principal) and by the
+// write timeout, and cannot hold the origin slots everyone shares.
+func (c *Core) fetch(ctx context.Context, f origin.Fetcher, req origin.Request, forCache bool) (*origin.Object, error) {
+	select {
+	case c.inFlight <- struct{}{}:
+		c.metrics.OriginInFlight(1)
+	default:
+		c.metrics.Origin(req.Tileset, originResult(ErrSaturated), 0)
+		return nil, ErrSaturated
+	}
+	start := c.now()
+	obj, err := f.Get(ctx, req)
+	c.metrics.Origin(req.Tileset, originResult(err), c.now().Sub(start))
+	if err != nil || obj.Body == nil || !forCache {
+		c.freeSlot()
+		return obj, err
+	}
+	obj.Body = &releaseOnClose{ReadCloser: obj.Body, release: c.freeSlot}
+	return obj, nil
+}
+
+// freeSlot gives back an s3.max_in_flight slot.
+func (c *Core) freeSlot() {
+	<-c.inFlight
+	c.metrics.OriginInFlight(-1)
+}
+
+// releaseOnClose frees an in-flight slot once, when the body is closed.
+type releaseOnClose struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (r *releaseOnClose) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.release)
+	return err
+}
+
+// logOrigin logs an origin failure with what an operator needs to chase
+// it: the AWS error code and request ID, never credentials.
+func (c *Core) logOrigin(ctx context.Context, msg, tileset string, err error) {
+	attrs := []any{"tileset", tileset, "err", accesslog.RedactTokens(err.Error())}
+	var oe *origin.Error
+	if errors.As(err, &oe) {
+		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
+	}
+	c.log.WarnContext(ctx, msg, attrs...)
+}
+
+// originResult is the origin_requests_total result label for err.
+func originResult(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrSaturated):
+		return "saturated"
+	case errors.Is(err, origin.ErrNotModified):
+		return "not_modified"
+	case errors.Is(err, origin.ErrNotFound):
+		return "not_found"
+	case errors.Is(err, origin.ErrRangeNotSatisfiable):
+		return "range"
+	case errors.Is(err, origin.ErrDenied):
+		return "denied"
+	case errors.Is(err, origin.ErrTimeout):
+		return "timeout"
+	case errors.Is(err, origin.ErrUnavailable):
+		return "unavailable"
+	}
+	return "canceled"
+}

@@ -1,0 +1,144 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+// Source is where a tileset's objects come from: today objects under a
+// prefix of a bucket (prefixSource); a PMTiles archive is the next kind.
+// The core asks it for a cache key, loads through it on a miss, and
+// streams through it what the cache does not keep.
+type Source interface {
+	// Key maps a checked object path to the cache key of its object,
+	// or ErrBadPath / ErrNotFound when the path cannot name one.
+	Key(path string) (string, error)
+	// Load fetches the object of a cache key whole, for the cache (a
+	// cache.LoadFunc): a cache.NewLargeEntry when it is over
+	// max_object_bytes, cache.ErrNotFound when it does not exist.
+	Load(ctx context.Context, key string, prev *cache.Entry) (*cache.Entry, error)
+	// Open fetches it as a stream, passing the request's conditions to
+	// the origin: for objects too large to cache, or with no cache.
+	Open(ctx context.Context, key string, req Request) (*origin.Object, error)
+}
+
+// MaxKeyBytes bounds an object key: S3 allows 1024 bytes.
+const MaxKeyBytes = 1024
+
+// prefixSource serves the objects under a tileset's prefix: the object
+// path "3/4/2.png" is the key prefix+"3/4/2.png", cached as
+// "bucket/key".
+type prefixSource struct {
+	core    *Core
+	ts      *config.Tileset
+	fetcher origin.Fetcher
+}
+
+var _ Source = (*prefixSource)(nil)
+
+func (s *prefixSource) Key(path string) (string, error) {
+	if path == "" || strings.HasSuffix(path, "/") {
+		return "", fmt.Errorf("%w: no tile in path", ErrBadPath)
+	}
+	if len(s.ts.Prefix)+len(path) > MaxKeyBytes {
+		return "", fmt.Errorf("%w: key longer than %d bytes", ErrBadPath, MaxKeyBytes)
+	}
+	// One allocation: the cache key is "bucket/key".
+	return s.ts.Bucket + "/" + s.ts.Prefix + path, nil
+}
+
+// objectKey is the S3 key of a cache key.
+func (s *prefixSource) objectKey(cacheKey string) string { return cacheKey[len(s.ts.Bucket)+1:] }
+
+func (s *prefixSource) Load(ctx context.Context, cacheKey string, prev *cache.Entry) (*cache.Entry, error) {
+	key := s.objectKey(cacheKey)
+	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: key}
+	if prev != nil {
+		req.IfNoneMatch = prev.Meta().ETag
+	}
+	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	switch {
+	case errors.Is(err, origin.ErrNotModified):
+		return nil, fmt.Errorf("%w: %w", cache.ErrNotModified, err)
+	case errors.Is(err, origin.ErrNotFound):
+		return nil, fmt.Errorf("%w: %w", cache.ErrNotFound, err)
+	case err != nil:
+		s.core.logOrigin(ctx, "origin request failed", s.ts.Name, err)
+		return nil, err
+	}
+	defer obj.Body.Close()
+	limit := s.core.cache.MaxObjectBytes()
+	if obj.Size > limit {
+		return cache.NewLargeEntry(), nil
+	}
+	var body []byte
+	if obj.Size >= 0 {
+		body = make([]byte, obj.Size)
+		_, err = io.ReadFull(obj.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(obj.Body, limit+1))
+		if int64(len(body)) > limit {
+			return cache.NewLargeEntry(), nil
+		}
+	}
+	if err != nil {
+		s.core.logOrigin(ctx, "origin body read failed", s.ts.Name, err)
+		return nil, &origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject body", Err: err}
+	}
+	return cache.NewEntry(body, renderMeta(contentType(obj.ContentType, key), obj.ContentEncoding, obj.ETag, obj.LastModified, int64(len(body)))), nil
+}
+
+func (s *prefixSource) Open(ctx context.Context, cacheKey string, r Request) (*origin.Object, error) {
+	req := origin.Request{
+		Tileset:     s.ts.Name,
+		Bucket:      s.ts.Bucket,
+		Key:         s.objectKey(cacheKey),
+		HeadOnly:    r.Head,
+		IfNoneMatch: r.Cond.IfNoneMatch,
+	}
+	if req.IfNoneMatch == "" {
+		if t, ok := parseHTTPTime(r.Cond.IfModifiedSince); ok {
+			req.IfModifiedSince = t
+		}
+	}
+	if !req.HeadOnly {
+		req.Range = r.Cond.Range
+	}
+	return s.core.fetch(ctx, s.fetcher, req, false)
+}
+
+// renderMeta renders an object's header values once, when it is loaded,
+// so that a hit formats nothing: all the text in one string (one
+// allocation, one object for the collector to visit), each value a piece
+// of it.
+func renderMeta(contentType, contentEncoding, etag string, modified time.Time, size int64) cache.Meta {
+	var lm string
+	if !modified.IsZero() {
+		modified = modified.UTC()
+		lm = modified.Format(timeFormat)
+	}
+	cl := strconv.FormatInt(size, 10)
+	all := contentType + contentEncoding + etag + lm + cl
+	cut := func(n int) string {
+		v := all[:n]
+		all = all[n:]
+		return v
+	}
+	return cache.Meta{
+		ContentType:     cut(len(contentType)),
+		ContentEncoding: cut(len(contentEncoding)),
+		ETag:            cut(len(etag)),
+		LastModified:    cut(len(lm)),
+		ContentLength:   cut(len(cl)),
+		Modified:        modified,
+	}
+}
