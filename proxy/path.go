@@ -10,7 +10,6 @@ import (
 	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
-
 // maxPathBytes bounds the whole request path: a key plus the route.
 const maxPathBytes = core.MaxKeyBytes + 128
 
