@@ -120,19 +120,6 @@ func (e *Entry) Len() int64 {
 	return int64(len(e.body))
 }
 
-// Size is what the entry counts against max_bytes.
-func (e *Entry) Size() int64 { return e.size }
-
-// Section reads a body kept in the memory file, nil for one on the heap.
-// It is an *io.SectionReader over an *os.File, which coalesce sends with
-// sendfile. Read it only until Release.
-func (e *Entry) Section() *io.SectionReader {
-	if e.block == nil {
-		return nil
-	}
-	return e.block.Section()
-}
-
 // WriteTo writes the body to w: from the heap in one Write, from the
 // memory file through w's ReadFrom when it has one (sendfile). As with
 // groupcache's ByteView, the heap bytes are handed to w, which must not
@@ -153,15 +140,6 @@ func (e *Entry) NewRangeReader(off, n int64) *io.SectionReader {
 		return e.block.SectionAt(off, n)
 	}
 	return io.NewSectionReader(bytes.NewReader(e.body), off, n)
-}
-
-// NewReader reads the body wherever it is kept; read it only until
-// Release.
-func (e *Entry) NewReader() io.ReadSeeker {
-	if e.block != nil {
-		return e.block.Section()
-	}
-	return bytes.NewReader(e.body)
 }
 
 // Release drops the caller's hold on the entry's body (see Entry). Call

@@ -48,7 +48,7 @@ func loadBody(body []byte, etag string) LoadFunc {
 
 func readAll(t *testing.T, e *Entry) []byte {
 	t.Helper()
-	b, err := io.ReadAll(e.NewReader())
+	b, err := io.ReadAll(e.NewRangeReader(0, e.Len()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,8 +77,8 @@ func TestFileBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		inFile := n >= fileMin
-		if (e.Section() != nil) != inFile {
-			t.Errorf("%d bytes: in the file %v, want %v", n, e.Section() != nil, inFile)
+		if ((e.block != nil)) != inFile {
+			t.Errorf("%d bytes: in the file %v, want %v", n, (e.block != nil), inFile)
 		}
 		if got := readAll(t, e); !bytes.Equal(got, body) || e.Len() != int64(n) {
 			t.Errorf("%d bytes: read back %d, Len %d", n, len(got), e.Len())
@@ -87,7 +87,7 @@ func TestFileBody(t *testing.T) {
 		if inFile {
 			want = memfile.RoundPage(int64(n))
 		}
-		if got := e.Size() - int64(len("image/png")+len(`"e"`)+len(e.key)) - entryOverhead; got != want {
+		if got := e.size - int64(len("image/png")+len(`"e"`)+len(e.key)) - entryOverhead; got != want {
 			t.Errorf("%d bytes: counts %d for the body, want %d", n, got, want)
 		}
 	}
@@ -110,8 +110,8 @@ func TestFileBodyLifetime(t *testing.T) {
 	c, _ := fileCache(t, cfg)
 	first := bodyOf(20000, 99)
 	held, _, err := c.Get(t.Context(), "held", loadBody(first, `"h"`))
-	if err != nil || held.Section() == nil {
-		t.Fatalf("first body: %v, in file %v", err, held.Section() != nil)
+	if err != nil || held.block == nil {
+		t.Fatalf("first body: %v, in file %v", err, held.block != nil)
 	}
 	second, _, err := c.Get(t.Context(), "held", nil) // a second reader of the same entry
 	if err != nil || second != held {
@@ -276,7 +276,7 @@ func TestConcurrentLifetimes(t *testing.T) {
 					errs <- err
 					return
 				}
-				got, err := io.ReadAll(e.NewReader())
+				got, err := io.ReadAll(e.NewRangeReader(0, e.Len()))
 				file, cached := allocated(c)
 				e.Release()
 				if err != nil {
