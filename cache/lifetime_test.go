@@ -77,7 +77,7 @@ func TestFileBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		inFile := n >= fileMin
-		if ((e.block != nil)) != inFile {
+		if (e.block != nil) != inFile {
 			t.Errorf("%d bytes: in the file %v, want %v", n, (e.block != nil), inFile)
 		}
 		if got := readAll(t, e); !bytes.Equal(got, body) || e.Len() != int64(n) {
