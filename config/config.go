@@ -87,6 +87,80 @@ type Auth struct {
 	QueryParam string `yaml:"query_param"`
 	// Cookie configures the session cookie set by POST /auth/session.
 	Cookie Cookie `yaml:"cookie"`
+	// Issuers are identity providers whose tokens are accepted, each
+	// with its own keys, audience and grant rules. A token's iss selects
+	// its entry; a token whose iss names none is checked against the
+	// fields above (self-issued tokens) when they hold any key, and
+	// refused otherwise.
+	Issuers []Issuer `yaml:"issuers"`
+}
+
+// Issuer is one OpenID provider (Auth0, Cognito, Keycloak, Entra ID,
+// Okta, Ory, ...).
+type Issuer struct {
+	// Issuer must equal the token's iss exactly.
+	Issuer string `yaml:"issuer"`
+	// Discovery reads {issuer}/.well-known/openid-configuration for the
+	// jwks_uri. Unset means true for https issuers and false otherwise.
+	Discovery *bool `yaml:"discovery"`
+	// JWKSURL overrides the discovered jwks_uri.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSHosts are hosts besides the issuer's own that a discovered
+	// jwks_uri may name (Cognito and Entra ID serve keys from the
+	// issuer's host; some set-ups do not).
+	JWKSHosts []string `yaml:"jwks_hosts"`
+	// PublicKeys are PEM files of the issuer's keys, for development
+	// and for providers without a JWKS.
+	PublicKeys []string `yaml:"public_keys"`
+	// Audience lists accepted audiences (a string or a list); one must
+	// be among the token's aud, or equal the AudienceClaim's value.
+	Audience StringList `yaml:"audience"`
+	// AudienceClaim, when set, is the claim the audience is matched
+	// against instead of aud (Cognito access tokens: client_id).
+	AudienceClaim string `yaml:"audience_claim"`
+	// AuthorizedParties, when set, requires the token's azp to be one of
+	// them.
+	AuthorizedParties []string `yaml:"azp"`
+	// Algorithms accepted from this issuer; RS256 and ES256 when empty.
+	// HS* is never accepted from an issuer: its key would be shared.
+	Algorithms []string `yaml:"algorithms"`
+	// Grants are the rules that turn claims into tilesets; a token gets
+	// the union of what every rule grants.
+	Grants []GrantRule `yaml:"grants"`
+}
+
+// DefaultIssuerAlgorithms are what an issuer entry accepts when it names
+// none.
+var DefaultIssuerAlgorithms = []string{"RS256", "ES256"}
+
+// UsesDiscovery reports whether the issuer's keys are found through
+// OpenID discovery.
+func (i *Issuer) UsesDiscovery() bool {
+	if i.Discovery != nil {
+		return *i.Discovery
+	}
+	return strings.HasPrefix(i.Issuer, "https://") && i.JWKSURL == "" && len(i.PublicKeys) == 0
+}
+
+// GrantRule grants tilesets from one claim. Claim is a dotted path into
+// the token's claims (realm_access.roles); a key that itself contains dots
+// or colons (https://example.com/tiles, cognito:groups) is matched whole.
+// A string claim is read as space-separated values (OAuth's scope), an
+// array as its string elements.
+type GrantRule struct {
+	Claim string `yaml:"claim"`
+	// Pattern grants the tileset named by the part of a value matching
+	// {tileset} ("tiles:{tileset}"), when such a tileset exists.
+	Pattern string `yaml:"pattern"`
+	// Values maps a claim value to the tilesets it grants; "*" grants
+	// every tileset.
+	Values map[string][]string `yaml:"values"`
+}
+
+// SelfIssued reports whether the fields for self-issued tokens hold any
+// key: with none, only the issuers entries verify tokens.
+func (a *Auth) SelfIssued() bool {
+	return a.HMACSecret != "" || len(a.PublicKeys) > 0 || a.JWKSURL != ""
 }
 
 // Limits bound what one principal (one verified token's subject) can take

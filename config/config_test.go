@@ -288,3 +288,76 @@ func TestValidateStableOrder(t *testing.T) {
 		t.Errorf("not in field order:\n%s", first)
 	}
 }
+
+// TestIssuers: auth.issuers as a user writes them (the contract's YAML
+// parses: audience as a string or a list, discovery defaulting by scheme,
+// a claim key with a colon), and every mistake is named.
+func TestIssuers(t *testing.T) {
+	const doc = `
+auth:
+  issuers:
+    - issuer: "https://idp.example.com/realms/maps"
+      audience: tileproxy
+      algorithms: [RS256, ES256]
+      grants:
+        - claim: scope
+          pattern: "tiles:{tileset}"
+        - claim: realm_access.roles
+          values: { analysts: [city] }
+        - claim: "cognito:groups"
+          values: { maps: ["*"] }
+    - issuer: "http://127.0.0.1:9999/"
+      public_keys: [k.pem]
+      audience: [a, b]
+      audience_claim: client_id
+      azp: [web]
+      grants: [{claim: roles, values: {x: [city]}}]
+tilesets:
+  - {name: city, bucket: tiles, prefix: city/}
+`
+	c, err := Parse([]byte(doc), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("issuers alone, without hmac_secret, must be valid: %v", err)
+	}
+	is := c.Auth.Issuers
+	if !is[0].UsesDiscovery() || is[1].UsesDiscovery() || len(is[0].Audience) != 1 || len(is[1].Audience) != 2 ||
+		is[0].Grants[2].Claim != "cognito:groups" || is[1].AudienceClaim != "client_id" || is[1].AuthorizedParties[0] != "web" {
+		t.Fatalf("parsed wrongly: %+v", is)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Issuer)
+		want string
+	}{
+		{"no issuer", func(i *Issuer) { i.Issuer = "" }, "issuers[0].issuer: is required"},
+		{"not a URL", func(i *Issuer) { i.Issuer = "idp.example.com" }, "must be an http(s) URL"},
+		{"no audience", func(i *Issuer) { i.Audience = nil }, "issuers[0].audience"},
+		{"hs256", func(i *Issuer) { i.Algorithms = []string{"HS256"} }, "RS/PS/ES/EdDSA algorithms only"},
+		{"no keys", func(i *Issuer) { i.Issuer = "http://idp.local"; i.Discovery = nil }, "needs keys"},
+		{"no rules", func(i *Issuer) { i.Grants = nil }, "at least one rule"},
+		{"pattern without placeholder", func(i *Issuer) { i.Grants[0].Pattern = "tiles:" }, "{tileset} exactly once"},
+		{"pattern and values", func(i *Issuer) { i.Grants[0].Values = map[string][]string{"a": {"city"}} }, "exactly one of pattern and values"},
+		{"no claim", func(i *Issuer) { i.Grants[0].Claim = "" }, "grants[0].claim"},
+		{"unknown tileset", func(i *Issuer) { i.Grants[1].Values = map[string][]string{"analysts": {"nosuch"}} }, `names no tileset "nosuch"`},
+		{"bad jwks_url", func(i *Issuer) { i.JWKSURL = "file:///etc/keys" }, "jwks_url"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := Parse([]byte(doc), env(nil))
+			tc.mod(&c.Auth.Issuers[0])
+			if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c, _ = Parse([]byte(doc), env(nil))
+	c.Auth.Issuers = append(c.Auth.Issuers, c.Auth.Issuers[0])
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "listed twice") {
+		t.Fatalf("duplicate issuer: %v", err)
+	}
+	if _, err := Parse([]byte("auth: {issuers: [{issuer: x, audience: {a: 1}}]}\ntilesets: []"), env(nil)); err == nil {
+		t.Fatal("an audience that is a map parsed")
+	}
+}

@@ -100,3 +100,27 @@ func (b ByteSize) String() string {
 
 // MarshalYAML writes b as String does.
 func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
+// StringList reads as a single string or a list of strings.
+type StringList []string
+
+// UnmarshalYAML accepts "a" or [a, b].
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value == "" {
+			*l = nil
+		} else {
+			*l = StringList{n.Value}
+		}
+		return nil
+	case yaml.SequenceNode:
+		var v []string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		*l = v
+		return nil
+	}
+	return fmt.Errorf("line %d: want a string or a list of strings", n.Line)
+}

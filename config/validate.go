@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -264,6 +265,39 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 
 func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
 	a := &c.Auth
+	c.validateIssuers(bad)
+	if len(a.Issuers) == 0 || a.SelfIssued() {
+		validateSelfIssued(a, bad)
+	}
+	if d := a.JWKSRefresh.Duration(); d < 10*time.Second || d > 24*time.Hour {
+		bad("auth.jwks_refresh", "%s must be between 10s and 24h", d)
+	}
+	if a.MaxTokenLifetime < 0 {
+		bad("auth.max_token_lifetime", "must not be negative (0 sets no cap)")
+	}
+	if a.GrantsClaim == "" {
+		bad("auth.grants_claim", "must be set")
+	}
+	if a.Leeway < 0 || a.Leeway.Duration() > 5*time.Minute {
+		bad("auth.leeway", "%s must be between 0 and 5m", a.Leeway.Duration())
+	}
+	if a.QueryParam != "" && !paramName.MatchString(a.QueryParam) {
+		bad("auth.query_param", "%q is not a plain parameter name", a.QueryParam)
+	}
+	switch a.Cookie.SameSite {
+	case "lax", "strict":
+	case "none":
+		if !a.Cookie.Secure {
+			bad("auth.cookie.same_site", "none requires auth.cookie.secure: true (browsers drop it otherwise)")
+		}
+	default:
+		bad("auth.cookie.same_site", "%q must be lax, strict or none", a.Cookie.SameSite)
+	}
+}
+
+// validateSelfIssued checks the fields for self-issued tokens (keys and
+// algorithms), which are required unless issuers entries stand alone.
+func validateSelfIssued(a *Auth, bad func(field, format string, args ...any)) {
 	hasHMAC, hasPublic := false, false
 	if len(a.Algorithms) == 0 {
 		bad("auth.algorithms", "at least one algorithm is required")
@@ -297,28 +331,65 @@ func (c *Config) validateAuth(bad func(field, format string, args ...any)) {
 			bad("auth.jwks_url", "%q must be an http(s) URL", a.JWKSURL)
 		}
 	}
-	if d := a.JWKSRefresh.Duration(); d < 10*time.Second || d > 24*time.Hour {
-		bad("auth.jwks_refresh", "%s must be between 10s and 24h", d)
-	}
-	if a.MaxTokenLifetime < 0 {
-		bad("auth.max_token_lifetime", "must not be negative (0 sets no cap)")
-	}
-	if a.GrantsClaim == "" {
-		bad("auth.grants_claim", "must be set")
-	}
-	if a.Leeway < 0 || a.Leeway.Duration() > 5*time.Minute {
-		bad("auth.leeway", "%s must be between 0 and 5m", a.Leeway.Duration())
-	}
-	if a.QueryParam != "" && !paramName.MatchString(a.QueryParam) {
-		bad("auth.query_param", "%q is not a plain parameter name", a.QueryParam)
-	}
-	switch a.Cookie.SameSite {
-	case "lax", "strict":
-	case "none":
-		if !a.Cookie.Secure {
-			bad("auth.cookie.same_site", "none requires auth.cookie.secure: true (browsers drop it otherwise)")
+}
+
+// validateIssuers checks auth.issuers: each needs an issuer, keys (by
+// discovery, a JWKS URL or PEM files), an audience, asymmetric
+// algorithms, and grant rules that name claims and existing tilesets.
+func (c *Config) validateIssuers(bad func(field, format string, args ...any)) {
+	seen := map[string]bool{}
+	for i := range c.Auth.Issuers {
+		is := &c.Auth.Issuers[i]
+		f := fmt.Sprintf("auth.issuers[%d]", i)
+		u, err := url.Parse(is.Issuer)
+		switch {
+		case is.Issuer == "":
+			bad(f+".issuer", "is required")
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad(f+".issuer", "%q must be an http(s) URL", is.Issuer)
+		case seen[is.Issuer]:
+			bad(f+".issuer", "%q is listed twice", is.Issuer)
+		case is.Issuer == c.Auth.Issuer && c.Auth.SelfIssued():
+			bad(f+".issuer", "%q is also auth.issuer, for self-issued tokens; a token's iss must select one", is.Issuer)
 		}
-	default:
-		bad("auth.cookie.same_site", "%q must be lax, strict or none", a.Cookie.SameSite)
+		seen[is.Issuer] = true
+		if is.JWKSURL != "" {
+			if u, err := url.Parse(is.JWKSURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(f+".jwks_url", "%q must be an http(s) URL", is.JWKSURL)
+			}
+		}
+		if !is.UsesDiscovery() && is.JWKSURL == "" && len(is.PublicKeys) == 0 {
+			bad(f, "needs keys: discovery (the default for https issuers), jwks_url or public_keys")
+		}
+		if len(is.Audience) == 0 {
+			bad(f+".audience", "is required: without it any token of this issuer, for any application, would be accepted")
+		}
+		for j, alg := range is.Algorithms {
+			if !slices.Contains(Algorithms, alg) || strings.HasPrefix(alg, "HS") || strings.EqualFold(alg, "none") {
+				bad(fmt.Sprintf("%s.algorithms[%d]", f, j), "%q: an issuer's tokens are checked with RS/PS/ES/EdDSA algorithms only", alg)
+			}
+		}
+		if len(is.Grants) == 0 {
+			bad(f+".grants", "at least one rule is required, or no token of this issuer could read anything")
+		}
+		for j, g := range is.Grants {
+			gf := fmt.Sprintf("%s.grants[%d]", f, j)
+			if g.Claim == "" {
+				bad(gf+".claim", "is required")
+			}
+			switch {
+			case (g.Pattern == "") == (len(g.Values) == 0):
+				bad(gf, "needs exactly one of pattern and values")
+			case g.Pattern != "" && strings.Count(g.Pattern, "{tileset}") != 1:
+				bad(gf+".pattern", "%q must hold {tileset} exactly once", g.Pattern)
+			}
+			for _, v := range slices.Sorted(maps.Keys(g.Values)) {
+				for _, name := range g.Values[v] {
+					if _, ok := c.Tileset(name); !ok && name != "*" {
+						bad(fmt.Sprintf("%s.values[%q]", gf, v), "names no tileset %q", name)
+					}
+				}
+			}
+		}
 	}
 }
