@@ -4,6 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -173,6 +175,47 @@ func FuzzSessionCookie(f *testing.F) {
 			c, err := r.Cookie(name)
 			if err != nil || c.Value != got {
 				t.Fatalf("%s: fast path %q, Request.Cookie %v %v", name, got, c, err)
+			}
+		}
+	})
+}
+
+// FuzzIssuerClaims: whatever JSON a provider puts in a token's claims,
+// the audience check and the grant rules answer (grants, or a refusal)
+// and never panic; every tileset granted by a pattern exists.
+func FuzzIssuerClaims(f *testing.F) {
+	f.Add(`{"aud":"tileproxy","scope":"tiles:city openid","realm_access":{"roles":["analysts"]}}`)
+	f.Add(`{"aud":["x","tileproxy"],"client_id":7,"realm_access":"analysts","a.b":{"c":["city"]}}`)
+	f.Add(`{"aud":{"x":1},"scope":["tiles:city",3],"cognito:groups":[null]}`)
+	f.Add(`{"realm_access":{"roles":["admins","analysts"]},"a.b":{"c":"parks nosuch"}}`)
+	is := &issuer{
+		audience: []string{"tileproxy"},
+		grants: []grantRule{
+			{claim: "scope", prefix: "tiles:"},
+			{claim: "realm_access.roles", values: map[string][]string{"analysts": {"roads"}, "admins": {"*"}}},
+			{claim: "a.b.c", prefix: "", suffix: ""},
+			{claim: "cognito:groups", values: map[string][]string{"maps": {"city"}}},
+		},
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		var claims map[string]any
+		if json.Unmarshal([]byte(doc), &claims) != nil {
+			return
+		}
+		is.checkAudience(claims)
+		is.audienceClaim = "client_id"
+		is.checkAudience(claims)
+		is.audienceClaim = ""
+		p := &Principal{}
+		if err := is.grant(claims, knownTileset, p); err != nil {
+			if !errors.Is(err, ErrBadGrants) {
+				t.Fatalf("grant error %v is not ErrBadGrants", err)
+			}
+			return
+		}
+		for _, n := range p.tilesets {
+			if !knownTileset(n) {
+				t.Fatalf("granted %q, which is no tileset", n)
 			}
 		}
 	})

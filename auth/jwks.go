@@ -37,7 +37,11 @@ const maxJWKSBytes = 1 << 20
 // rate-limit wait: against a JWKS that takes more than that wait to
 // answer, a rotated key was never fetched.)
 type jwksKeys struct {
+	// url is the JWKS's; with issuer set it starts empty and is found
+	// by OpenID discovery (only the run goroutine touches it then).
 	url      string
+	issuer   string   // discover the URL from this issuer, when url is ""
+	hosts    []string // hosts besides the issuer's a discovered URL may name
 	client   *http.Client
 	timeout  time.Duration // per fetch
 	interval time.Duration // between background refreshes
@@ -91,7 +95,7 @@ func (j *jwksKeys) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			j.log.Warn("JWKS refresh failed; keeping the keys already known", "url", j.url, "err", err)
+			j.log.Warn("JWKS refresh failed; keeping the keys already known", "url", j.url, "issuer", j.issuer, "err", err)
 			next = min(retry, j.interval)
 			retry = min(2*retry, j.interval)
 		} else {
@@ -143,6 +147,13 @@ func sameKey(a, b jwkset.JWK) bool {
 }
 
 func (j *jwksKeys) fetch(ctx context.Context) ([]jwkset.JWK, error) {
+	if j.url == "" {
+		u, err := j.discover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		j.url = u
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.url, nil)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"cmp"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -12,12 +11,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/tileproxy/tileproxy/config"
 )
@@ -62,8 +61,11 @@ type Deps struct {
 	// waits for the refresh it asked for; 5 ms when 0.
 	JWKSUnknownKIDWait time.Duration
 	// OnJWKSRefresh, when set, is told each JWKS fetch's outcome and how
-	// many keys are held after it.
+	// many keys are held after it, over every JWKS.
 	OnJWKSRefresh func(ok bool, keys int)
+	// Tilesets tells whether a tileset of that name is configured: a
+	// pattern grant rule grants only those. Nil accepts every name.
+	Tilesets func(name string) bool
 	// VerifiedCacheSize bounds the cache of verified tokens; 10,000 when 0,
 	// negative disables it.
 	VerifiedCacheSize int
@@ -94,7 +96,16 @@ type Verifier struct {
 	issuer      string
 	leeway      time.Duration
 	maxLifetime time.Duration // 0: no cap
+	jwksRefresh time.Duration
 	now         func() time.Time
+	// selfIssued is set when the self-issued fields hold keys, or no
+	// issuers are configured (then they are all there is).
+	selfIssued bool
+	// issuers are the auth.issuers entries by iss.
+	issuers map[string]*issuer
+	known   func(string) bool
+	kmu     sync.Mutex  // protects keepers
+	keepers []*jwksKeys // every JWKS kept, for readiness and the key count
 	// seen caches successful verifications by SHA-256 of the token, so a
 	// map's hundreds of tile requests cost one signature check. Lookups
 	// use Peek (a read lock) rather than Get (the write lock, to reorder):
@@ -144,7 +155,14 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		issuer:      cfg.Issuer,
 		leeway:      cfg.Leeway.Duration(),
 		maxLifetime: cfg.MaxTokenLifetime.Duration(),
+		jwksRefresh: cfg.JWKSRefresh.Duration(),
 		now:         deps.Now,
+		selfIssued:  len(cfg.Issuers) == 0 || cfg.SelfIssued(),
+		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
+		known:       deps.Tilesets,
+	}
+	if v.known == nil {
+		v.known = func(string) bool { return true }
 	}
 	if size := deps.VerifiedCacheSize; size >= 0 {
 		if size == 0 {
@@ -156,40 +174,38 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		}
 		v.seen = c
 	}
+	if v.selfIssued {
+		if err := v.initSelfIssued(ctx, cfg, deps); err != nil {
+			return nil, err
+		}
+	}
+	for _, ic := range cfg.Issuers {
+		is, err := newIssuer(ctx, ic, v, deps)
+		if err != nil {
+			return nil, err
+		}
+		v.issuers[ic.Issuer] = is
+	}
+	return v, nil
+}
+
+// initSelfIssued sets up the keys and rules of self-issued tokens (the
+// single-issuer fields of auth).
+func (v *Verifier) initSelfIssued(ctx context.Context, cfg config.Auth, deps Deps) error {
 	if cfg.HMACSecret != "" {
 		if len(cfg.HMACSecret) < config.MinHMACSecretBytes {
-			return nil, fmt.Errorf("auth: hmac_secret shorter than %d bytes", config.MinHMACSecretBytes)
+			return fmt.Errorf("auth: hmac_secret shorter than %d bytes", config.MinHMACSecretBytes)
 		}
 		v.hmacSecret = []byte(cfg.HMACSecret)
 	}
 	keys, err := LoadPublicKeys(cfg.PublicKeys)
 	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
+		return fmt.Errorf("auth: %w", err)
 	}
 	v.publicKeys = keys
 	if cfg.JWKSURL != "" {
-		j := &jwksKeys{
-			url:       cfg.JWKSURL,
-			client:    deps.HTTPClient,
-			timeout:   cmp.Or(deps.JWKSTimeout, 10*time.Second),
-			interval:  cmp.Or(deps.JWKSRefreshInterval, cfg.JWKSRefresh.Duration(), 5*time.Minute),
-			wait:      cmp.Or(deps.JWKSUnknownKIDWait, 5*time.Millisecond),
-			limiter:   rate.NewLimiter(rate.Every(cmp.Or(deps.JWKSUnknownKIDEvery, 5*time.Second)), 1),
-			now:       deps.Now,
-			log:       deps.Logger,
-			onRefresh: deps.OnJWKSRefresh,
-			// A key withdrawn from the JWKS must stop verifying at once,
-			// also for tokens verified with it before.
-			onRemoved: v.forgetVerified,
-		}
-		if j.client == nil {
-			j.client = &http.Client{}
-		}
-		if j.onRefresh == nil {
-			j.onRefresh = func(bool, int) {}
-		}
-		if v.jwks, err = newJWKSKeys(ctx, j); err != nil {
-			return nil, fmt.Errorf("auth: jwks: %w", err)
+		if v.jwks, err = newJWKSKeys(ctx, v.newJWKS(cfg.JWKSURL, deps)); err != nil {
+			return fmt.Errorf("auth: jwks: %w", err)
 		}
 	}
 
@@ -207,13 +223,23 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
 	v.parser = jwt.NewParser(opts...)
-	return v, nil
+	return nil
 }
 
 // Ready reports whether the verifier holds the keys it was configured
-// with: always without a JWKS, and after the JWKS's first successful
-// fetch with one. Until then tokens signed by JWKS keys are refused.
-func (v *Verifier) Ready() bool { return v.jwks == nil || v.jwks.ready.Load() }
+// with: always without a JWKS, and after every JWKS's first successful
+// fetch (discovery included) with them. Until then tokens signed by JWKS
+// keys are refused.
+func (v *Verifier) Ready() bool {
+	v.kmu.Lock()
+	defer v.kmu.Unlock()
+	for _, j := range v.keepers {
+		if !j.ready.Load() {
+			return false
+		}
+	}
+	return true
+}
 
 // CookieName is the session cookie this verifier reads.
 func (v *Verifier) CookieName() string { return v.cookieName }
@@ -258,13 +284,62 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	return p, nil
 }
 
-// verify checks the signature and claims, without the cache.
+// verify checks the signature and claims, without the cache. A token's
+// iss picks the issuers entry that checks it; a token of no entry's is
+// checked as self-issued, or refused without any network request when
+// there are no self-issued keys.
 func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error) {
+	if len(v.issuers) > 0 {
+		iss, err := unverifiedIssuer(token)
+		if err != nil {
+			return nil, err
+		}
+		if is := v.issuers[iss]; is != nil {
+			return v.verifyIssued(ctx, is, token)
+		}
+		if !v.selfIssued {
+			return nil, fmt.Errorf("%w: %w", ErrBadIssuer, errNoIssuer)
+		}
+	}
 	claims := jwt.MapClaims{}
 	t, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return v.keyFor(ctx, t) })
 	if err != nil {
-		return nil, v.classify(t, claims, err)
+		return nil, v.classify(t, claims, err, v.algorithms, v.issuer != "")
 	}
+	p, err := v.principal(claims, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.setGrants(claims[v.grantsClaim]); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// verifyIssued checks a token of an issuers entry: signature and times,
+// then audience (and azp), then its grant rules.
+func (v *Verifier) verifyIssued(ctx context.Context, is *issuer, token string) (*Principal, error) {
+	claims := jwt.MapClaims{}
+	t, err := is.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) { return is.keyFor(ctx, t) })
+	if err != nil {
+		return nil, v.classify(t, claims, err, is.algorithms, true)
+	}
+	if err := is.checkAudience(claims); err != nil {
+		return nil, err
+	}
+	p, err := v.principal(claims, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := is.grant(claims, v.known, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// principal builds the Principal of verified claims: expiry (against
+// max_token_lifetime), subject and the key of its limits.
+func (v *Verifier) principal(claims jwt.MapClaims, token string) (*Principal, error) {
 	p := &Principal{}
 	if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
 		p.Expires = exp.Time
@@ -292,9 +367,6 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error)
 		k := sha256.Sum256([]byte(token))
 		p.Key = "t" + hex.EncodeToString(k[:12])
 	}
-	if err := p.setGrants(claims[v.grantsClaim]); err != nil {
-		return nil, err
-	}
 	return p, nil
 }
 
@@ -308,14 +380,20 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 		return v.hmacSecret, nil
 	}
+	return keySet(ctx, t, v.publicKeys, v.jwks)
+}
+
+// keySet is the keys among pem and jwks (nil when there is none) that fit
+// t's algorithm.
+func keySet(ctx context.Context, t *jwt.Token, pem []crypto.PublicKey, jwks *jwksKeys) (any, error) {
 	var set jwt.VerificationKeySet
-	for _, k := range v.publicKeys {
+	for _, k := range pem {
 		if fits(t.Method, k) {
 			set.Keys = append(set.Keys, k)
 		}
 	}
-	if v.jwks != nil {
-		k, _ := v.jwks.key(ctx, t) // an unknown kid leaves k nil
+	if jwks != nil {
+		k, _ := jwks.key(ctx, t) // an unknown kid leaves k nil
 		switch k := k.(type) {
 		case nil:
 		case jwt.VerificationKeySet: // no kid: every key held
@@ -336,12 +414,14 @@ func (v *Verifier) keyFor(ctx context.Context, t *jwt.Token) (any, error) {
 	return set, nil
 }
 
-// classify turns the jwt library's error into one of ours.
-func (v *Verifier) classify(t *jwt.Token, claims jwt.MapClaims, err error) error {
+// classify turns the jwt library's error into one of ours; algorithms
+// are the ones the token could have used, and issuerSet tells whether an
+// iss was required.
+func (v *Verifier) classify(t *jwt.Token, claims jwt.MapClaims, err error, algorithms []string, issuerSet bool) error {
 	switch {
 	case errors.Is(err, ErrUnknownKey):
 		return ErrUnknownKey
-	case t != nil && t.Method != nil && !slices.Contains(v.algorithms, t.Method.Alg()):
+	case t != nil && t.Method != nil && !slices.Contains(algorithms, t.Method.Alg()):
 		return ErrBadAlgorithm
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		// An unregistered alg ("none" without the unsafe key, "HS1024")
@@ -364,7 +444,7 @@ func (v *Verifier) classify(t *jwt.Token, claims jwt.MapClaims, err error) error
 		return ErrBadAudience
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing) && claims["exp"] != nil:
 		// exp is present, so the missing required claim is iss or aud.
-		if _, ok := claims["iss"]; !ok && v.issuer != "" {
+		if _, ok := claims["iss"]; !ok && issuerSet {
 			return ErrBadIssuer
 		}
 		return ErrBadAudience
