@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,7 +112,11 @@ func pages() http.Handler {
 
 // setup runs tileproxy (with its cache) on MinIO, CORS open to one page
 // origin and closed to another.
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { t.Helper(); return setupWith(t, nil) }
+
+// setupWith is setup with mod changing the configuration once the
+// addresses are known (e.allowedPages and e.proxyURL are set).
+func setupWith(t *testing.T, mod func(*config.Config, *env)) *env {
 	t.Helper()
 	s3env := testenv.MinIO(t)
 	bucket := s3env.Bucket(t)
@@ -139,12 +144,15 @@ func setup(t *testing.T) *env {
 	cfg.CORS.AllowedOrigins = []string{e.allowedPages}
 	cfg.S3.Endpoint, cfg.S3.UsePathStyle = s3env.Endpoint, true
 	cfg.Tilesets = []config.Tileset{{Name: "demo", Bucket: bucket, Prefix: "raster/", MaxZoom: 3}}
+	if mod != nil {
+		mod(&cfg, e)
+	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{})
+	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,6 +248,22 @@ func waitStatus(want string) chromedp.Action[chromedp.Void] {
 		var err error
 		for range 20 {
 			if _, err = poll(ctx, t); err == nil || !strings.Contains(err.Error(), "context") || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return err
+	})
+}
+
+// acrossNavigation runs a, again when a navigation interrupted it
+// (bounded by attempts).
+func acrossNavigation(a chromedp.Action[chromedp.Void]) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		var err error
+		for range 50 {
+			if _, err = a(ctx, t); err == nil || ctx.Err() != nil ||
+				!(strings.Contains(err.Error(), "navigated") || strings.Contains(err.Error(), "context")) {
 				return err
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -424,4 +448,40 @@ func TestOtherOriginOnlyWithCORS(t *testing.T) {
 	refusal(t, e, "other", "error: session", 0, func(page string) string {
 		return fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.otherPages, page, e.proxyURL, e.token)
 	})
+}
+
+// TestSignInAtProviderThenMap: a page signs in at a real OpenID provider
+// (internal/testidp) with the authorization code flow and PKCE, through
+// the provider's own login form, trades the access token for tileproxy's
+// session cookie, and shows the map. tileproxy knows only the provider's
+// issuer and a rule granting the tileset to the realm role the user holds.
+func TestSignInAtProviderThenMap(t *testing.T) {
+	var idp *testenv.IDP
+	e := setupWith(t, func(cfg *config.Config, e *env) {
+		idp = testenv.StartIDP(t, e.allowedPages+"/oidc.html")
+		yes := true
+		cfg.Auth.HMACSecret = ""
+		cfg.Auth.Issuers = []config.Issuer{{
+			Issuer: idp.Issuer, Discovery: &yes, Audience: config.StringList{"maps-web"},
+			Grants: []config.GrantRule{{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"demo"}}}},
+		}}
+	})
+	ctx, _ := browser(t)
+	page := e.allowedPages + "/oidc.html?issuer=" + url.QueryEscape(idp.Issuer) + "&proxy=" + url.QueryEscape(e.proxyURL)
+	// The page sends the browser on to the provider's login form, which
+	// may swap the page under a query: each step is retried then.
+	for i, step := range []chromedp.Action[chromedp.Void]{
+		acrossNavigation(chromedp.Navigate(page)),
+		acrossNavigation(chromedp.WaitVisible("#username")),
+		chromedp.SendKeys("#username", "test-user2"),
+		chromedp.SendKeys("#password", "verysecure"),
+		acrossNavigation(chromedp.Submit("#password")),
+		acrossNavigation(waitStatus("ready")),
+	} {
+		if err := chromedp.Do(ctx, step); err != nil {
+			url, _ := chromedp.Run(ctx, chromedp.Location())
+			t.Fatalf("sign in and map, step %d: %v (at %s, page says %q)", i, err, url, status(ctx))
+		}
+	}
+	checkRendered(t, ctx, e, "oidc-signin")
 }
