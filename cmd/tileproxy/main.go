@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +46,8 @@ usage:
   tileproxy demo [-listen 127.0.0.1:8080]    zero-setup demo with a map viewer
   tileproxy token -secret-env VAR -tilesets a,b -ttl 1h
                                              mint a development HS256 token
+  tileproxy token -key idp.pem -kid k1 -iss URL -aud tileproxy -claim 'scope=tiles:a'
+                                             mint one as an issuer would, for auth.issuers rules
   tileproxy check -config tileproxy.yaml     validate a config
   tileproxy version                          print version information
 `
@@ -215,7 +218,8 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		ctx, cancel := context.WithCancel(ctx)
-		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh})
+		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh,
+			Tilesets: func(name string) bool { _, ok := cfg.Tileset(name); return ok }})
 		if err != nil {
 			cancel()
 			return nil, err
@@ -363,7 +367,7 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d tilesets)\n", *path, len(cfg.Tilesets))
+	fmt.Fprintf(stdout, "%s: ok (%d tilesets, %d issuers)\n", *path, len(cfg.Tilesets), len(cfg.Auth.Issuers))
 	return 0
 }
 
@@ -371,33 +375,64 @@ func tokenCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	secretEnv := fs.String("secret-env", "TILEPROXY_HMAC_SECRET", "environment variable holding the HMAC secret")
-	tilesets := fs.String("tilesets", "", "comma-separated tileset names, or * for all")
+	keyFile := fs.String("key", "", "sign with this PEM private key (RS256, ES256 or EdDSA) instead of the HMAC secret, as an issuer would")
+	kid := fs.String("kid", "", "kid header")
+	tilesets := fs.String("tilesets", "", "comma-separated tileset names, or * for all, in the grants claim")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime")
 	sub := fs.String("sub", "", "subject (sub claim)")
 	iss := fs.String("iss", "", "issuer (iss claim)")
 	aud := fs.String("aud", "", "audience (aud claim)")
 	claim := fs.String("grants-claim", "tilesets", "name of the grants claim")
+	var extra claimFlags
+	fs.Var(&extra, "claim", "name=value: a claim for an issuer's grant rules; value is JSON when it parses ('realm_access={\"roles\":[\"analysts\"]}'), else a string ('scope=tiles:city tiles:roads'); repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	secret := os.Getenv(*secretEnv)
-	if secret == "" {
-		return fmt.Errorf("token: $%s is empty; export the HMAC secret there", *secretEnv)
+	o := auth.MintOptions{TTL: *ttl, Subject: *sub, Issuer: *iss, Audience: *aud, GrantsClaim: *claim, KID: *kid, Claims: extra.m}
+	if *keyFile != "" {
+		data, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return fmt.Errorf("token: %w", err)
+		}
+		if o.Key, err = auth.ParsePrivateKeyPEM(data); err != nil {
+			return fmt.Errorf("token: %s: %w", *keyFile, err)
+		}
+	} else if o.Secret = []byte(os.Getenv(*secretEnv)); len(o.Secret) == 0 {
+		return fmt.Errorf("token: $%s is empty; export the HMAC secret there (or sign with -key)", *secretEnv)
 	}
-	if *tilesets == "" {
-		return errors.New("token: -tilesets is required (e.g. -tilesets city,roads or -tilesets '*')")
+	if *tilesets == "" && len(extra.m) == 0 {
+		return errors.New("token: -tilesets or -claim is required (e.g. -tilesets city,roads, -tilesets '*', or -claim 'scope=tiles:city')")
 	}
-	var names []string
 	for _, n := range strings.Split(*tilesets, ",") {
 		if n = strings.TrimSpace(n); n != "" {
-			names = append(names, n)
+			o.Tilesets = append(o.Tilesets, n)
 		}
 	}
-	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: names, TTL: *ttl,
-		Subject: *sub, Issuer: *iss, Audience: *aud, GrantsClaim: *claim})
+	tok, err := auth.Mint(o)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+// claimFlags collects -claim name=value.
+type claimFlags struct{ m map[string]any }
+
+func (c *claimFlags) String() string { return "" }
+
+func (c *claimFlags) Set(s string) error {
+	name, val, ok := strings.Cut(s, "=")
+	if !ok || name == "" {
+		return fmt.Errorf("want name=value, got %q", s)
+	}
+	if c.m == nil {
+		c.m = map[string]any{}
+	}
+	var v any
+	if err := json.Unmarshal([]byte(val), &v); err != nil {
+		v = val
+	}
+	c.m[name] = v
 	return nil
 }

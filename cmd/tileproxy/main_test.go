@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
 )
 
 func TestCheck(t *testing.T) {
@@ -73,6 +76,29 @@ func TestToken(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"token", "-secret-env", "TP_UNSET_VAR", "-tilesets", "a"}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "TP_UNSET_VAR") {
 		t.Errorf("unset secret: exit %d %q", code, errb.String())
+	}
+	// Signed as an issuer would, with claims for its grant rules: an
+	// issuers entry holding the public key grants from them.
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"token", "-key", "../../testdata/keys/rsa.pem", "-kid", "dev", "-iss", "https://idp.dev.example", "-aud", "tileproxy",
+		"-claim", "scope=openid tiles:a", "-claim", `realm_access={"roles":["analysts"]}`}, &out, &errb); code != 0 {
+		t.Fatalf("-key: exit %d: %s", code, errb.String())
+	}
+	no := false
+	v, err := auth.New(t.Context(), config.Auth{Leeway: config.Duration(time.Second), Issuers: []config.Issuer{{
+		Issuer: "https://idp.dev.example", Discovery: &no, PublicKeys: []string{"../../testdata/keys/rsa.pub.pem"},
+		Audience: config.StringList{"tileproxy"}, Grants: []config.GrantRule{
+			{Claim: "scope", Pattern: "tiles:{tileset}"},
+			{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"b"}}},
+		},
+	}}}, auth.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := v.Verify(t.Context(), strings.TrimSpace(out.String()))
+	if err != nil || !p.Allows("a") || !p.Allows("b") || p.Allows("c") {
+		t.Fatalf("token minted with -key and -claim: %v", err)
 	}
 }
 
