@@ -241,18 +241,33 @@ type Tileset struct {
 	Bucket string `yaml:"bucket"`
 	// Prefix is prepended to the request path to form the object key.
 	Prefix string `yaml:"prefix"`
+	// Archive names one PMTiles archive (an object key) that holds the
+	// whole tileset, instead of a Prefix.
+	Archive string `yaml:"archive"`
 	// RoleARN overrides s3.role_arn for this tileset.
 	RoleARN string `yaml:"role_arn"`
 	// CacheControl is sent on every tile of this tileset.
 	CacheControl string `yaml:"cache_control"`
 	// Missing is "notfound" (404) or "empty" (204) for absent objects.
 	Missing string `yaml:"missing"`
-	// Format is the tile extension used in TileJSON: png, jpg, webp, pbf, mvt.
+	// Format is the tile extension used in TileJSON: png, jpg, webp, pbf,
+	// mvt. An archive tileset takes its format, zoom range, bounds and
+	// attribution from the archive.
 	Format      string    `yaml:"format"`
 	MinZoom     int       `yaml:"minzoom"`
 	MaxZoom     int       `yaml:"maxzoom"`
 	Bounds      []float64 `yaml:"bounds"`
 	Attribution string    `yaml:"attribution"`
+}
+
+// CacheKeyPrefix starts the cache key of everything the tileset reads:
+// "bucket/prefix", or "bucket/archive#" for an archive (its keys go on with
+// the archive's ETag).
+func (t *Tileset) CacheKeyPrefix() string {
+	if t.Archive != "" {
+		return t.Bucket + "/" + t.Archive + "#"
+	}
+	return t.Bucket + "/" + t.Prefix
 }
 
 // Missing-object behaviours for Tileset.Missing.

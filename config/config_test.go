@@ -361,3 +361,34 @@ tilesets:
 		t.Fatal("an audience that is a map parsed")
 	}
 }
+
+// TestArchiveTilesets: an archive or a prefix, never both; a sane key;
+// and no prefix tileset whose prefix holds another tileset's archive.
+func TestArchiveTilesets(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ts   []Tileset
+		want string
+	}{
+		{"archive", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/a.pmtiles"}}, ""},
+		{"two archives, a prefix beside", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/a.pmtiles"}, {Name: "c", Bucket: "maps-bucket", Archive: "maps/c.pmtiles"}, {Name: "p", Bucket: "maps-bucket", Prefix: "tiles/"}}, ""},
+		{"both", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/a.pmtiles", Prefix: "maps/"}}, "an archive or a prefix, not both"},
+		{"dot-dot", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/../a.pmtiles"}}, "must be an object key"},
+		{"wildcard", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/*.pmtiles"}}, "must be an object key"},
+		{"a directory", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "maps/"}}, "must be an object key"},
+		{"same archive twice", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "m.pmtiles"}, {Name: "c", Bucket: "maps-bucket", Archive: "m.pmtiles"}}, "also the archive of tileset a"},
+		{"archive under a prefix", []Tileset{{Name: "p", Bucket: "maps-bucket", Prefix: "maps/"}, {Name: "a", Bucket: "maps-bucket", Archive: "maps/a.pmtiles"}}, "could download the whole archive"},
+		{"archive under the whole bucket", []Tileset{{Name: "a", Bucket: "maps-bucket", Archive: "a.pmtiles"}, {Name: "p", Bucket: "maps-bucket"}}, "could download the whole archive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.HMACSecret = secret
+			c.Tilesets = tc.ts
+			c.ApplyDefaults()
+			err := c.Validate()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

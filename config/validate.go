@@ -171,13 +171,18 @@ func (c *Config) Validate() error {
 			bad(f+".bucket", "%q is not a valid S3 bucket name", t.Bucket)
 		}
 		switch {
+		case t.Archive != "" && t.Prefix != "":
+			bad(f+".archive", "a tileset has an archive or a prefix, not both")
+		case t.Archive != "" && (strings.HasPrefix(t.Archive, "/") || strings.HasSuffix(t.Archive, "/") || strings.Contains(t.Archive, "//") ||
+			slices.Contains(strings.Split(t.Archive, "/"), "..") || strings.ContainsAny(t.Archive, "*?\\\x00") || len(t.Archive) > 1024):
+			bad(f+".archive", "%q must be an object key such as maps/city.pmtiles", t.Archive)
 		case strings.HasPrefix(t.Prefix, "/") || strings.Contains(t.Prefix, "//") || slices.Contains(strings.Split(t.Prefix, "/"), "..") || strings.ContainsAny(t.Prefix, "\\\x00"):
 			bad(f+".prefix", "%q must be a relative key prefix such as city/", t.Prefix)
 		case strings.ContainsAny(t.Prefix, "*?"):
 			// The STS session policy is bucket/prefix*: a wildcard in the
 			// prefix would widen it to keys of other tilesets.
 			bad(f+".prefix", "%q must not contain * or ?", t.Prefix)
-		case t.Prefix != "" && !strings.HasSuffix(t.Prefix, "/"):
+		case t.Archive == "" && t.Prefix != "" && !strings.HasSuffix(t.Prefix, "/"):
 			// Without the slash, /tiles/a/-private/x reads a-private/x.
 			bad(f+".prefix", "%q must end in / (e.g. %q), or tiles of a tileset with prefix %q would be served", t.Prefix, t.Prefix+"/", t.Prefix+"-private/")
 		}
@@ -224,7 +229,24 @@ func (c *Config) validateOverlaps(bad func(field, format string, args ...any)) {
 			if a.Bucket != b.Bucket {
 				continue
 			}
-			if strings.HasPrefix(a.Prefix, b.Prefix) || strings.HasPrefix(b.Prefix, a.Prefix) {
+			switch {
+			case a.Archive != "" && b.Archive != "":
+				if a.Archive == b.Archive {
+					bad(fmt.Sprintf("tilesets[%d] (%s).archive", j, b.Name), "%q is also the archive of tileset %s", b.Archive, a.Name)
+				}
+			case a.Archive != "" || b.Archive != "":
+				// A prefix tileset whose prefix holds the archive would
+				// serve the whole archive, every tile, as one object.
+				arch, pre := a, b
+				if b.Archive != "" {
+					arch, pre = b, a
+				}
+				if strings.HasPrefix(arch.Archive, pre.Prefix) {
+					bad(fmt.Sprintf("tilesets[%d] (%s)", j, b.Name),
+						"archive %q of tileset %s lies under prefix %q of tileset %s in bucket %s: that tileset could download the whole archive",
+						arch.Archive, arch.Name, pre.Prefix, pre.Name, a.Bucket)
+				}
+			case strings.HasPrefix(a.Prefix, b.Prefix) || strings.HasPrefix(b.Prefix, a.Prefix):
 				bad(fmt.Sprintf("tilesets[%d] (%s).prefix", j, b.Name),
 					"%q overlaps %q of tileset %s in bucket %s: one tileset could read the other's tiles; give each its own directory",
 					b.Prefix, a.Prefix, a.Name, a.Bucket)

@@ -20,6 +20,9 @@ type Request struct {
 	Key     string
 	// IfNoneMatch is an ETag list, sent as If-None-Match.
 	IfNoneMatch string
+	// IfMatch is an ETag the object must still have (If-Match): a ranged
+	// read of an archive fails with ErrChanged once it was replaced.
+	IfMatch string
 	// IfModifiedSince is sent when non-zero.
 	IfModifiedSince time.Time
 	// Range is an HTTP Range header value ("bytes=0-99").
@@ -61,6 +64,8 @@ var (
 	ErrNotFound = errors.New("origin: object not found")
 	// ErrNotModified: a conditional request matched (HTTP 304).
 	ErrNotModified = errors.New("origin: not modified")
+	// ErrChanged: If-Match failed, the object was replaced (HTTP 412).
+	ErrChanged = errors.New("origin: object changed")
 	// ErrRangeNotSatisfiable: the Range lies outside the object (HTTP 416).
 	ErrRangeNotSatisfiable = errors.New("origin: range not satisfiable")
 	// ErrDenied: the origin refused our credentials (AccessDenied, bad or

@@ -204,6 +204,9 @@ func (o *S3) get(ctx context.Context, client *s3.Client, req Request) (*Object, 
 	if req.IfNoneMatch != "" {
 		in.IfNoneMatch = aws.String(req.IfNoneMatch)
 	}
+	if req.IfMatch != "" {
+		in.IfMatch = aws.String(req.IfMatch)
+	}
 	if !req.IfModifiedSince.IsZero() {
 		in.IfModifiedSince = aws.Time(req.IfModifiedSince)
 	}
@@ -300,6 +303,8 @@ func classify(ctx context.Context, op string, err error) error {
 		e.Kind = ErrNotFound
 	case status == http.StatusNotModified || e.Code == "NotModified":
 		e.Kind = ErrNotModified
+	case status == http.StatusPreconditionFailed || e.Code == "PreconditionFailed":
+		e.Kind = ErrChanged
 	case status == http.StatusRequestedRangeNotSatisfiable || e.Code == "InvalidRange":
 		e.Kind = ErrRangeNotSatisfiable
 	case e.Code == "NoSuchBucket":

@@ -156,7 +156,7 @@ func TestS3Unreachable(t *testing.T) {
 }
 
 func TestSessionPolicy(t *testing.T) {
-	got := origin.SessionPolicy("tiles", "city/")
+	got := origin.SessionPolicy("tiles", "city/*")
 	for _, want := range []string{`"s3:GetObject"`, `"arn:aws:s3:::tiles/city/*"`, `"Effect":"Allow"`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("policy lacks %s: %s", want, got)

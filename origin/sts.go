@@ -19,18 +19,20 @@ import (
 )
 
 // SessionPolicy returns the inline session policy attached to the
-// AssumeRole call for a tileset: GetObject under its prefix and nothing
-// else. The effective permissions are the intersection of this and the
-// role's own policy, so even a role that can read the whole bucket yields
-// credentials that cannot read another tileset's prefix.
-func SessionPolicy(bucket, prefix string) string {
+// AssumeRole call for a tileset: GetObject on bucket/keys and nothing
+// else, where keys is "prefix*" for a prefix tileset and the archive's key
+// alone for an archive tileset. The effective permissions are the
+// intersection of this and the role's own policy, so even a role that can
+// read the whole bucket yields credentials that cannot read another
+// tileset's objects.
+func SessionPolicy(bucket, keys string) string {
 	doc := map[string]any{
 		"Version": "2012-10-17",
 		"Statement": []map[string]any{{
 			"Sid":      "TileproxyReadTileset",
 			"Effect":   "Allow",
 			"Action":   []string{"s3:GetObject"},
-			"Resource": []string{"arn:aws:s3:::" + bucket + "/" + prefix + "*"},
+			"Resource": []string{"arn:aws:s3:::" + bucket + "/" + keys},
 		}},
 	}
 	b, _ := json.Marshal(doc) // a map of strings cannot fail to marshal
@@ -56,7 +58,11 @@ func tilesetCredentials(cfg *config.Config, t *config.Tileset, awsCfg aws.Config
 		deps.Logger.Info("tileset reads with the base credentials (no role_arn)", "tileset", t.Name)
 		return nil, nil
 	}
-	policy := SessionPolicy(t.Bucket, t.Prefix)
+	policy := SessionPolicy(t.Bucket, t.Prefix+"*")
+	if t.Archive != "" {
+		// One object, the archive, and nothing beside it.
+		policy = SessionPolicy(t.Bucket, t.Archive)
+	}
 	if len(policy) > 2048 {
 		return nil, fmt.Errorf("origin: tileset %s: session policy too long for STS", t.Name)
 	}

@@ -125,3 +125,50 @@ func TestSessionPolicyEnforcedByMinIO(t *testing.T) {
 		t.Errorf("AssumeRole calls: got %v, want one per tileset", calls)
 	}
 }
+
+// TestArchiveSessionPolicyOnMinIO: an archive tileset's assumed
+// credentials read its archive and nothing else, not even the object
+// next to it.
+func TestArchiveSessionPolicyOnMinIO(t *testing.T) {
+	env := testenv.MinIO(t)
+	if env.ReaderAccessKey == "" {
+		testenv.Require(t, "MinIO read-only user", "TILEPROXY_TEST_S3_READER_ACCESS_KEY is not set")
+	}
+	bucket := env.Bucket(t)
+	env.Put(t, bucket, map[string]testenv.Object{
+		"maps/city.pmtiles":    {Body: []byte("the archive")},
+		"maps/city.pmtiles.v2": {Body: []byte("next to it")},
+		"maps/other.pmtiles":   {Body: []byte("another archive")},
+	})
+	cfg := config.Default()
+	cfg.S3.Endpoint, cfg.S3.UsePathStyle = env.Endpoint, true
+	cfg.S3.RoleARN = "arn:minio:iam:::role/tileproxy"
+	cfg.Tilesets = []config.Tileset{{Name: "city", Bucket: bucket, Archive: "maps/city.pmtiles"}}
+	cfg.Auth.HMACSecret = strings.Repeat("s", 32)
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	o, err := origin.New(t.Context(), &cfg, origin.Deps{Credentials: credentials.NewStaticCredentialsProvider(env.ReaderAccessKey, env.ReaderSecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	obj, err := o.Get(ctx, origin.Request{Tileset: "city", Bucket: bucket, Key: "maps/city.pmtiles", Range: "bytes=0-2"})
+	if err != nil {
+		t.Fatalf("ranged read of the archive: %v", err)
+	}
+	b, _ := io.ReadAll(obj.Body)
+	obj.Body.Close()
+	if string(b) != "the" || obj.TotalSize != int64(len("the archive")) {
+		t.Fatalf("ranged read: %q of %d", b, obj.TotalSize)
+	}
+	for _, key := range []string{"maps/city.pmtiles.v2", "maps/other.pmtiles"} {
+		if _, err := o.Get(ctx, origin.Request{Tileset: "city", Bucket: bucket, Key: key}); !errors.Is(err, origin.ErrDenied) {
+			t.Errorf("read of %s with the archive's credentials: %v, want ErrDenied", key, err)
+		}
+	}
+	if _, err := o.Get(ctx, origin.Request{Tileset: "city", Bucket: bucket, Key: "maps/city.pmtiles", IfMatch: `"not-the-etag"`}); !errors.Is(err, origin.ErrChanged) {
+		t.Errorf("If-Match with another ETag: %v, want ErrChanged", err)
+	}
+}

@@ -135,16 +135,16 @@ func (a *app) apply(cfg *config.Config) error {
 	return nil
 }
 
-// goneTilesets returns the cache-key prefixes ("bucket/prefix") of old's
+// goneTilesets returns the cache-key prefixes (Tileset.CacheKeyPrefix) of old's
 // tilesets that no tileset of cfg reads any more.
 func goneTilesets(old, cfg *config.Config) []string {
 	keep := map[string]bool{}
 	for _, t := range cfg.Tilesets {
-		keep[t.Bucket+"/"+t.Prefix] = true
+		keep[t.CacheKeyPrefix()] = true
 	}
 	var gone []string
 	for _, t := range old.Tilesets {
-		if p := t.Bucket + "/" + t.Prefix; !keep[p] {
+		if p := t.CacheKeyPrefix(); !keep[p] {
 			gone = append(gone, p)
 		}
 	}

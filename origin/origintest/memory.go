@@ -83,6 +83,9 @@ func (m *Memory) Get(ctx context.Context, req origin.Request) (*origin.Object, e
 		return nil, &origin.Error{Kind: origin.ErrNotFound, Op: "GetObject", Code: "NoSuchKey"}
 	}
 	etag := ETag(o.Body)
+	if req.IfMatch != "" && req.IfMatch != etag && req.IfMatch != "*" {
+		return nil, &origin.Error{Kind: origin.ErrChanged, Op: "GetObject", Code: "PreconditionFailed"}
+	}
 	if req.IfNoneMatch != "" && (req.IfNoneMatch == "*" || strings.Contains(req.IfNoneMatch, etag)) {
 		return nil, &origin.Error{Kind: origin.ErrNotModified, Op: "GetObject"}
 	}
