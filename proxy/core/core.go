@@ -93,11 +93,15 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 		if ts.cacheControl == "" {
 			ts.cacheControl = config.DefaultCacheControl
 		}
-		ts.src = &prefixSource{core: c, ts: t, fetcher: deps.Fetcher}
-		ts.load = ts.src.Load
-		if ts.tileJSON, err = renderTileJSON(cfg.PublicURL, t); err != nil {
-			return nil, fmt.Errorf("core: tileset %s: TileJSON: %w", t.Name, err)
+		if t.Archive != "" {
+			ts.src = newArchiveSource(c, t, deps.Fetcher)
+		} else {
+			ts.src = &prefixSource{core: c, ts: t, fetcher: deps.Fetcher}
+			if ts.tileJSON, err = renderTileJSON(cfg.PublicURL, t); err != nil {
+				return nil, fmt.Errorf("core: tileset %s: TileJSON: %w", t.Name, err)
+			}
 		}
+		ts.load = ts.src.Load
 		c.tilesets[t.Name] = ts
 	}
 	return c, nil
@@ -211,7 +215,18 @@ func (c *Core) Get(ctx context.Context, req Request) (Result, error) {
 	if ts == nil {
 		return Result{}, ErrUnknownTileset
 	}
-	key, err := ts.src.Key(req.Path)
+	res, err := c.get(ctx, ts, req)
+	if errors.Is(err, ErrSourceChanged) {
+		// The archive was replaced under this request: once more, on the
+		// new version.
+		res.Release()
+		res, err = c.get(ctx, ts, req)
+	}
+	return res, err
+}
+
+func (c *Core) get(ctx context.Context, ts *tileset, req Request) (Result, error) {
+	key, err := ts.src.Key(ctx, req.Path)
 	if err != nil {
 		return Result{}, err
 	}
@@ -239,6 +254,10 @@ func (c *Core) TileJSON(ctx context.Context, name string) ([]byte, string, error
 	ts := c.tilesets[name]
 	if ts == nil {
 		return nil, "", ErrUnknownTileset
+	}
+	if src, ok := ts.src.(tileJSONSource); ok {
+		doc, err := src.TileJSON(ctx, c.cfg.PublicURL)
+		return doc, ts.cacheControl, err
 	}
 	return ts.tileJSON, ts.cacheControl, nil
 }

@@ -14,14 +14,14 @@ import (
 	"github.com/tileproxy/tileproxy/origin"
 )
 
-// Source is where a tileset's objects come from: today objects under a
-// prefix of a bucket (prefixSource); a PMTiles archive is the next kind.
+// Source is where a tileset's objects come from: objects under a prefix
+// of a bucket (prefixSource), or one PMTiles archive (archiveSource).
 // The core asks it for a cache key, loads through it on a miss, and
 // streams through it what the cache does not keep.
 type Source interface {
 	// Key maps a checked object path to the cache key of its object,
 	// or ErrBadPath / ErrNotFound when the path cannot name one.
-	Key(path string) (string, error)
+	Key(ctx context.Context, path string) (string, error)
 	// Load fetches the object of a cache key whole, for the cache (a
 	// cache.LoadFunc): a cache.NewLargeEntry when it is over
 	// max_object_bytes, cache.ErrNotFound when it does not exist.
@@ -29,6 +29,12 @@ type Source interface {
 	// Open fetches it as a stream, passing the request's conditions to
 	// the origin: for objects too large to cache, or with no cache.
 	Open(ctx context.Context, key string, req Request) (*origin.Object, error)
+}
+
+// tileJSONSource is a Source that builds its own TileJSON (an archive,
+// from its header and metadata); others are described by the config.
+type tileJSONSource interface {
+	TileJSON(ctx context.Context, publicURL string) ([]byte, error)
 }
 
 // MaxKeyBytes bounds an object key: S3 allows 1024 bytes.
@@ -45,7 +51,7 @@ type prefixSource struct {
 
 var _ Source = (*prefixSource)(nil)
 
-func (s *prefixSource) Key(path string) (string, error) {
+func (s *prefixSource) Key(_ context.Context, path string) (string, error) {
 	if path == "" || strings.HasSuffix(path, "/") {
 		return "", fmt.Errorf("%w: no tile in path", ErrBadPath)
 	}

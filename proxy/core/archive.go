@@ -1,0 +1,421 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/protomaps/go-pmtiles/pmtiles"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/archive"
+	"github.com/tileproxy/tileproxy/origin"
+)
+
+// ErrSourceChanged: the source's object was replaced under a request (an
+// archive's If-Match failed); Get looks it up once more from the start.
+var ErrSourceChanged = errors.New("source changed")
+
+// archiveSource serves a tileset from one PMTiles archive, read with
+// ranged GetObject calls through the core's origin slots and the
+// tileset's credentials (whose session policy names the archive alone).
+//
+// What it knows of the archive (ETag, header, root directory) is an
+// archiveState, read from the first HeadBytes and checked again after
+// cache.ttl with If-None-Match. Cache keys carry the ETag
+// ("bucket/key#etag/t123" for a tile, ".../d456-789" for a leaf
+// directory), and every read after the first carries If-Match: a replaced
+// archive answers 412, its cached tiles and directories are dropped, and
+// it is read afresh, so no answer mixes old and new bytes.
+type archiveSource struct {
+	core    *Core
+	ts      *config.Tileset
+	fetcher origin.Fetcher
+	ttl     time.Duration
+	flight  singleflight.Group
+
+	mu    sync.Mutex // protects state
+	state *archiveState
+}
+
+// archiveState is one version of the archive, immutable once made.
+type archiveState struct {
+	etag         string
+	size         int64
+	lastModified time.Time
+	header       pmtiles.HeaderV3
+	format       archive.TileFormat
+	root         []pmtiles.EntryV3
+	prefix       string // cache keys of this version start so
+	checked      time.Time
+
+	tileJSONOnce sync.Once
+	tileJSON     []byte
+	tileJSONErr  error
+}
+
+var _ Source = (*archiveSource)(nil)
+
+func newArchiveSource(c *Core, ts *config.Tileset, f origin.Fetcher) *archiveSource {
+	ttl := c.cfg.Cache.TTL.Duration()
+	if ttl <= 0 {
+		ttl = time.Minute
+	}
+	return &archiveSource{core: c, ts: ts, fetcher: f, ttl: ttl}
+}
+
+// current is the archive's state, read on first use and checked again
+// once it is older than the cache TTL; concurrent callers share one read.
+func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st != nil && s.core.now().Sub(st.checked) < s.ttl {
+		return st, nil
+	}
+	v, err, _ := s.flight.Do("state", func() (any, error) {
+		return s.refresh(context.WithoutCancel(ctx), st)
+	})
+	if err != nil {
+		if st != nil && errors.Is(err, origin.ErrUnavailable) {
+			return st, nil // S3 down: keep serving the version we know
+		}
+		return nil, err
+	}
+	return v.(*archiveState), nil
+}
+
+// refresh reads the head of the archive (If-None-Match the version
+// known), and installs the new state, dropping the cached tiles and
+// directories of a version that is gone.
+func (s *archiveSource) refresh(ctx context.Context, old *archiveState) (*archiveState, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.core.cfg.S3.Timeout.Duration()*2)
+	defer cancel()
+	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, Range: "bytes=0-" + strconv.Itoa(archive.HeadBytes-1)}
+	if old != nil {
+		req.IfNoneMatch = old.etag
+	}
+	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	switch {
+	case errors.Is(err, origin.ErrNotModified) && old != nil:
+		st := old.renewed(s.core.now())
+		s.install(st, nil)
+		return st, nil
+	case errors.Is(err, origin.ErrNotFound):
+		s.install(nil, old)
+		return nil, fmt.Errorf("archive %s: %w", s.ts.Archive, ErrNotFound)
+	case errors.Is(err, origin.ErrRangeNotSatisfiable):
+		return nil, s.broken(fmt.Errorf("%w: empty object", archive.ErrBroken))
+	case err != nil:
+		return nil, err
+	}
+	head, err := readAll(obj, archive.HeadBytes)
+	if err != nil {
+		return nil, err
+	}
+	st := &archiveState{etag: obj.ETag, size: obj.TotalSize, lastModified: obj.LastModified, checked: s.core.now()}
+	if st.size < 0 {
+		st.size = int64(len(head))
+	}
+	st.prefix = s.ts.Bucket + "/" + s.ts.Archive + "#" + st.etag + "/"
+	if st.header, err = archive.Header(head, st.size); err != nil {
+		return nil, s.broken(err)
+	}
+	if st.format, err = archive.Format(st.header); err != nil {
+		return nil, s.broken(err)
+	}
+	h := st.header
+	var rootBytes []byte
+	if h.RootOffset+h.RootLength <= uint64(len(head)) {
+		rootBytes = head[h.RootOffset : h.RootOffset+h.RootLength]
+	} else if rootBytes, err = s.read(ctx, st, h.RootOffset, h.RootLength); err != nil {
+		return nil, err
+	}
+	if st.root, err = archive.Directory(rootBytes, h); err != nil {
+		return nil, s.broken(err)
+	}
+	s.install(st, old)
+	return st, nil
+}
+
+// renewed is st checked again at now (a 304): same version.
+func (st *archiveState) renewed(now time.Time) *archiveState {
+	return &archiveState{etag: st.etag, size: st.size, lastModified: st.lastModified, header: st.header,
+		format: st.format, root: st.root, prefix: st.prefix, checked: now, tileJSON: nil}
+}
+
+// install makes st current and drops what the cache holds of old, when
+// old is another version.
+func (s *archiveSource) install(st, old *archiveState) {
+	s.mu.Lock()
+	s.state = st
+	s.mu.Unlock()
+	if old != nil && (st == nil || st.prefix != old.prefix) && s.core.cache != nil {
+		if n := s.core.cache.RemoveIf(func(k string) bool { return strings.HasPrefix(k, old.prefix) }); n > 0 {
+			s.core.log.Info("PMTiles archive replaced; dropped its cached tiles and directories", "tileset", s.ts.Name, "entries", n)
+		}
+	}
+}
+
+// changed forgets st after a 412: the archive was replaced.
+func (s *archiveSource) changed(st *archiveState) {
+	s.mu.Lock()
+	cur := s.state
+	s.mu.Unlock()
+	if cur == st {
+		s.install(nil, st)
+	}
+}
+
+// broken logs a broken archive once per read and returns a 502.
+func (s *archiveSource) broken(err error) error {
+	s.core.log.Warn("PMTiles archive unreadable", "tileset", s.ts.Name, "archive", s.ts.Archive, "err", err)
+	return &origin.Error{Kind: origin.ErrUnavailable, Op: "PMTiles", Err: err}
+}
+
+// read fetches n bytes at off of st's version (If-Match).
+func (s *archiveSource) read(ctx context.Context, st *archiveState, off, n uint64) ([]byte, error) {
+	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, IfMatch: st.etag,
+		Range: fmt.Sprintf("bytes=%d-%d", off, off+n-1)}
+	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	if errors.Is(err, origin.ErrChanged) {
+		s.changed(st)
+		return nil, fmt.Errorf("%w: %w", ErrSourceChanged, err)
+	}
+	if err != nil {
+		if serverSide(err) {
+			s.core.logOrigin(ctx, "origin request failed", s.ts.Name, err)
+		}
+		return nil, err
+	}
+	b, err := readAll(obj, int64(n))
+	if err == nil && uint64(len(b)) != n {
+		err = s.broken(archive.ErrBroken)
+	}
+	return b, err
+}
+
+// readAll reads an object's body, at most limit bytes, and closes it.
+func readAll(obj *origin.Object, limit int64) ([]byte, error) {
+	defer obj.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(obj.Body, limit))
+	if err != nil {
+		return nil, &origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject body", Err: err}
+	}
+	return b, nil
+}
+
+// Key parses "{z}/{x}/{y}.{ext}" against the archive: the extension must
+// be the archive's tile type's, and z/x/y a tile; the key names the tile
+// in this version of the archive.
+func (s *archiveSource) Key(ctx context.Context, path string) (string, error) {
+	rest, ext, ok := strings.Cut(path, ".")
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 {
+		return "", ErrNotFound
+	}
+	var zxy [3]uint64
+	for i, p := range parts {
+		n, err := strconv.ParseUint(p, 10, 32)
+		if err != nil || (len(p) > 1 && p[0] == '0') {
+			return "", ErrNotFound
+		}
+		zxy[i] = n
+	}
+	if zxy[0] > 31 || zxy[1] >= 1<<zxy[0] || zxy[2] >= 1<<zxy[0] {
+		return "", ErrNotFound
+	}
+	st, err := s.current(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !containsFold(st.format.Extensions, ext) {
+		return "", ErrNotFound
+	}
+	return st.prefix + "t" + strconv.FormatUint(pmtiles.ZxyToID(uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2])), 10), nil
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// version is the state a key was made for; ErrSourceChanged when it is
+// not current any more.
+func (s *archiveSource) version(key string) (*archiveState, uint64, error) {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	if st == nil || !strings.HasPrefix(key, st.prefix+"t") {
+		return nil, 0, ErrSourceChanged
+	}
+	id, err := strconv.ParseUint(key[len(st.prefix)+1:], 10, 64)
+	if err != nil {
+		return nil, 0, ErrNotFound
+	}
+	return st, id, nil
+}
+
+// entry finds tile id's directory entry: the root, then leaf directories
+// (each kept in the cache), at most archive.MaxDepth deep.
+func (s *archiveSource) entry(ctx context.Context, st *archiveState, id uint64) (pmtiles.EntryV3, bool, error) {
+	dir := st.root
+	for range archive.MaxDepth {
+		e, leaf, ok := archive.Find(dir, id)
+		if !ok || !leaf {
+			return e, ok, nil
+		}
+		var err error
+		if dir, err = s.leaf(ctx, st, e); err != nil {
+			return e, false, err
+		}
+	}
+	return pmtiles.EntryV3{}, false, s.broken(fmt.Errorf("%w: directories nested deeper than %d", archive.ErrBroken, archive.MaxDepth))
+}
+
+// leaf reads a leaf directory through the cache (one fetch however many
+// misses want it) and decodes it.
+func (s *archiveSource) leaf(ctx context.Context, st *archiveState, e pmtiles.EntryV3) ([]pmtiles.EntryV3, error) {
+	off, n := st.header.LeafDirectoryOffset+e.Offset, uint64(e.Length)
+	var raw []byte
+	if c := s.core.cache; c != nil {
+		key := st.prefix + "d" + strconv.FormatUint(off, 10) + "-" + strconv.FormatUint(n, 10)
+		ent, _, err := c.Get(ctx, key, func(ctx context.Context, _ string, prev *cache.Entry) (*cache.Entry, error) {
+			if prev != nil {
+				return nil, cache.ErrNotModified // a version's bytes never change
+			}
+			b, err := s.read(ctx, st, off, n)
+			if err != nil {
+				return nil, err
+			}
+			return cache.NewEntry(b, cache.Meta{}), nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		raw, err = io.ReadAll(ent.NewRangeReader(0, ent.Len()))
+		ent.Release()
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		var err error
+		if raw, err = s.read(ctx, st, off, n); err != nil {
+			return nil, err
+		}
+	}
+	entries, err := archive.Directory(raw, st.header)
+	if err != nil {
+		return nil, s.broken(err)
+	}
+	return entries, nil
+}
+
+// Load reads one tile of the version its key names. A tile of a version
+// never changes, so revalidation needs no request.
+func (s *archiveSource) Load(ctx context.Context, key string, prev *cache.Entry) (*cache.Entry, error) {
+	st, id, err := s.version(key)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		return nil, cache.ErrNotModified
+	}
+	e, ok, err := s.entry(ctx, st, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, cache.ErrNotFound
+	}
+	if int64(e.Length) > s.core.cache.MaxObjectBytes() {
+		return cache.NewLargeEntry(), nil
+	}
+	body, err := s.read(ctx, st, st.header.TileDataOffset+e.Offset, uint64(e.Length))
+	if err != nil {
+		return nil, err
+	}
+	return cache.NewEntry(body, renderMeta(st.format.ContentType, st.format.Encoding, st.tileETag(id), st.lastModified, int64(len(body)))), nil
+}
+
+// tileETag is a tile's ETag: the archive version's and the tile id, so it
+// changes when the archive does.
+func (st *archiveState) tileETag(id uint64) string {
+	return `"` + strings.Trim(st.etag, `"`) + "-" + strconv.FormatUint(id, 36) + `"`
+}
+
+// Open streams one tile, for a tile over max_object_bytes or with no
+// cache. The client's conditions do not go to S3 (they concern the tile,
+// not the archive): the tile is sent whole.
+func (s *archiveSource) Open(ctx context.Context, key string, r Request) (*origin.Object, error) {
+	st, id, err := s.version(key)
+	if err != nil {
+		return nil, err
+	}
+	e, ok, err := s.entry(ctx, st, id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, origin.ErrNotFound
+	}
+	off := st.header.TileDataOffset + e.Offset
+	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, IfMatch: st.etag, HeadOnly: false,
+		Range: fmt.Sprintf("bytes=%d-%d", off, off+uint64(e.Length)-1)}
+	obj, err := s.core.fetch(ctx, s.fetcher, req, false)
+	if errors.Is(err, origin.ErrChanged) {
+		s.changed(st)
+		return nil, fmt.Errorf("%w: %w", ErrSourceChanged, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	obj.ContentType, obj.ContentEncoding, obj.ETag, obj.ContentRange = st.format.ContentType, st.format.Encoding, st.tileETag(id), ""
+	obj.LastModified = st.lastModified
+	obj.Size = int64(e.Length)
+	if r.Head {
+		obj.Body.Close()
+		obj.Body = nil
+	}
+	return obj, nil
+}
+
+// TileJSON is built from the archive's header and metadata.
+func (s *archiveSource) TileJSON(ctx context.Context, publicURL string) ([]byte, error) {
+	st, err := s.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.tileJSONOnce.Do(func() {
+		h := st.header
+		var meta []byte
+		if h.MetadataLength > 0 {
+			if h.MetadataLength > archive.MaxMetadataBytes {
+				st.tileJSONErr = s.broken(fmt.Errorf("%w: metadata of %d bytes", archive.ErrBroken, h.MetadataLength))
+				return
+			}
+			raw, err := s.read(context.WithoutCancel(ctx), st, h.MetadataOffset, h.MetadataLength)
+			if err != nil {
+				st.tileJSONErr = err
+				return
+			}
+			if meta, err = archive.Metadata(raw, h); err != nil {
+				st.tileJSONErr = s.broken(err)
+				return
+			}
+		}
+		st.tileJSON, st.tileJSONErr = pmtiles.CreateTileJSON(h, meta, strings.TrimRight(publicURL, "/")+"/tiles/"+s.ts.Name)
+	})
+	return st.tileJSON, st.tileJSONErr
+}
