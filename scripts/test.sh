@@ -74,7 +74,7 @@ fi
 # A crash fails the run and leaves its input in testdata/fuzz/ as a regression seed.
 FUZZTIME=${FUZZTIME:-15s}
 if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
-	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie auth:FuzzIssuerClaims config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens proxy/core:FuzzDecide; do
+	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie auth:FuzzIssuerClaims config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens proxy/core:FuzzDecide internal/archive:FuzzDirectory internal/archive:FuzzHeader; do
 		pkg=${target%%:*} fn=${target#*:}
 		echo "fuzz: $fn ($FUZZTIME)"
 		go test -run '^$' -fuzz "^$fn\$" -fuzztime "$FUZZTIME" "./$pkg" >"${TMPDIR:-/tmp}/fuzz-$fn.log" 2>&1 || {
