@@ -39,6 +39,9 @@ need() { # command package
 }
 need wrk wrk
 need nginx nginx-light
+# go-pmtiles' own server, the peer for archive tilesets.
+PMTILES=$(go env GOPATH)/bin/go-pmtiles
+[ -x "$PMTILES" ] || go install github.com/protomaps/go-pmtiles@v1.31.2
 
 TMP=$(mktemp -d)
 PIDS=()
@@ -64,6 +67,12 @@ echo "== building" >&2
 go build -o "$TMP/tileproxy" ./cmd/tileproxy
 go build -o "$TMP/benchtool" ./bench/benchtool
 "$TMP/benchtool" gentiles -out "$TMP/data" -n 2048 >"$TMP/tiles.txt"
+# The same tiles as one PMTiles archive (leaf directories, gzip'd), and
+# their URLs on the archive tileset and on go-pmtiles serve.
+mkdir -p "$TMP/pm"
+"$TMP/benchtool" pmtiles -dir "$TMP/data" -out "$TMP/pm/demo.pmtiles" >&2
+sed 's#^/tiles/demo/#/tiles/pm/#' "$TMP/data/urls.txt" >"$TMP/data/urls-pm.txt"
+sed 's#^/tiles/demo/#/demo/#' "$TMP/data/urls.txt" >"$TMP/data/urls-serve.txt"
 chmod 755 "$TMP" && chmod -R a+rX "$TMP/data" # nginx's worker runs as www-data
 cat "$TMP/tiles.txt" >&2
 
@@ -75,6 +84,7 @@ export MC_CONFIG_DIR="$TMP/mc"
 mc alias set b "$TILEPROXY_TEST_S3_ENDPOINT" "$TILEPROXY_TEST_S3_ACCESS_KEY" "$TILEPROXY_TEST_S3_SECRET_KEY" >/dev/null
 mc mb -q b/bench >/dev/null
 mc cp -q --recursive "$TMP/data/tiles/" b/bench/tiles/ >/dev/null
+mc cp -q "$TMP/pm/demo.pmtiles" b/bench/archives/demo.pmtiles >/dev/null
 # 330 distinct 1 MiB objects: over 5x a 64 MiB cache.
 mkdir -p "$TMP/fill"
 for i in $(seq 0 329); do head -c 1048576 /dev/urandom >"$TMP/fill/$i.bin"; done
@@ -110,6 +120,7 @@ cache: {max_bytes: $maxb, max_object_bytes: $maxobj, ttl: 1h}
 tilesets:
   - {name: demo, bucket: bench, prefix: tiles/demo/, maxzoom: 6}
   - {name: fill, bucket: bench, prefix: fill/}
+  - {name: pm, bucket: bench, archive: archives/demo.pmtiles}
 EOF
 	"${SRV[@]}" "$TMP/tileproxy" serve -config "$TMP/$name.yaml" 2>"$TMP/$name.log" &
 	PIDS+=($!)
@@ -145,6 +156,11 @@ BARE_PID=$!
 PIDS+=($!)
 wait_up "http://127.0.0.1:$BARE_PORT/tiles/demo/6/0/0.png"
 wait_up "http://127.0.0.1:$NGINX_PORT/tiles/demo/6/0/0.png"
+alloc_port SERVE_PORT
+"${SRV[@]}" "$PMTILES" serve "$TMP/pm" --interface 127.0.0.1 --port "$SERVE_PORT" 2>"$TMP/pmtiles-serve.log" &
+SERVE_PID=$!
+PIDS+=($!)
+wait_up "http://127.0.0.1:$SERVE_PORT/demo/6/0/0.png"
 NGINX_WORKER=$(pgrep -P "$(cat "$TMP/nginx.pid")" | head -1)
 start_tileproxy hit 512MiB true
 start_tileproxy nolog 512MiB false
@@ -160,7 +176,8 @@ if name and name ~= "" then headers[name] = value end
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 request = function() return wrk.format("GET", urls[math.random(#urls)], headers) end
 EOF
-export URLS="$TMP/data/urls.txt"
+DEFAULT_URLS="$TMP/data/urls.txt"
+export URLS=$DEFAULT_URLS
 
 # cputicks PID: user+system CPU the process has used, in clock ticks.
 cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -203,6 +220,10 @@ runs=(
 	"tileproxy-es256|$hit_URL|$hit_PID|Authorization|Bearer $ES"
 	"tileproxy-cookie|$hit_URL|$hit_PID|Cookie|__Host-tileproxy_token=$HS"
 	"tileproxy-hs256-noaccesslog|$nolog_URL|$nolog_PID|Authorization|Bearer $HS"
+	# The same tiles from one PMTiles archive: tileproxy (cached, like the
+	# hs256 row) and go-pmtiles serve (no auth, no tile cache) as a peer.
+	"tileproxy-pmtiles|$hit_URL|$hit_PID|Authorization|Bearer $HS|$TMP/data/urls-pm.txt"
+	"go-pmtiles-serve|http://127.0.0.1:$SERVE_PORT|$SERVE_PID|Authorization|Bearer $HS|$TMP/data/urls-serve.txt"
 )
 echo "== load: $CONNS connections, $DURATION each, $ROUNDS rounds" >&2
 : >"$TMP/allrows"
@@ -214,8 +235,8 @@ for round in $(seq 1 "$ROUNDS"); do
 		for ((i = ${#runs[@]} - 1; i >= 0; i--)); do order+=("${runs[$i]}"); done
 	fi
 	for r in "${order[@]}"; do
-		IFS='|' read -r label base pid hname hvalue <<<"$r"
-		wrkrun "$label" "$base" "$pid" "$hname" "$hvalue" | tee -a "$TMP/allrows" >&2
+		IFS='|' read -r label base pid hname hvalue urls <<<"$r"
+		URLS=${urls:-$DEFAULT_URLS} wrkrun "$label" "$base" "$pid" "$hname" "$hvalue" | tee -a "$TMP/allrows" >&2
 		echo "$round $(tail -n 1 "$TMP/allrows")" >>"$TMP/byround"
 	done
 done
@@ -252,6 +273,9 @@ ratiorow() { printf '%s\t%s\t%s\t%s\n' "$1" $(ratio "$2" "$3" "$4"); }
 	ratiorow "p99 hs256/nginx" tileproxy-hs256 nginx 5
 	ratiorow "CPU per request bare/hs256" bare tileproxy-hs256 7
 	ratiorow "CPU per request bare/cookie" bare tileproxy-cookie 7
+	ratiorow "req/s pmtiles/hs256" tileproxy-pmtiles tileproxy-hs256 3
+	ratiorow "req/s pmtiles/go-pmtiles-serve" tileproxy-pmtiles go-pmtiles-serve 3
+	ratiorow "p99 pmtiles/hs256" tileproxy-pmtiles tileproxy-hs256 5
 } >"$TMP/ratios"
 # Best round per row, in the list's order; spread = worst/best req/s.
 for r in "${runs[@]}"; do
@@ -263,6 +287,7 @@ done >"$TMP/rows"
 echo "== misses, herd, memory" >&2
 read -r MP50 MP99 DP50 DP99 < <("$TMP/benchtool" miss -proxy "$cold_URL" -token "$HS" -s3 "$TILEPROXY_TEST_S3_ENDPOINT" \
 	-ak "$AWS_ACCESS_KEY_ID" -sk "$AWS_SECRET_ACCESS_KEY" -bucket bench -urls "$URLS" -n 400)
+COLD_PM=$("$TMP/benchtool" coldtiles -proxy "$small_URL" -metrics "$small_METRICS" -token "$HS" -urls "$TMP/data/urls-pm.txt" -n 200)
 HERD=$("$TMP/benchtool" herd -proxy "$small_URL" -metrics "$small_METRICS" -token "$HS" -path /tiles/demo/6/63/31.png -n 200)
 "$TMP/benchtool" fill -proxy "$small_URL" -token "$HS" -n 330
 RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$small_PID/status")
@@ -298,14 +323,15 @@ mkdir -p bench/results
 	echo
 	echo "Server CPU busy is the server's CPU time over the run's wall time: near 100% (of its one core, when pinned) the server is what limits req/s; well under it, wrk is."
 	echo
-	awk -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" -v rounds="$ROUNDS" -F '\t' '
+	awk -v coldpm="$COLD_PM" -v mp50="$MP50" -v mp99="$MP99" -v dp50="$DP50" -v dp99="$DP99" -v herd="$HERD" -v rss="$RSS_MB" -v lim="$RSS_LIMIT" -v cb="$CACHE_BYTES" -v file="$FILE_MB" -v rounds="$ROUNDS" -F '\t' '
 		BEGIN {
 			printf "Misses (cache off, 400 sequential GETs): tileproxy p50 %s ms, p99 %s ms; direct SDK p50 %s ms, p99 %s ms; overhead p50 %.2f ms, p99 %.2f ms.\n\n", mp50, mp99, dp50, dp99, mp50 - dp50, mp99 - dp99
 			printf "Herd: 200 concurrent first requests for one tile -> %d S3 GET(s).\n\n", herd
+			printf "PMTiles: a cold archive tile with warm directories cost %s ranged GET(s) (mean over 200 tiles).\n\n", coldpm
 			printf "Memory: RSS plus the cache'"'"'s memory file %s MiB (the file %s MiB) after 330 MiB of distinct objects through a 64 MiB cache (cache holds %.1f MiB); limit 1.3 x 64 + 50 = %s MiB.\n\n", rss, file, cb / 1048576, lim
 			printf "Each ratio divides one row'"'"'s run by the other'"'"'s in the same round; the mean is geometric, over %d rounds.\n\n| ratio | mean | lowest round | highest round |\n|---|---:|---:|---:|\n", rounds
 		}
 		{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4; line = line sep $1 " " $2; sep = ", " }
-		END { printf "\n**Ratios:** %s; miss overhead p50 %.2f ms; herd %d GET; RSS %s/%s MiB\n", line, mp50 - dp50, herd, rss, lim }' "$TMP/ratios"
+		END { printf "\n**Ratios:** %s; miss overhead p50 %.2f ms; herd %d GET; cold archive tile %s GET; RSS %s/%s MiB\n", line, mp50 - dp50, herd, coldpm, rss, lim }' "$TMP/ratios"
 } >bench/results/latest.md
 cat bench/results/latest.md

@@ -32,17 +32,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/protomaps/go-pmtiles/pmtiles"
 
+	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool gentiles|token|bare|miss|herd|fill [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool gentiles|pmtiles|token|bare|miss|herd|fill|coldtiles [flags]")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
 		"gentiles": genTiles, "token": token, "bare": bare, "miss": miss, "herd": herd, "fill": fill,
+		"pmtiles": writeArchive, "coldtiles": coldTiles,
 	}
 	f, ok := cmds[os.Args[1]]
 	if !ok {
@@ -257,16 +260,19 @@ func miss(args []string) error {
 	return nil
 }
 
-var originOK = regexp.MustCompile(`(?m)^tileproxy_origin_requests_total\{result="ok",tileset="demo"\} (\d+)`)
+// originOK matches the ok origin requests of one tileset.
+func originOK(tileset string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^tileproxy_origin_requests_total\{result="ok",tileset="` + regexp.QuoteMeta(tileset) + `"\} (\d+)`)
+}
 
-func originGets(metricsURL string) (int, error) {
+func originGets(metricsURL, tileset string) (int, error) {
 	resp, err := http.Get(metricsURL)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	m := originOK.FindSubmatch(b)
+	m := originOK(tileset).FindSubmatch(b)
 	if m == nil {
 		return 0, nil
 	}
@@ -283,7 +289,7 @@ func herd(args []string) error {
 	path := fs.String("path", "", "a tile not requested before")
 	n := fs.Int("n", 200, "concurrent requests")
 	fs.Parse(args)
-	before, err := originGets(*metricsURL)
+	before, err := originGets(*metricsURL, "demo")
 	if err != nil {
 		return err
 	}
@@ -307,7 +313,7 @@ func herd(args []string) error {
 	}
 	close(start)
 	wg.Wait()
-	after, err := originGets(*metricsURL)
+	after, err := originGets(*metricsURL, "demo")
 	if err != nil {
 		return err
 	}
@@ -333,5 +339,75 @@ func fill(args []string) error {
 			return fmt.Errorf("fill %d: %d %v", i, code, err)
 		}
 	}
+	return nil
+}
+
+// writeArchive packs the tiles gentiles wrote (dir/tiles/demo/z/x/y.png)
+// into one PMTiles archive with leaf directories, as go-pmtiles writes them.
+func writeArchive(args []string) error {
+	fs := flag.NewFlagSet("pmtiles", flag.ExitOnError)
+	dir := fs.String("dir", "", "gentiles output directory")
+	out := fs.String("out", "", "archive to write")
+	fs.Parse(args)
+	tiles := map[pmtiles.Zxy][]byte{}
+	root := filepath.Join(*dir, "tiles", "demo")
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		var z uint8
+		var x, y uint32
+		rel, _ := filepath.Rel(root, p)
+		if _, err := fmt.Sscanf(filepath.ToSlash(rel), "%d/%d/%d.png", &z, &x, &y); err != nil {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		tiles[pmtiles.Zxy{Z: z, X: x, Y: y}] = b
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	arc := archivetest.Build(tiles, archivetest.Options{TileType: pmtiles.Png, Gzip: true, Leaves: true, MinZoom: 6, MaxZoom: 6})
+	fmt.Printf("archive of %d tiles, %.1f MB\n", len(tiles), float64(len(arc))/1e6)
+	return os.WriteFile(*out, arc, 0o644)
+}
+
+// coldTiles asks an archive tileset for one tile (the head and the leaf
+// directory come with it), then for n other tiles none asked before, and
+// prints the origin requests per cold tile: one when directories are warm.
+func coldTiles(args []string) error {
+	fs := flag.NewFlagSet("coldtiles", flag.ExitOnError)
+	proxy := fs.String("proxy", "", "tileproxy base URL")
+	metrics := fs.String("metrics", "", "tileproxy metrics URL")
+	tok := fs.String("token", "", "bearer token")
+	urlsFile := fs.String("urls", "", "tile paths of the archive tileset")
+	n := fs.Int("n", 100, "cold tiles")
+	fs.Parse(args)
+	urls, err := readURLs(*urlsFile)
+	if err != nil {
+		return err
+	}
+	if len(urls) < *n+1 {
+		return fmt.Errorf("need %d urls", *n+1)
+	}
+	c := &http.Client{}
+	if _, code, err := timedGet(c, *proxy+urls[0], *tok); err != nil || code != 200 {
+		return fmt.Errorf("first tile: %d %v", code, err)
+	}
+	before, err := originGets(*metrics, "pm")
+	if err != nil {
+		return err
+	}
+	for _, u := range urls[1 : *n+1] {
+		if _, code, err := timedGet(c, *proxy+u, *tok); err != nil || code != 200 {
+			return fmt.Errorf("%s: %d %v", u, code, err)
+		}
+	}
+	after, err := originGets(*metrics, "pm")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%.2f\n", float64(after-before)/float64(*n))
 	return nil
 }
