@@ -23,6 +23,7 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
+	"github.com/tileproxy/tileproxy/internal/worldtiles"
 	"github.com/tileproxy/tileproxy/origin"
 )
 
@@ -75,6 +76,9 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	cfg.S3.Endpoint = s3URL
 	cfg.S3.UsePathStyle = true
 	cfg.Tilesets = []config.Tileset{
+		// Real geography from one PMTiles archive, drawn with MapLibre:
+		// the viewer's first map.
+		{Name: "world", Bucket: demoBucket, Archive: worldArchive},
 		{Name: "demo", Bucket: demoBucket, Prefix: "raster/", Format: "png", MinZoom: 0, MaxZoom: 3,
 			Attribution: "tileproxy sample tiles"},
 		{Name: "vector", Bucket: demoBucket, Prefix: "vector/", Format: "pbf", MinZoom: 0, MaxZoom: 1},
@@ -116,6 +120,9 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	})
 }
 
+// worldArchive is where the demo keeps the world countries archive.
+const worldArchive = "world/countries.pmtiles"
+
 // startFakeS3 serves an in-memory S3 on a loopback port, seeded with the
 // sample tileset, and returns its URL and a stop function.
 func startFakeS3() (string, func(), error) {
@@ -135,6 +142,11 @@ func startFakeS3() (string, func(), error) {
 		if _, err := backend.PutObject(demoBucket, t.Key, meta, bytes.NewReader(t.Body), int64(len(t.Body)), nil); err != nil {
 			return "", nil, err
 		}
+	}
+	arc := worldtiles.Archive
+	if _, err := backend.PutObject(demoBucket, worldArchive, map[string]string{"Content-Type": "application/octet-stream"},
+		bytes.NewReader(arc), int64(len(arc)), nil); err != nil {
+		return "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -157,6 +157,16 @@ func TestDemo(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Equal(tile, want) {
 		t.Fatalf("tile via cookie: %d, %d bytes (want the testdata tile)", resp.StatusCode, len(tile))
 	}
+	// The first map of the viewer: the world, from the demo's archive.
+	req, _ = http.NewRequest("GET", base+"/tiles/world/1/1/0.mvt", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	if resp, err = c.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("world tile: %d %q", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+	}
 	if !strings.Contains(out.String(), viewer) {
 		t.Errorf("printed output lacks the viewer link")
 	}

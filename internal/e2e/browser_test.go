@@ -180,12 +180,19 @@ func setupWith(t *testing.T, mod func(*config.Config, *env)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.outDir = os.Getenv("TILEPROXY_E2E_OUT")
-	if e.outDir == "" {
-		e.outDir = filepath.Join(os.TempDir(), "tileproxy-e2e")
-	}
-	os.MkdirAll(e.outDir, 0o755)
+	e.outDir = outDir()
 	return e
+}
+
+// outDir is where screenshots go: $TILEPROXY_E2E_OUT, or a directory
+// under the system's temporary one.
+func outDir() string {
+	d := os.Getenv("TILEPROXY_E2E_OUT")
+	if d == "" {
+		d = filepath.Join(os.TempDir(), "tileproxy-e2e")
+	}
+	os.MkdirAll(d, 0o755)
+	return d
 }
 
 // browser starts a fresh headless Chromium (own profile, empty cache and
@@ -304,7 +311,14 @@ func checkColours(t *testing.T, ctx context.Context, e *env, name string, minCol
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	out := filepath.Join(e.outDir, name+".png")
+	checkShot(t, shot, e.outDir, name, minColours)
+}
+
+// checkShot saves a screenshot and fails the test when it is blank: fewer
+// than minColours colours, or one colour over 60% of it.
+func checkShot(t *testing.T, shot []byte, dir, name string, minColours int) {
+	t.Helper()
+	out := filepath.Join(dir, name+".png")
 	os.WriteFile(out, shot, 0o644)
 	img, err := png.Decode(bytes.NewReader(shot))
 	if err != nil {
