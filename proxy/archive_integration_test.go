@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -13,18 +12,6 @@ import (
 	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 )
-
-func archiveTiles(maxZ uint8, version string) map[pmtiles.Zxy][]byte {
-	m := map[pmtiles.Zxy][]byte{}
-	for z := uint8(0); z <= maxZ; z++ {
-		for x := uint32(0); x < 1<<z; x++ {
-			for y := uint32(0); y < 1<<z; y++ {
-				m[pmtiles.Zxy{Z: z, X: x, Y: y}] = []byte(fmt.Sprintf("%s %d/%d/%d", version, z, x, y))
-			}
-		}
-	}
-	return m
-}
 
 // TestArchivesOnMinIO serves PMTiles archives the test builds (raster
 // with leaf directories, gzip'd vector unclustered) from MinIO through the
@@ -38,8 +25,8 @@ func TestArchivesOnMinIO(t *testing.T) {
 	vector := archivetest.Options{TileType: pmtiles.Mvt, TileCompression: pmtiles.Gzip, Gzip: true, Unclustered: true, MaxZoom: 3,
 		Metadata: map[string]any{"attribution": "test", "vector_layers": []any{map[string]any{"id": "countries"}}}}
 	env.Put(t, bucket, map[string]testenv.Object{
-		"maps/raster.pmtiles": {Body: archivetest.Build(archiveTiles(6, "r1"), raster)},
-		"maps/vector.pmtiles": {Body: archivetest.Build(archiveTiles(3, "v1"), vector)},
+		"maps/raster.pmtiles": {Body: archivetest.Build(archivetest.Pyramid(6, "r1"), raster)},
+		"maps/vector.pmtiles": {Body: archivetest.Build(archivetest.Pyramid(3, "v1"), vector)},
 	})
 	cc := config.Default().Cache
 	st := newStack(t, env.Endpoint, env.AccessKey, env.SecretKey, []config.Tileset{
@@ -91,7 +78,7 @@ func TestArchivesOnMinIO(t *testing.T) {
 
 	// Replace the raster archive: the next read of an uncached tile
 	// carries the old ETag, MinIO answers 412, and the new version serves.
-	env.Put(t, bucket, map[string]testenv.Object{"maps/raster.pmtiles": {Body: archivetest.Build(archiveTiles(6, "r2"), raster)}})
+	env.Put(t, bucket, map[string]testenv.Object{"maps/raster.pmtiles": {Body: archivetest.Build(archivetest.Pyramid(6, "r2"), raster)}})
 	if resp, body := get("/tiles/raster/6/1/1.png"); resp.StatusCode != 200 || body != "r2 6/1/1" {
 		t.Fatalf("after replacing the archive: %d %q, want r2", resp.StatusCode, body)
 	}

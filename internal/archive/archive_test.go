@@ -14,20 +14,6 @@ import (
 	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
 )
 
-func pyramid(maxZ uint8, body func(z uint8, x, y uint32) []byte) map[pmtiles.Zxy][]byte {
-	m := map[pmtiles.Zxy][]byte{}
-	for z := uint8(0); z <= maxZ; z++ {
-		for x := uint32(0); x < 1<<z; x++ {
-			for y := uint32(0); y < 1<<z; y++ {
-				m[pmtiles.Zxy{Z: z, X: x, Y: y}] = body(z, x, y)
-			}
-		}
-	}
-	return m
-}
-
-func tileBody(z uint8, x, y uint32) []byte { return []byte(fmt.Sprintf("tile %d/%d/%d", z, x, y)) }
-
 // lookup finds every tile of arc through Header, Directory and Find, as
 // the proxy does, and returns their bodies.
 func lookup(t *testing.T, arc []byte, tiles map[pmtiles.Zxy][]byte) {
@@ -67,7 +53,7 @@ func lookup(t *testing.T, arc []byte, tiles map[pmtiles.Zxy][]byte) {
 // TestRoundTrip: archives of every shape the tests build read back tile
 // for tile.
 func TestRoundTrip(t *testing.T) {
-	tiles := pyramid(6, tileBody) // 5,461 tiles: two leaves when leaves are asked for
+	tiles := archivetest.Pyramid(6, "v1") // 5,461 tiles: two leaves when leaves are asked for
 	for _, o := range []archivetest.Options{
 		{TileType: pmtiles.Png},
 		{TileType: pmtiles.Png, Gzip: true, Leaves: true},
@@ -83,7 +69,7 @@ func TestRoundTrip(t *testing.T) {
 // TestHostile: broken archives are errors matching ErrBroken, never a
 // panic, a hang or a huge allocation.
 func TestHostile(t *testing.T) {
-	good := archivetest.Build(pyramid(2, tileBody), archivetest.Options{TileType: pmtiles.Png})
+	good := archivetest.Build(archivetest.Pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Png})
 	h, _ := archive.Header(good, int64(len(good)))
 	mod := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(good)) }
 	le := binary.LittleEndian
@@ -174,7 +160,7 @@ func entries(es ...pmtiles.EntryV3) []byte {
 // FuzzDirectory: any bytes as a directory, plain or gzip'd, decode to
 // checked entries or ErrBroken, within the bounds.
 func FuzzDirectory(f *testing.F) {
-	good := archivetest.Build(pyramid(3, tileBody), archivetest.Options{TileType: pmtiles.Png, Leaves: true})
+	good := archivetest.Build(archivetest.Pyramid(3, "v1"), archivetest.Options{TileType: pmtiles.Png, Leaves: true})
 	h, _ := archive.Header(good, int64(len(good)))
 	f.Add(good[h.RootOffset:h.RootOffset+h.RootLength], false)
 	f.Add(good[h.LeafDirectoryOffset:h.LeafDirectoryOffset+h.LeafDirectoryLength], false)
@@ -208,7 +194,7 @@ func FuzzDirectory(f *testing.F) {
 
 // FuzzHeader: any first bytes decode to a checked header or ErrBroken.
 func FuzzHeader(f *testing.F) {
-	good := archivetest.Build(pyramid(1, tileBody), archivetest.Options{TileType: pmtiles.Png})
+	good := archivetest.Build(archivetest.Pyramid(1, "v1"), archivetest.Options{TileType: pmtiles.Png})
 	f.Add(good[:127], int64(len(good)))
 	f.Fuzz(func(t *testing.T, b []byte, size int64) {
 		if size < 0 {

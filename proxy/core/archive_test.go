@@ -22,18 +22,6 @@ import (
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
 
-func pyramid(maxZ uint8, version string) map[pmtiles.Zxy][]byte {
-	m := map[pmtiles.Zxy][]byte{}
-	for z := uint8(0); z <= maxZ; z++ {
-		for x := uint32(0); x < 1<<z; x++ {
-			for y := uint32(0); y < 1<<z; y++ {
-				m[pmtiles.Zxy{Z: z, X: x, Y: y}] = []byte(fmt.Sprintf("%s %d/%d/%d", version, z, x, y))
-			}
-		}
-	}
-	return m
-}
-
 // archiveCore is a core with one archive tileset "m" (and a cache unless
 // noCache) over an in-memory origin, on a fake clock.
 func archiveCore(t *testing.T, arc []byte, noCache bool) (*Core, *origintest.Memory, *testenv.Clock) {
@@ -77,7 +65,7 @@ func getTile(t *testing.T, c *Core, path string) (Result, string, error) {
 // the second request; a wrong extension is 404, an absent tile 204
 // (missing: empty), with and without a cache.
 func TestArchiveTiles(t *testing.T) {
-	tiles := pyramid(6, "v1")
+	tiles := archivetest.Pyramid(6, "v1")
 	for _, tc := range []struct {
 		name     string
 		o        archivetest.Options
@@ -128,7 +116,7 @@ func TestArchiveTiles(t *testing.T) {
 // cold tile costs exactly one ranged GET, carrying If-Match; concurrent
 // misses for one tile make one request.
 func TestArchiveReads(t *testing.T) {
-	arc := archivetest.Build(pyramid(6, "v1"), archivetest.Options{TileType: pmtiles.Png, Leaves: true, Gzip: true})
+	arc := archivetest.Build(archivetest.Pyramid(6, "v1"), archivetest.Options{TileType: pmtiles.Png, Leaves: true, Gzip: true})
 	c, mem, _ := archiveCore(t, arc, false)
 	if _, _, err := getTile(t, c, "6/0/0.png"); err != nil { // head, leaf, tile
 		t.Fatal(err)
@@ -166,11 +154,11 @@ func TestArchiveReads(t *testing.T) {
 // tiles and directories are dropped and no answer mixes versions.
 func TestArchiveReplaced(t *testing.T) {
 	o := archivetest.Options{TileType: pmtiles.Png, Leaves: true}
-	c, mem, clk := archiveCore(t, archivetest.Build(pyramid(6, "v1"), o), false)
+	c, mem, clk := archiveCore(t, archivetest.Build(archivetest.Pyramid(6, "v1"), o), false)
 	if _, got, _ := getTile(t, c, "6/5/5.png"); got != "v1 6/5/5" {
 		t.Fatalf("v1: %q", got)
 	}
-	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(pyramid(6, "v2"), o)})
+	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(archivetest.Pyramid(6, "v2"), o)})
 	// A tile not cached yet: its read carries v1's ETag, gets 412, and
 	// is served from v2 after one more look.
 	if _, got, err := getTile(t, c, "6/7/7.png"); err != nil || got != "v2 6/7/7" {
@@ -181,7 +169,7 @@ func TestArchiveReplaced(t *testing.T) {
 		t.Fatalf("a tile cached from v1: %q, want v2", got)
 	}
 	// Replaced again; this time the TTL's revalidation of the head sees it.
-	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(pyramid(6, "v3"), o)})
+	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(archivetest.Pyramid(6, "v3"), o)})
 	if _, got, _ := getTile(t, c, "6/5/5.png"); got != "v2 6/5/5" {
 		t.Fatalf("within the TTL: %q, want the cached v2", got)
 	}
@@ -194,7 +182,7 @@ func TestArchiveReplaced(t *testing.T) {
 // TestArchiveHostile: broken archives answer 502 (origin.ErrUnavailable)
 // with one log line, never a panic.
 func TestArchiveHostile(t *testing.T) {
-	good := archivetest.Build(pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Png})
+	good := archivetest.Build(archivetest.Pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Png})
 	for _, tc := range []struct {
 		name string
 		arc  []byte
@@ -218,7 +206,7 @@ func TestArchiveHostile(t *testing.T) {
 // TestArchiveTileJSON: built from the header and metadata.
 func TestArchiveTileJSON(t *testing.T) {
 	meta := map[string]any{"attribution": "© Test", "vector_layers": []any{map[string]any{"id": "countries", "fields": map[string]any{}}}}
-	arc := archivetest.Build(pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Mvt, Gzip: true, Metadata: meta, MaxZoom: 2})
+	arc := archivetest.Build(archivetest.Pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Mvt, Gzip: true, Metadata: meta, MaxZoom: 2})
 	c, _, _ := archiveCore(t, arc, false)
 	doc, _, err := c.TileJSON(t.Context(), "m")
 	if err != nil {

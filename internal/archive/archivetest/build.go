@@ -1,10 +1,12 @@
-// Package archivetest writes PMTiles archives for tests, with
+// Package archivetest writes PMTiles archives for tests, the benchmark and
+// the demo's world tiles, with
 // go-pmtiles' own serializers: raster or vector, clustered or not, with
 // or without leaf directories.
 package archivetest
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 
 	"github.com/protomaps/go-pmtiles/pmtiles"
@@ -108,4 +110,19 @@ func cmpU64(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// Pyramid is every tile of zooms 0 to maxZ, each holding "version z/x/y":
+// a tile served from the wrong place, or from another version of the
+// archive, says so.
+func Pyramid(maxZ uint8, version string) map[pmtiles.Zxy][]byte {
+	m := map[pmtiles.Zxy][]byte{}
+	for z := uint8(0); z <= maxZ; z++ {
+		for x := uint32(0); x < 1<<z; x++ {
+			for y := uint32(0); y < 1<<z; y++ {
+				m[pmtiles.Zxy{Z: z, X: x, Y: y}] = fmt.Appendf(nil, "%s %d/%d/%d", version, z, x, y)
+			}
+		}
+	}
+	return m
 }
