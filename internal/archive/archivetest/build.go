@@ -1,7 +1,6 @@
 // Package archivetest writes PMTiles archives for tests, the benchmark and
-// the demo's world tiles, with
-// go-pmtiles' own serializers: raster or vector, clustered or not, with
-// or without leaf directories.
+// the demo's world tiles, with go-pmtiles' own serializers: raster or
+// vector, clustered or not, with or without leaf directories.
 package archivetest
 
 import (
