@@ -1,9 +1,9 @@
-// Package archive reads PMTiles v3 archives defensively: the format is
-// decoded by github.com/protomaps/go-pmtiles, and everything that library
-// trusts (a header long enough, a supported compression, an entry count
-// that fits the bytes, offsets inside the object, a directory tree that
-// ends) is checked here first, so a hostile or broken archive is an
-// error, never a panic, a hang or unbounded memory.
+// Package archive reads PMTiles v3 archives defensively. The format is
+// decoded by go-pmtiles' own code (pmtiles.go: a copy, and why), and what
+// that code trusts (a header long enough, a supported compression, an
+// entry count that fits the bytes, offsets inside the object, a directory
+// tree that ends) is checked here first, so a hostile or broken archive is
+// an error, never a panic, a hang or unbounded memory.
 package archive
 
 import (
@@ -13,8 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
-	"github.com/protomaps/go-pmtiles/pmtiles"
 )
 
 // ErrBroken matches every error about an archive's bytes.
@@ -41,22 +39,22 @@ const MaxDepth = 4
 
 // Header decodes and checks an archive's header: size is the whole
 // object's length.
-func Header(b []byte, size int64) (pmtiles.HeaderV3, error) {
-	if len(b) < pmtiles.HeaderV3LenBytes {
-		return pmtiles.HeaderV3{}, broken("%d bytes, shorter than a header", len(b))
+func Header(b []byte, size int64) (HeaderV3, error) {
+	if len(b) < HeaderV3LenBytes {
+		return HeaderV3{}, broken("%d bytes, shorter than a header", len(b))
 	}
 	if string(b[:7]) != "PMTiles" {
-		return pmtiles.HeaderV3{}, broken("no PMTiles magic number")
+		return HeaderV3{}, broken("no PMTiles magic number")
 	}
 	if b[7] != 3 {
-		return pmtiles.HeaderV3{}, broken("spec version %d, not 3", b[7])
+		return HeaderV3{}, broken("spec version %d, not 3", b[7])
 	}
-	h, err := pmtiles.DeserializeHeader(b)
+	h, err := DeserializeHeader(b)
 	if err != nil {
 		return h, fmt.Errorf("%w: %w", ErrBroken, err)
 	}
-	for _, c := range []pmtiles.Compression{h.InternalCompression} {
-		if c != pmtiles.NoCompression && c != pmtiles.Gzip {
+	for _, c := range []Compression{h.InternalCompression} {
+		if c != NoCompression && c != Gzip {
 			return h, broken("internal compression %d is not supported (none or gzip)", c)
 		}
 	}
@@ -86,7 +84,7 @@ func inside(off, n, size uint64) bool { return off <= size && n <= size-off }
 // Directory decodes one directory. Its entries are checked against the
 // header: leaf pointers must lie in the leaf section, tiles in the tile
 // data, and tile ids must ascend.
-func Directory(b []byte, h pmtiles.HeaderV3) ([]pmtiles.EntryV3, error) {
+func Directory(b []byte, h HeaderV3) ([]EntryV3, error) {
 	raw, err := decompress(b, h.InternalCompression, MaxDirectoryBytes)
 	if err != nil {
 		return nil, err
@@ -97,7 +95,7 @@ func Directory(b []byte, h pmtiles.HeaderV3) ([]pmtiles.EntryV3, error) {
 	if k <= 0 || n > uint64(len(raw)-k)/4 {
 		return nil, broken("directory claims %d entries in %d bytes", n, len(raw))
 	}
-	entries := pmtiles.DeserializeEntries(bytes.NewBuffer(raw), pmtiles.NoCompression)
+	entries := DeserializeEntries(bytes.NewBuffer(raw), NoCompression)
 	if uint64(len(entries)) != n {
 		return nil, broken("directory holds %d entries, not %d", len(entries), n)
 	}
@@ -123,20 +121,20 @@ func Directory(b []byte, h pmtiles.HeaderV3) ([]pmtiles.EntryV3, error) {
 }
 
 // Metadata decompresses the metadata JSON.
-func Metadata(b []byte, h pmtiles.HeaderV3) ([]byte, error) {
+func Metadata(b []byte, h HeaderV3) ([]byte, error) {
 	return decompress(b, h.InternalCompression, MaxMetadataBytes)
 }
 
 // decompress undoes the archive's internal compression, reading at most
 // max bytes (a gzip bomb stops there).
-func decompress(b []byte, c pmtiles.Compression, max int) ([]byte, error) {
+func decompress(b []byte, c Compression, max int) ([]byte, error) {
 	switch c {
-	case pmtiles.NoCompression:
+	case NoCompression:
 		if len(b) > max {
 			return nil, broken("%d bytes, over the %d bound", len(b), max)
 		}
 		return b, nil
-	case pmtiles.Gzip:
+	case Gzip:
 		zr, err := gzip.NewReader(bytes.NewReader(b))
 		if err != nil {
 			return nil, fmt.Errorf("%w: gzip: %w", ErrBroken, err)
@@ -155,8 +153,8 @@ func decompress(b []byte, c pmtiles.Compression, max int) ([]byte, error) {
 
 // Find looks tileID up in entries: the tile's entry, or the leaf
 // directory to look in next (leaf true), or nothing.
-func Find(entries []pmtiles.EntryV3, tileID uint64) (e pmtiles.EntryV3, leaf, ok bool) {
-	e, ok = pmtiles.FindTile(entries, tileID)
+func Find(entries []EntryV3, tileID uint64) (e EntryV3, leaf, ok bool) {
+	e, ok = FindTile(entries, tileID)
 	if !ok {
 		return e, false, false
 	}
@@ -173,29 +171,29 @@ type TileFormat struct {
 }
 
 // Format is h's TileFormat.
-func Format(h pmtiles.HeaderV3) (TileFormat, error) {
+func Format(h HeaderV3) (TileFormat, error) {
 	var f TileFormat
 	switch h.TileType {
-	case pmtiles.Mvt:
+	case Mvt:
 		f = TileFormat{[]string{"mvt", "pbf"}, "application/vnd.mapbox-vector-tile", ""}
-	case pmtiles.Png:
+	case Png:
 		f = TileFormat{[]string{"png"}, "image/png", ""}
-	case pmtiles.Jpeg:
+	case Jpeg:
 		f = TileFormat{[]string{"jpg", "jpeg"}, "image/jpeg", ""}
-	case pmtiles.Webp:
+	case Webp:
 		f = TileFormat{[]string{"webp"}, "image/webp", ""}
-	case pmtiles.Avif:
+	case Avif:
 		f = TileFormat{[]string{"avif"}, "image/avif", ""}
 	default:
 		return f, broken("tile type %d is not served (png, jpeg, webp, avif or mvt)", h.TileType)
 	}
 	switch h.TileCompression {
-	case pmtiles.NoCompression, pmtiles.UnknownCompression:
-	case pmtiles.Gzip:
+	case NoCompression, UnknownCompression:
+	case Gzip:
 		f.Encoding = "gzip"
-	case pmtiles.Brotli:
+	case Brotli:
 		f.Encoding = "br"
-	case pmtiles.Zstd:
+	case Zstd:
 		f.Encoding = "zstd"
 	default:
 		return f, broken("tile compression %d", h.TileCompression)

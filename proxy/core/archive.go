@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/protomaps/go-pmtiles/pmtiles"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tileproxy/tileproxy/cache"
@@ -50,9 +49,9 @@ type archiveState struct {
 	etag         string
 	size         int64
 	lastModified time.Time
-	header       pmtiles.HeaderV3
+	header       archive.HeaderV3
 	format       archive.TileFormat
-	root         []pmtiles.EntryV3
+	root         []archive.EntryV3
 	prefix       string // cache keys of this version start so
 	checked      time.Time
 
@@ -239,7 +238,7 @@ func (s *archiveSource) Key(ctx context.Context, path string) (string, error) {
 	if !containsFold(st.format.Extensions, ext) {
 		return "", ErrNotFound
 	}
-	return st.prefix + "t" + strconv.FormatUint(pmtiles.ZxyToID(uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2])), 10), nil
+	return st.prefix + "t" + strconv.FormatUint(archive.ZxyToID(uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2])), 10), nil
 }
 
 func containsFold(list []string, s string) bool {
@@ -269,7 +268,7 @@ func (s *archiveSource) version(key string) (*archiveState, uint64, error) {
 
 // entry finds tile id's directory entry: the root, then leaf directories
 // (each kept in the cache), at most archive.MaxDepth deep.
-func (s *archiveSource) entry(ctx context.Context, st *archiveState, id uint64) (pmtiles.EntryV3, bool, error) {
+func (s *archiveSource) entry(ctx context.Context, st *archiveState, id uint64) (archive.EntryV3, bool, error) {
 	dir := st.root
 	for range archive.MaxDepth {
 		e, leaf, ok := archive.Find(dir, id)
@@ -281,12 +280,12 @@ func (s *archiveSource) entry(ctx context.Context, st *archiveState, id uint64) 
 			return e, false, err
 		}
 	}
-	return pmtiles.EntryV3{}, false, s.broken(fmt.Errorf("%w: directories nested deeper than %d", archive.ErrBroken, archive.MaxDepth))
+	return archive.EntryV3{}, false, s.broken(fmt.Errorf("%w: directories nested deeper than %d", archive.ErrBroken, archive.MaxDepth))
 }
 
 // leaf reads a leaf directory through the cache (one fetch however many
 // misses want it) and decodes it.
-func (s *archiveSource) leaf(ctx context.Context, st *archiveState, e pmtiles.EntryV3) ([]pmtiles.EntryV3, error) {
+func (s *archiveSource) leaf(ctx context.Context, st *archiveState, e archive.EntryV3) ([]archive.EntryV3, error) {
 	off, n := st.header.LeafDirectoryOffset+e.Offset, uint64(e.Length)
 	var raw []byte
 	if c := s.core.cache; c != nil {
@@ -415,7 +414,7 @@ func (s *archiveSource) TileJSON(ctx context.Context, publicURL string) ([]byte,
 				return
 			}
 		}
-		st.tileJSON, st.tileJSONErr = pmtiles.CreateTileJSON(h, meta, strings.TrimRight(publicURL, "/")+"/tiles/"+s.ts.Name)
+		st.tileJSON, st.tileJSONErr = archive.CreateTileJSON(h, meta, strings.TrimRight(publicURL, "/")+"/tiles/"+s.ts.Name)
 	})
 	return st.tileJSON, st.tileJSONErr
 }
