@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -40,8 +41,9 @@ type archiveSource struct {
 	ttl     time.Duration
 	flight  singleflight.Group
 
-	mu    sync.Mutex // protects state
-	state *archiveState
+	// state is the archive version known, read on every request:
+	// atomic, so hits share no lock. Replaced whole, never changed.
+	state atomic.Pointer[archiveState]
 }
 
 // archiveState is one version of the archive, immutable once made.
@@ -73,9 +75,7 @@ func newArchiveSource(c *Core, ts *config.Tileset, f origin.Fetcher) *archiveSou
 // current is the archive's state, read on first use and checked again
 // once it is older than the cache TTL; concurrent callers share one read.
 func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
-	s.mu.Lock()
-	st := s.state
-	s.mu.Unlock()
+	st := s.state.Load()
 	if st != nil && s.core.now().Sub(st.checked) < s.ttl {
 		return st, nil
 	}
@@ -153,9 +153,7 @@ func (st *archiveState) renewed(now time.Time) *archiveState {
 // install makes st current and drops what the cache holds of old, when
 // old is another version.
 func (s *archiveSource) install(st, old *archiveState) {
-	s.mu.Lock()
-	s.state = st
-	s.mu.Unlock()
+	s.state.Store(st)
 	if old != nil && (st == nil || st.prefix != old.prefix) && s.core.cache != nil {
 		if n := s.core.cache.RemoveIf(func(k string) bool { return strings.HasPrefix(k, old.prefix) }); n > 0 {
 			s.core.log.Info("PMTiles archive replaced; dropped its cached tiles and directories", "tileset", s.ts.Name, "entries", n)
@@ -165,10 +163,7 @@ func (s *archiveSource) install(st, old *archiveState) {
 
 // changed forgets st after a 412: the archive was replaced.
 func (s *archiveSource) changed(st *archiveState) {
-	s.mu.Lock()
-	cur := s.state
-	s.mu.Unlock()
-	if cur == st {
+	if s.state.CompareAndSwap(st, nil) {
 		s.install(nil, st)
 	}
 }
@@ -216,12 +211,18 @@ func readAll(obj *origin.Object, limit int64) ([]byte, error) {
 // in this version of the archive.
 func (s *archiveSource) Key(ctx context.Context, path string) (string, error) {
 	rest, ext, ok := strings.Cut(path, ".")
-	parts := strings.Split(rest, "/")
-	if !ok || len(parts) != 3 {
+	if !ok {
 		return "", ErrNotFound
 	}
+	// z, x and y without allocating (this runs on every hit).
 	var zxy [3]uint64
-	for i, p := range parts {
+	for i := range zxy {
+		p := rest
+		if i < 2 {
+			if p, rest, ok = strings.Cut(rest, "/"); !ok {
+				return "", ErrNotFound
+			}
+		}
 		n, err := strconv.ParseUint(p, 10, 32)
 		if err != nil || (len(p) > 1 && p[0] == '0') {
 			return "", ErrNotFound
@@ -253,9 +254,7 @@ func containsFold(list []string, s string) bool {
 // version is the state a key was made for; ErrSourceChanged when it is
 // not current any more.
 func (s *archiveSource) version(key string) (*archiveState, uint64, error) {
-	s.mu.Lock()
-	st := s.state
-	s.mu.Unlock()
+	st := s.state.Load()
 	if st == nil || !strings.HasPrefix(key, st.prefix+"t") {
 		return nil, 0, ErrSourceChanged
 	}
