@@ -120,6 +120,10 @@ func (e *Entry) Len() int64 {
 	return int64(len(e.body))
 }
 
+// InFile reports a body kept in the memory file, which WriteTo sends
+// with sendfile when w can.
+func (e *Entry) InFile() bool { return e.block != nil }
+
 // WriteTo writes the body to w: from the heap in one Write, from the
 // memory file through w's ReadFrom when it has one (sendfile). As with
 // groupcache's ByteView, the heap bytes are handed to w, which must not

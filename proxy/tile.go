@@ -77,9 +77,9 @@ func (p *Proxy) tileRequestKey(w *recorder, r *http.Request, name string) (strin
 }
 
 // writeResult writes the core's answer: the header values (each a slice
-// of w.vals, so setting them allocates nothing), then the body. The
-// header goes to the connection first, where coalesce holds it, so that
-// net/http hands a memory-file body whole to the connection's ReadFrom
+// of w.vals, so setting them allocates nothing), then the body. Before a
+// memory-file body the header goes to the connection, where coalesce holds
+// it, so that net/http hands the body whole to the connection's ReadFrom
 // (sendfile) instead of copying its first 512 bytes.
 func (p *Proxy) writeResult(w *recorder, res *core.Result) {
 	h := w.Header()
@@ -92,8 +92,10 @@ func (p *Proxy) writeResult(w *recorder, res *core.Result) {
 			n++
 		}
 	}
-	// A nil Content-Type stops net/http from sniffing one.
-	h["Content-Type"] = nil
+	if v.ContentType == "" {
+		// A nil Content-Type stops net/http from sniffing one.
+		h["Content-Type"] = nil
+	}
 	set("Content-Type", v.ContentType)
 	set("Content-Encoding", v.ContentEncoding)
 	set("Content-Length", v.ContentLength)
@@ -110,7 +112,9 @@ func (p *Proxy) writeResult(w *recorder, res *core.Result) {
 	if res.Status == http.StatusNoContent || res.Status == http.StatusNotModified {
 		return
 	}
-	w.Flush()
+	if res.FromFile() {
+		w.Flush()
+	}
 	if _, err := res.WriteBody(w); err != nil {
 		// Headers are gone; all that is left is to stop and say why.
 		w.err = err

@@ -189,6 +189,9 @@ func (r *Result) WriteBody(w io.Writer) (int64, error) {
 	return 0, nil
 }
 
+// FromFile reports a body sent from the cache's memory file (sendfile).
+func (r *Result) FromFile() bool { return r.entry != nil && r.entry.InFile() }
+
 // Release lets go of what the result holds. It is safe to call on a zero
 // Result and more than once.
 func (r *Result) Release() {
