@@ -52,6 +52,13 @@ func (m *Memory) Put(bucket, key string, o Object) {
 	m.objects[bucket+"/"+key] = o
 }
 
+// Delete removes an object.
+func (m *Memory) Delete(bucket, key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.objects, bucket+"/"+key)
+}
+
 // Requests returns a copy of the requests seen so far.
 func (m *Memory) Requests() []origin.Request {
 	m.mu.Lock()

@@ -44,6 +44,25 @@ type archiveSource struct {
 	// state is the archive version known, read on every request:
 	// atomic, so hits share no lock. Replaced whole, never changed.
 	state atomic.Pointer[archiveState]
+	// failed remembers, for retryAfter, why the archive could not be read
+	// when no version is known (missing, broken, S3 down), so a flood of
+	// tile requests costs one read and one log line, not one per request.
+	failed atomic.Pointer[archiveFailure]
+}
+
+// archiveFailure is a failed read of the head, answered until it expires.
+type archiveFailure struct {
+	err   error
+	until time.Time
+}
+
+// retryAfter is how long a failed head read is answered from memory:
+// the negative TTL, as for a missing tile, else a few seconds.
+func (s *archiveSource) retryAfter() time.Duration {
+	if d := s.core.cfg.Cache.NegativeTTL.Duration(); d > 0 {
+		return d
+	}
+	return 5 * time.Second
 }
 
 // archiveState is one version of the archive, immutable once made.
@@ -75,12 +94,22 @@ func newArchiveSource(c *Core, ts *config.Tileset, f origin.Fetcher) *archiveSou
 // current is the archive's state, read on first use and checked again
 // once it is older than the cache TTL; concurrent callers share one read.
 func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
+	now := s.core.now()
 	st := s.state.Load()
-	if st != nil && s.core.now().Sub(st.checked) < s.ttl {
+	if st != nil && now.Sub(st.checked) < s.ttl {
 		return st, nil
 	}
+	if f := s.failed.Load(); st == nil && f != nil && now.Before(f.until) {
+		return nil, f.err
+	}
 	v, err, _ := s.flight.Do("state", func() (any, error) {
-		return s.refresh(context.WithoutCancel(ctx), st)
+		st, err := s.refresh(context.WithoutCancel(ctx), st)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			s.failed.Store(&archiveFailure{err: err, until: s.core.now().Add(s.retryAfter())})
+		} else if err == nil {
+			s.failed.Store(nil)
+		}
+		return st, err
 	})
 	if err != nil {
 		if st != nil && errors.Is(err, origin.ErrUnavailable) {

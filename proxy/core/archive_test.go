@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -26,6 +25,13 @@ import (
 // noCache) over an in-memory origin, on a fake clock.
 func archiveCore(t *testing.T, arc []byte, noCache bool) (*Core, *origintest.Memory, *testenv.Clock) {
 	t.Helper()
+	c, mem, clk, _ := archiveCoreLogs(t, arc, noCache)
+	return c, mem, clk
+}
+
+// archiveCoreLogs is archiveCore with the core's log.
+func archiveCoreLogs(t *testing.T, arc []byte, noCache bool) (*Core, *origintest.Memory, *testenv.Clock, *testenv.SyncBuffer) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Auth.HMACSecret = "0123456789abcdef0123456789abcdef"
 	cfg.Tilesets = []config.Tileset{{Name: "m", Bucket: "maps", Archive: "world.pmtiles", Missing: config.MissingEmpty}}
@@ -43,11 +49,12 @@ func archiveCore(t *testing.T, arc []byte, noCache bool) (*Core, *origintest.Mem
 			t.Fatal(err)
 		}
 	}
-	core, err := New(&cfg, Deps{Fetcher: mem, Cache: c, Now: clk.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	logs := &testenv.SyncBuffer{}
+	core, err := New(&cfg, Deps{Fetcher: mem, Cache: c, Now: clk.Now, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return core, mem, clk
+	return core, mem, clk, logs
 }
 
 func getTile(t *testing.T, c *Core, path string) (Result, string, error) {
@@ -180,7 +187,8 @@ func TestArchiveReplaced(t *testing.T) {
 }
 
 // TestArchiveHostile: broken archives answer 502 (origin.ErrUnavailable)
-// with one log line, never a panic.
+// with one log line, never a panic; a flood of requests costs one read of
+// the archive per negative TTL, not one per request.
 func TestArchiveHostile(t *testing.T) {
 	good := archivetest.Build(archivetest.Pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Png})
 	for _, tc := range []struct {
@@ -194,10 +202,19 @@ func TestArchiveHostile(t *testing.T) {
 		{"mlt tiles", func() []byte { b := append([]byte(nil), good...); b[99] = byte(pmtiles.Mlt); return b }()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, _, _ := archiveCore(t, tc.arc, false)
-			_, _, err := getTile(t, c, "0/0/0.png")
-			if !errors.Is(err, origin.ErrUnavailable) {
-				t.Fatalf("got %v, want a 502 (origin.ErrUnavailable)", err)
+			c, mem, clk, logs := archiveCoreLogs(t, tc.arc, false)
+			for i := range 20 {
+				if _, _, err := getTile(t, c, fmt.Sprintf("1/%d/0.png", i%2)); !errors.Is(err, origin.ErrUnavailable) {
+					t.Fatalf("request %d: got %v, want a 502 (origin.ErrUnavailable)", i, err)
+				}
+			}
+			if n, lines := len(mem.Requests()), strings.Count(logs.String(), "PMTiles archive unreadable"); n != 1 || lines != 1 {
+				t.Fatalf("20 requests: %d reads of the archive and %d log lines, want 1 and 1\n%s", n, lines, logs.String())
+			}
+			clk.Add(c.cfg.Cache.NegativeTTL.Duration() + time.Second)
+			getTile(t, c, "0/0/0.png")
+			if n := len(mem.Requests()); n != 2 {
+				t.Fatalf("after the negative TTL: %d reads in all, want 2 (read again)", n)
 			}
 		})
 	}
@@ -226,5 +243,25 @@ func TestArchiveTileJSON(t *testing.T) {
 	if len(tj.Tiles) != 1 || !strings.HasSuffix(tj.Tiles[0], "/tiles/m/{z}/{x}/{y}.mvt") || tj.Attribution != "© Test" ||
 		len(tj.VectorLayers) != 1 || tj.MaxZoom != 2 || len(tj.Bounds) != 4 || len(tj.Center) != 3 {
 		t.Fatalf("TileJSON: %s", doc)
+	}
+}
+
+// TestArchiveMissing: an archive that is not in the bucket makes its
+// tiles 404, read once per negative TTL, and is served once it appears.
+func TestArchiveMissing(t *testing.T) {
+	c, mem, clk := archiveCore(t, nil, false)
+	mem.Delete("maps", "world.pmtiles")
+	for range 10 {
+		if _, _, err := getTile(t, c, "0/0/0.png"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("missing archive: %v, want ErrNotFound", err)
+		}
+	}
+	if n := len(mem.Requests()); n != 1 {
+		t.Fatalf("10 requests for a missing archive made %d reads, want 1", n)
+	}
+	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(archivetest.Pyramid(1, "v1"), archivetest.Options{TileType: pmtiles.Png})})
+	clk.Add(c.cfg.Cache.NegativeTTL.Duration() + time.Second)
+	if _, got, err := getTile(t, c, "1/1/0.png"); err != nil || got != "v1 1/1/0" {
+		t.Fatalf("after it appeared: %q %v", got, err)
 	}
 }

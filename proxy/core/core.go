@@ -456,6 +456,8 @@ func originResult(err error) string {
 		return "not_found"
 	case errors.Is(err, origin.ErrRangeNotSatisfiable):
 		return "range"
+	case errors.Is(err, origin.ErrChanged):
+		return "changed"
 	case errors.Is(err, origin.ErrDenied):
 		return "denied"
 	case errors.Is(err, origin.ErrTimeout):
