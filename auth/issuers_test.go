@@ -260,7 +260,11 @@ func TestDiscovery(t *testing.T) {
 			return fmt.Sprintf(`{"issuer":"https://evil.example.com","jwks_uri":%q}`, s.srv.URL+"/keys")
 		}, string(doc), false},
 		{"keys on another host", func(s *idpServer) string {
-			return fmt.Sprintf(`{"issuer":%q,"jwks_uri":"http://evil.example.com/keys"}`, s.srv.URL)
+			// A real JWKS with the right keys, but on another host (port):
+			// only the host check can refuse it.
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(doc) }))
+			t.Cleanup(other.Close)
+			return fmt.Sprintf(`{"issuer":%q,"jwks_uri":%q}`, s.srv.URL, other.URL+"/keys")
 		}, string(doc), false},
 		{"not JSON", func(*idpServer) string { return "<html>" }, string(doc), false},
 		{"jwks_uri not a URL", func(s *idpServer) string { return fmt.Sprintf(`{"issuer":%q,"jwks_uri":"::"}`, s.srv.URL) }, string(doc), false},
@@ -276,10 +280,17 @@ func TestDiscovery(t *testing.T) {
 			}
 			s.jwks.Store(tc.jwks)
 			yes := true
+			fetched := make(chan bool, 1) // the first fetch's outcome
 			v, err := New(t.Context(), config.Auth{Leeway: config.Duration(time.Second), Issuers: []config.Issuer{{
 				Issuer: s.srv.URL, Discovery: &yes, Audience: config.StringList{"tileproxy"},
 				Grants: []config.GrantRule{{Claim: "scope", Pattern: "tiles:{tileset}"}},
-			}}}, Deps{Now: func() time.Time { return now }, Tilesets: knownTileset, JWKSRefreshInterval: time.Hour})
+			}}}, Deps{Now: func() time.Time { return now }, Tilesets: knownTileset, JWKSRefreshInterval: time.Hour,
+				OnJWKSRefresh: func(ok bool, _ int) {
+					select {
+					case fetched <- ok:
+					default:
+					}
+				}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -299,11 +310,17 @@ func TestDiscovery(t *testing.T) {
 				}
 				return
 			}
-			// Give the fetcher time to try (bounded by attempts).
-			for i := 0; i < 50 && s.requests.Load() == 0; i++ {
-				time.Sleep(10 * time.Millisecond)
+			// The first attempt (discovery, then the JWKS) has ended, and
+			// failed: a document that should be refused would otherwise
+			// have brought the keys, and the token below would verify.
+			select {
+			case ok := <-fetched:
+				if ok {
+					t.Fatal("the bad document was accepted")
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("no fetch was attempted")
 			}
-			time.Sleep(50 * time.Millisecond)
 			if v.Ready() {
 				t.Fatal("ready with a bad discovery")
 			}
