@@ -23,30 +23,18 @@ import (
 // credentials assumed for tileset a cannot read b's prefix, and vice versa,
 // even when used directly with the SDK, not through the proxy's routing.
 func TestSessionPolicyEnforcedByMinIO(t *testing.T) {
-	env := testenv.MinIO(t)
-	if env.ReaderAccessKey == "" {
-		testenv.Require(t, "MinIO read-only user", "TILEPROXY_TEST_S3_READER_ACCESS_KEY is not set")
-	}
+	env := readerMinIO(t)
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{
 		"a/0/0/0.png": {Body: []byte("tile of a")},
 		"b/0/0/0.png": {Body: []byte("tile of b")},
 	})
-	cfg := config.Default()
-	cfg.S3.Endpoint = env.Endpoint
-	cfg.S3.UsePathStyle = true
-	cfg.S3.RoleARN = "arn:minio:iam:::role/tileproxy"
-	cfg.Tilesets = []config.Tileset{{Name: "a", Bucket: bucket, Prefix: "a/"}, {Name: "b", Bucket: bucket, Prefix: "b/"}}
-	cfg.Auth.HMACSecret = strings.Repeat("s", 32)
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := roleConfig(t, env, config.Tileset{Name: "a", Bucket: bucket, Prefix: "a/"}, config.Tileset{Name: "b", Bucket: bucket, Prefix: "b/"})
 	var (
 		mu    sync.Mutex // protects calls
 		calls []string
 	)
-	o, err := origin.New(t.Context(), &cfg, origin.Deps{
+	o, err := origin.New(t.Context(), cfg, origin.Deps{
 		Credentials: credentials.NewStaticCredentialsProvider(env.ReaderAccessKey, env.ReaderSecretKey, ""),
 		OnAssumeRole: func(ts string, err error, _ time.Time) {
 			mu.Lock()
@@ -130,26 +118,15 @@ func TestSessionPolicyEnforcedByMinIO(t *testing.T) {
 // credentials read its archive and nothing else, not even the object
 // next to it.
 func TestArchiveSessionPolicyOnMinIO(t *testing.T) {
-	env := testenv.MinIO(t)
-	if env.ReaderAccessKey == "" {
-		testenv.Require(t, "MinIO read-only user", "TILEPROXY_TEST_S3_READER_ACCESS_KEY is not set")
-	}
+	env := readerMinIO(t)
 	bucket := env.Bucket(t)
 	env.Put(t, bucket, map[string]testenv.Object{
 		"maps/city.pmtiles":    {Body: []byte("the archive")},
 		"maps/city.pmtiles.v2": {Body: []byte("next to it")},
 		"maps/other.pmtiles":   {Body: []byte("another archive")},
 	})
-	cfg := config.Default()
-	cfg.S3.Endpoint, cfg.S3.UsePathStyle = env.Endpoint, true
-	cfg.S3.RoleARN = "arn:minio:iam:::role/tileproxy"
-	cfg.Tilesets = []config.Tileset{{Name: "city", Bucket: bucket, Archive: "maps/city.pmtiles"}}
-	cfg.Auth.HMACSecret = strings.Repeat("s", 32)
-	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	o, err := origin.New(t.Context(), &cfg, origin.Deps{Credentials: credentials.NewStaticCredentialsProvider(env.ReaderAccessKey, env.ReaderSecretKey, "")})
+	cfg := roleConfig(t, env, config.Tileset{Name: "city", Bucket: bucket, Archive: "maps/city.pmtiles"})
+	o, err := origin.New(t.Context(), cfg, origin.Deps{Credentials: credentials.NewStaticCredentialsProvider(env.ReaderAccessKey, env.ReaderSecretKey, "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,4 +148,31 @@ func TestArchiveSessionPolicyOnMinIO(t *testing.T) {
 	if _, err := o.Get(ctx, origin.Request{Tileset: "city", Bucket: bucket, Key: "maps/city.pmtiles", IfMatch: `"not-the-etag"`}); !errors.Is(err, origin.ErrChanged) {
 		t.Errorf("If-Match with another ETag: %v, want ErrChanged", err)
 	}
+}
+
+// readerMinIO is the shared MinIO with its read-only user required: the
+// base identity the proxy assumes the role from.
+func readerMinIO(t *testing.T) *testenv.S3 {
+	t.Helper()
+	env := testenv.MinIO(t)
+	if env.ReaderAccessKey == "" {
+		testenv.Require(t, "MinIO read-only user", "TILEPROXY_TEST_S3_READER_ACCESS_KEY is not set")
+	}
+	return env
+}
+
+// roleConfig is a validated config for tilesets read through MinIO's STS
+// role on env.
+func roleConfig(t *testing.T, env *testenv.S3, tilesets ...config.Tileset) *config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.S3.Endpoint, cfg.S3.UsePathStyle = env.Endpoint, true
+	cfg.S3.RoleARN = "arn:minio:iam:::role/tileproxy"
+	cfg.Tilesets = tilesets
+	cfg.Auth.HMACSecret = strings.Repeat("s", 32)
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &cfg
 }
