@@ -7,9 +7,9 @@
 //
 // Why a copy rather than the import: that package also holds the pmtiles
 // CLI's cloud buckets, MBTiles conversion and server, so importing it
-// links GCS, Azure, gocloud, sqlite and more into tileproxy (binary 32 to
-// 66 MB, 256 more package inits, +16 MiB of resident memory, which broke
-// the soak's memory bound) and registers two gauges in Prometheus' global
+// links GCS, Azure, gocloud, sqlite and more into tileproxy, which made
+// the binary twice as large and broke the soak's memory bound (figures in
+// bench/README.md), and registers two gauges in Prometheus' global
 // registry at init. TestMatchesGoPmtiles holds this copy to the module
 // itself, which the tests import; replace the copy with the import once
 // the format has a package of its own upstream.

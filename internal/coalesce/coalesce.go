@@ -39,8 +39,8 @@ type Config struct {
 // DefaultHold is net/http's write buffer: a response that fits leaves in
 // one write, and a larger one as that buffer plus the rest of the body in
 // one writev. Holding more would copy body bytes the kernel copies anyway:
-// with 16 KiB, a 10 KB tile was copied twice, and hits cost ~1.6 µs more
-// CPU (bench/README.md).
+// with 16 KiB a 10 KB tile was copied twice, and hits cost more CPU
+// (bench/README.md has the figure).
 const DefaultHold = 4 << 10
 
 // Validate reports a config that cannot work.
