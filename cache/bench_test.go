@@ -77,8 +77,10 @@ func BenchmarkGetHitRandom(b *testing.B) {
 
 // BenchmarkGCMark is what one garbage collection costs with 20,000 tiles
 // cached (four in five in the memory file), per entry. Every cycle visits
-// every entry, and while it runs the requests in flight wait longer: on
-// one core a cycle's mark phase lasts about twice its work (bench/README).
+// what the heap holds per entry (golang-lru's list element and map slot;
+// records, text and bodies are not scanned), and while it runs the
+// requests in flight wait longer: on one core a cycle's mark phase lasts
+// about twice its work (bench/README).
 func BenchmarkGCMark(b *testing.B) {
 	const n = 20000
 	c, err := New(Config{MaxBytes: 4 << 30, MaxObjectBytes: 1 << 20, TTL: time.Hour, LoadTimeout: time.Second}, Deps{})

@@ -1,8 +1,13 @@
 // Package cache keeps hot tiles in memory: an LRU bounded by bytes, with a
 // freshness TTL, revalidation, remembered misses, stale-if-error, and one
-// origin fetch per key however many requests miss at once. On Linux,
-// bodies of 8 KiB and more are kept in an anonymous memory file, so that
-// hits can send them with sendfile (see Entry and internal/memfile).
+// origin fetch per key however many requests miss at once.
+//
+// What it keeps is outside the Go heap's scanned objects, so that a
+// million cached tiles do not lengthen every garbage collection (see
+// record): per entry a pointer-free record in a slab, its key and header
+// text and a small body in an arena (internal/arena), and on Linux a body
+// of 8 KiB or more in an anonymous memory file, so that hits can send it
+// with sendfile (internal/memfile).
 //
 // The cache knows keys and bytes, never users or tokens: callers decide
 // authorization before they look anything up.
@@ -23,6 +28,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/arena"
 	"github.com/tileproxy/tileproxy/internal/memfile"
 )
 
@@ -35,24 +41,29 @@ var (
 )
 
 // Bodies of fileMin bytes or more are kept in the memory file rather
-// than on the Go heap, so a hit can hand the kernel the file's pages with
+// than in the arena, so a hit can hand the kernel the file's pages with
 // sendfile (coalesce.ReadFrom) instead of having it copy the body from
 // user memory (bench/README.md has the measurement). Below it a body is
 // no more than the one write it already shares with the header, and a
 // page of file would mostly be waste.
 const fileMin = 8 << 10
 
-// entryOverhead is the memory an entry takes besides its body and
-// metadata text: the Entry, the LRU's list element and map slot. It is
-// counted so that many tiny entries (remembered misses, say) cannot exceed
+// entryOverhead is the heap an entry takes besides its text and body: its
+// record in the slab, the LRU's list element and map slot. It is counted
+// so that many tiny entries (remembered misses, say) cannot exceed
 // max_bytes by hiding in overhead; TestOverheadCounted holds it to the heap.
-const entryOverhead = 400
+const entryOverhead = 256
+
+// maxText is the longest header value or key an entry keeps (lengths are
+// 16-bit); an object with a longer one is streamed, not cached.
+const maxText = 1<<16 - 1
 
 // Meta is what the cache keeps of an object besides its body. The values
 // are header text, rendered once by whoever built the entry (the tile
 // core), so that a hit formats nothing; the cache itself reads only ETag,
-// to revalidate with. Strings are immutable, so handing Meta out by value
-// lets nobody write into the cache.
+// to revalidate with. In an Entry that Get returned, the strings are
+// views of the cache's own memory: valid until the entry's Release, so
+// keep none of them past it (copy with strings.Clone if you must).
 type Meta struct {
 	ContentType     string
 	ContentEncoding string
@@ -65,31 +76,24 @@ type Meta struct {
 	Modified time.Time
 }
 
-// Entry is a cached object. It is immutable once stored (revalidation
-// stores a new Entry rather than touching one that readers may hold),
-// except for the cache's own LRU bookkeeping, written atomically.
+// Entry is an object: built by a LoadFunc with NewEntry (its body on the
+// heap), or returned by Get, held for the caller, with its text and body
+// in the cache's own memory (see record).
 //
-// A body of fileMin bytes or more lives in the cache's memory file
-// (internal/memfile), whose pages are reference-counted: every Entry that
-// Get returns is held for its caller, who must call Release once done
-// with the body; the cache holds each entry it keeps, and drops that hold
-// when the entry leaves (eviction, replacement, removal). The last
-// release frees the pages at once. Heap bodies need no holds, but the
-// same calls work for them.
-//
-// Every cached entry is visited by the collector on every cycle, as is
-// every pointer in it; a cycle's length is what requests in flight wait
-// through. BenchmarkGCMark measures the cost per entry.
+// The caller must call Release once done with an entry Get returned; the
+// cache holds each entry it keeps, and drops that hold when the entry
+// leaves (eviction, replacement, removal). The last release frees the
+// entry's memory at once. Entries built with NewEntry need no Release,
+// but the call works for them.
 type Entry struct {
-	// moved is when the entry last went to the front of the LRU list
-	// (Unix ns, read and written atomically: hits read it under RLock).
-	moved  int64
-	stored time.Time // when fetched or last revalidated
-	size   int64     // what the entry counts against max_bytes
-	key    string    // the LRU is keyed by its hash, so a lookup checks it
-	meta   Meta
-	body   []byte         // the body when on the heap
-	block  *memfile.Block // the body when in the memory file
+	c    *Cache  // set while held
+	rec  *record // the cached record, when held
+	idx  uint32
+	meta Meta
+	body []byte       // heap (NewEntry) or arena bytes; nil when in the file
+	file memfile.Span // the body when in the memory file
+	// inFile: the body is file, not body.
+	inFile bool
 	// large marks an object over max_object_bytes: nothing is cached but
 	// the fact, so later requests stream it straight away.
 	large bool
@@ -106,7 +110,7 @@ func NewEntry(body []byte, meta Meta) *Entry {
 // NewLargeEntry marks an object too large to cache, without its body.
 func NewLargeEntry() *Entry { return &Entry{large: true} }
 
-// Meta is the object's metadata.
+// Meta is the object's metadata (see Meta on how long its text lives).
 func (e *Entry) Meta() Meta { return e.meta }
 
 // Large reports an object over max_object_bytes, whose body is not kept.
@@ -114,87 +118,46 @@ func (e *Entry) Large() bool { return e.large }
 
 // Len is the body's length.
 func (e *Entry) Len() int64 {
-	if e.block != nil {
-		return e.block.Len()
+	if e.inFile {
+		return e.file.N
 	}
 	return int64(len(e.body))
 }
 
 // InFile reports a body kept in the memory file, which WriteTo sends
 // with sendfile when w can.
-func (e *Entry) InFile() bool { return e.block != nil }
+func (e *Entry) InFile() bool { return e.inFile }
 
-// WriteTo writes the body to w: from the heap in one Write, from the
+// WriteTo writes the body to w: from memory in one Write, from the
 // memory file through w's ReadFrom when it has one (sendfile). As with
-// groupcache's ByteView, the heap bytes are handed to w, which must not
+// groupcache's ByteView, the bytes are handed to w, which must not
 // change them (no io.Writer may).
 func (e *Entry) WriteTo(w io.Writer) (int64, error) {
-	if e.block == nil {
+	if !e.inFile {
 		n, err := w.Write(e.body)
 		return int64(n), err
 	}
-	return io.Copy(w, e.block.Section())
+	return io.Copy(w, e.c.files.Section(e.file, 0, e.file.N))
 }
 
 // NewRangeReader reads n bytes of the body from off (a Range answer),
 // wherever it is kept; a memory-file section still goes out with
 // sendfile. Read it only until Release.
 func (e *Entry) NewRangeReader(off, n int64) *io.SectionReader {
-	if e.block != nil {
-		return e.block.SectionAt(off, n)
+	if e.inFile {
+		return e.c.files.Section(e.file, off, n)
 	}
 	return io.NewSectionReader(bytes.NewReader(e.body), off, n)
 }
 
-// Release drops the caller's hold on the entry's body (see Entry). Call
-// it exactly once for every entry Get returned, after the last read.
+// Release drops the caller's hold on the entry (see Entry). Call it
+// exactly once for every entry Get returned, after the last read; it
+// clears e, so a second call through the same variable does nothing.
 func (e *Entry) Release() {
-	if e != nil && e.block != nil {
-		e.block.Release()
+	if e != nil && e.c != nil {
+		e.c.release(e.idx, e.rec)
+		*e = Entry{}
 	}
-}
-
-// acquire takes a hold for a reader; false when the body is already gone
-// (possible only for an entry no longer cached).
-func (e *Entry) acquire() bool { return e.block == nil || e.block.TryAcquire() }
-
-// renewed is a copy of e for a revalidation that found it current: the
-// same body under a new Entry (readers may hold e). The copy takes its
-// own hold on a file body; the caller holds e, so that cannot fail.
-func (e *Entry) renewed() *Entry {
-	f := &Entry{body: e.body, block: e.block, meta: e.meta}
-	if f.block != nil && !f.block.TryAcquire() {
-		f.block = nil // unreachable: e is held
-	}
-	return f
-}
-
-// memory is what the body takes: a file body takes whole pages.
-func (e *Entry) memory() int64 {
-	if e.block != nil {
-		return e.block.Memory()
-	}
-	return int64(len(e.body))
-}
-
-// account sets size, before the entry is shared.
-func (e *Entry) account() {
-	m := e.meta
-	e.size = e.memory() + entryOverhead + int64(len(e.key)+len(m.ContentType)+len(m.ContentEncoding)+
-		len(m.ETag)+len(m.LastModified)+len(m.ContentLength))
-}
-
-// toFile moves the body into f, unless it is small or cannot go; called
-// before e is shared. The block's first hold is the cache's.
-func (e *Entry) toFile(f *memfile.File) {
-	if f == nil || e.block != nil || len(e.body) < fileMin {
-		return
-	}
-	b, err := f.Put(e.body)
-	if err != nil {
-		return // stays on the heap, which works as well
-	}
-	e.block, e.body = b, nil
 }
 
 // LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
@@ -235,6 +198,11 @@ type Deps struct {
 	// Flight coalesces concurrent loads; a singleflight.Group when nil.
 	// Tests substitute one to force interleavings.
 	Flight Flight
+	// PoisonFreed overwrites an entry's text and small body when its
+	// last hold goes, so that anything still reading them after Release
+	// reads garbage at once instead of, rarely, another tile's bytes.
+	// For tests.
+	PoisonFreed bool
 }
 
 // Flight is the part of singleflight.Group the cache uses.
@@ -290,25 +258,30 @@ type Cache struct {
 	deps   Deps
 
 	// files holds large bodies (see Entry); nil where the system has no
-	// memory files, and then every body is on the heap.
+	// memory files, and then bodies up to arena.MaxBlock are kept in the
+	// arena and larger ones streamed.
 	files *memfile.File
+	// arena holds every entry's key and header text and small bodies.
+	arena *arena.Arena
+	recs  slab
+	// misuses counts releases of entries not held: always 0 unless a
+	// caller has a bug. Tests assert it.
+	misuses atomic.Int64
 
 	mu sync.RWMutex // protects lru, bytes, fileBytes and gone; simplelru is not safe alone
-	// lru is keyed by a hash of the key, not the key: the collector
-	// follows every pointer in the cache on every cycle, and a string key
-	// is two more (in the map and in the list element) per entry. That
-	// was over a third of a cycle's cost per entry (BenchmarkGCMark),
-	// and a cycle's length is what requests in flight wait through. The
-	// Entry keeps its key: a lookup whose entry has another key (a
-	// 64-bit collision) is a miss, and storing it replaces that entry.
-	lru       *simplelru.LRU[uint64, *Entry]
+	// lru maps a hash of the key to the entry's record: integers only, so
+	// the LRU's map and list elements are all the collector visits per
+	// entry. The record keeps the key: a lookup whose record has another
+	// key (a 64-bit collision) is a miss, and storing it replaces that
+	// entry.
+	lru       *simplelru.LRU[uint64, uint32]
 	seed      maphash.Seed
 	bytes     int64
 	fileBytes int64 // what entries in lru hold of the memory file
 	// gone collects entries that left lru under mu, whose holds are
 	// dropped once mu is released: freeing pages is a system call, and
 	// hits wait on mu.
-	gone []*Entry
+	gone []uint32
 }
 
 // New builds a cache.
@@ -322,18 +295,19 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if deps.Flight == nil {
 		deps.Flight = &singleflight.Group{}
 	}
-	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed()}
+	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed(), arena: arena.New()}
 	if files, err := memfile.New("tileproxy-cache"); err == nil {
 		c.files = files
 	}
 	// Entries are bounded by bytes, not count: the count limit is set out
-	// of reach and eviction is driven by c.bytes in store.
-	l, err := simplelru.NewLRU[uint64, *Entry](1<<30, func(_ uint64, e *Entry) {
-		c.bytes -= e.size
-		if e.block != nil {
-			c.fileBytes -= e.memory()
+	// of reach and eviction is driven by c.bytes in insert.
+	l, err := simplelru.NewLRU[uint64, uint32](1<<31, func(_ uint64, i uint32) {
+		r := c.recs.at(i)
+		c.bytes -= r.size
+		if r.is(fFile) {
+			c.fileBytes -= r.file.Memory()
 		}
-		c.gone = append(c.gone, e)
+		c.gone = append(c.gone, i)
 	})
 	if err != nil {
 		return nil, err
@@ -348,31 +322,94 @@ func (c *Cache) unlock() {
 	gone := c.gone
 	c.gone = nil
 	c.mu.Unlock()
-	for i, e := range gone {
-		e.Release()
-		gone[i] = nil
+	for _, i := range gone {
+		c.release(i, c.recs.at(i))
 	}
 }
 
+// release drops one hold on record i; the last frees its memory and the
+// record.
+func (c *Cache) release(i uint32, r *record) {
+	s := r.state.Add(^uint64(0))
+	switch holds := uint32(s); {
+	case holds == 0:
+	case holds == ^uint32(0):
+		// A release without a hold is a bug in the caller. Undo it and
+		// count it, for tests to assert on, rather than take the server
+		// down.
+		r.state.Add(1)
+		c.misuses.Add(1)
+		return
+	default:
+		return
+	}
+	// Nobody can take a hold now (acquire needs one there): free.
+	if c.deps.PoisonFreed {
+		b := c.arena.Bytes(r.blob, int(r.blobLen))
+		for j := range b {
+			b[j] = '?'
+		}
+	}
+	c.arena.Free(r.blob)
+	if r.is(fFile) {
+		c.files.Free(r.file)
+	}
+	r.state.Store(s + 1<<32) // the next generation, no holds
+	c.recs.put(i)
+}
+
+// entry is the Entry for record i, which the caller holds.
+func (c *Cache) entry(i uint32, r *record) Entry {
+	e := Entry{c: c, rec: r, idx: i, large: r.is(fLarge), negative: r.is(fNegative)}
+	if r.blobLen == 0 {
+		return e
+	}
+	b := c.arena.Bytes(r.blob, int(r.blobLen))
+	p := int(r.keyLen)
+	var v [5]string
+	for j, n := range r.lens {
+		v[j] = view(b[p : p+int(n)])
+		p += int(n)
+	}
+	e.meta = Meta{ContentType: v[0], ContentEncoding: v[1], ETag: v[2], LastModified: v[3], ContentLength: v[4]}
+	if r.is(fHasMod) {
+		e.meta.Modified = time.Unix(0, r.mod).UTC()
+	}
+	if r.is(fFile) {
+		e.file, e.inFile = r.file, true
+	} else if !e.large && !e.negative {
+		e.body = b[p:]
+	}
+	return e
+}
+
+// keyIs reports whether record r is key's.
+func (c *Cache) keyIs(r *record, key string) bool {
+	return int(r.keyLen) == len(key) && string(c.arena.Bytes(r.blob, int(r.keyLen))) == key
+}
+
 // FileBacked reports whether large bodies go to a memory file, to be sent
-// with sendfile; otherwise they are on the heap.
+// with sendfile; otherwise they are in the arena, or streamed when over
+// arena.MaxBlock.
 func (c *Cache) FileBacked() bool { return c.files != nil }
 
-// FileBytes is the memory the memory file takes: the bodies of cached
-// entries, and those that left the cache while requests still send them.
-func (c *Cache) FileBytes() int64 {
-	if c.files == nil {
-		return 0
+// OffHeapBytes is the memory the cache takes outside the Go heap: the
+// memory file and the arena, with the entries that left the cache while
+// requests still send them.
+func (c *Cache) OffHeapBytes() int64 {
+	n := c.arena.Size()
+	if c.files != nil {
+		n += c.files.Allocated()
 	}
-	return c.files.Allocated()
+	return n
 }
 
 // MaxObjectBytes is the largest body the cache keeps.
 func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 
-// maxAcquireTries bounds how often Get looks again for an entry whose
-// body was freed between its load and the waiter's hold (evicted at once
-// by a flood of other stores): a handful of tries, then an error.
+// maxAcquireTries bounds how often Get looks again for an entry that left
+// the cache between its load and the waiter's hold (evicted at once by a
+// flood of other stores): a handful of tries, then an error.
 const maxAcquireTries = 4
 
 // ErrChurn: the cache kept evicting the entry before the caller could
@@ -384,14 +421,14 @@ var ErrChurn = errors.New("cache: entry evicted before it could be read")
 // entry comes back as ErrNotFound with outcome Negative. A caller whose
 // ctx ends stops waiting; the shared load goes on for the others and
 // still fills the cache.
-func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Outcome, error) {
+func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (Entry, Outcome, error) {
 	for range maxAcquireTries {
 		now := c.now()
 		e, ok := c.lookup(key, now)
-		if ok && c.fresh(e, now) {
+		if ok && c.fresh(e.rec, now) {
 			if e.negative {
 				e.Release()
-				return nil, Negative, ErrNotFound
+				return Entry{}, Negative, ErrNotFound
 			}
 			return e, Hit, nil
 		}
@@ -402,29 +439,43 @@ func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (*Entry, Out
 		var r singleflight.Result
 		select {
 		case <-ctx.Done():
-			return nil, Miss, ctx.Err()
+			return Entry{}, Miss, ctx.Err()
 		case r = <-ch:
 		}
 		if r.Err != nil {
-			return nil, Miss, r.Err
+			return Entry{}, Miss, r.Err
 		}
 		res := r.Val.(result)
-		if res.entry.negative {
-			return nil, res.outcome, ErrNotFound
+		switch {
+		case res.negative:
+			return Entry{}, res.outcome, ErrNotFound
+		case res.large:
+			return Entry{large: true}, res.outcome, nil
+		case res.unstored != nil:
+			return *res.unstored, res.outcome, nil
 		}
 		// The flight holds nothing for its waiters (it cannot know how
 		// many there are): each takes its own hold, which fails only if
 		// the entry has left the cache and its last reader is done.
-		if res.entry.acquire() {
-			return res.entry, res.outcome, nil
+		if r := c.recs.at(res.idx); r.acquire(res.gen) {
+			return c.entry(res.idx, r), res.outcome, nil
 		}
 	}
-	return nil, Miss, ErrChurn
+	return Entry{}, Miss, ErrChurn
 }
 
+// result is a flight's answer: a cached record by index and generation,
+// or the fact of a large or missing object, or an entry too large to
+// keep (its body on the heap).
 type result struct {
-	entry   *Entry
-	outcome Outcome
+	idx, gen        uint32
+	large, negative bool
+	unstored        *Entry
+	outcome         Outcome
+}
+
+func resultOf(e *Entry, out Outcome) result {
+	return result{idx: e.idx, gen: e.rec.gen(), large: e.large, negative: e.negative, outcome: out}
 }
 
 // load runs once per key at a time (inside the flight). It returns an
@@ -435,11 +486,11 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	prev, ok := c.lookup(key, now)
 	if ok {
 		defer prev.Release()
-		if c.fresh(prev, now) {
+		if c.fresh(prev.rec, now) {
 			if prev.negative {
-				return result{prev, Negative}, nil
+				return resultOf(&prev, Negative), nil
 			}
-			return result{prev, Hit}, nil
+			return resultOf(&prev, Hit), nil
 		}
 	}
 	// Detached: the first caller leaving must not fail everyone else.
@@ -447,40 +498,36 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	defer cancel()
 	var revalidate *Entry
 	if ok && !prev.negative && !prev.large && prev.meta.ETag != "" {
-		revalidate = prev
+		revalidate = &prev
 	}
 	e, err := load(lctx, key, revalidate)
 	now = c.now()
 	switch {
 	case err == nil:
-		c.store(key, e, now)
-		return result{e, Miss}, nil
+		return c.store(key, e, now), nil
 	case errors.Is(err, ErrNotModified) && revalidate != nil:
-		// A new entry: readers may hold the old one.
-		fresh := revalidate.renewed()
-		c.store(key, fresh, now)
-		return result{fresh, Hit}, nil
+		c.renew(key, &prev, now)
+		return resultOf(&prev, Hit), nil
 	case errors.Is(err, ErrNotFound):
-		neg := &Entry{negative: true}
 		if c.cfg.NegativeTTL > 0 {
-			c.store(key, neg, now)
+			c.store(key, &Entry{negative: true}, now)
 		} else {
 			c.remove(key)
 		}
-		return result{neg, Miss}, err
+		return result{negative: true, outcome: Miss}, err
 	}
-	if ok && !prev.negative && !prev.large && now.Sub(prev.stored) < c.cfg.TTL+c.cfg.StaleIfError {
-		return result{prev, Stale}, nil
+	if ok && !prev.negative && !prev.large && now.Sub(time.Unix(0, prev.rec.stored.Load())) < c.cfg.TTL+c.cfg.StaleIfError {
+		return resultOf(&prev, Stale), nil
 	}
 	return result{}, err
 }
 
-func (c *Cache) fresh(e *Entry, now time.Time) bool {
+func (c *Cache) fresh(r *record, now time.Time) bool {
 	ttl := c.cfg.TTL
-	if e.negative {
+	if r.is(fNegative) {
 		ttl = c.cfg.NegativeTTL
 	}
-	return now.Sub(e.stored) < ttl
+	return now.UnixNano()-r.stored.Load() < int64(ttl)
 }
 
 // Recency is exact while the cache is small; in a large one, a hit on
@@ -498,25 +545,31 @@ const (
 // per the rule above, moves it to the front of the LRU: unlike the LRU's
 // own Peek, it counts as a use. The hold is taken under the read lock,
 // while the cache's own hold is certain to be there, so it cannot fail.
-func (c *Cache) lookup(key string, now time.Time) (*Entry, bool) {
+func (c *Cache) lookup(key string, now time.Time) (Entry, bool) {
 	h := c.hash(key)
 	c.mu.RLock()
-	e, ok := c.lru.Peek(h)
-	ok = ok && e.key == key && e.acquire()
+	i, ok := c.lru.Peek(h)
+	var r *record
+	if ok {
+		r = c.recs.at(i)
+		if ok = c.keyIs(r, key); ok {
+			r.hold()
+		}
+	}
 	exact := c.lru.Len() < exactBelow
 	c.mu.RUnlock()
 	if !ok {
-		return nil, false
+		return Entry{}, false
 	}
 	t := now.UnixNano()
-	if exact || t-atomic.LoadInt64(&e.moved) >= int64(moveEvery) {
+	if exact || t-r.moved.Load() >= int64(moveEvery) {
 		c.mu.Lock()
-		if cur, ok := c.lru.Get(h); ok && cur == e {
-			atomic.StoreInt64(&e.moved, t)
+		if cur, ok := c.lru.Get(h); ok && cur == i {
+			r.moved.Store(t)
 		}
 		c.mu.Unlock()
 	}
-	return e, true
+	return c.entry(i, r), true
 }
 
 func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
@@ -525,7 +578,7 @@ func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
 func (c *Cache) remove(key string) {
 	h := c.hash(key)
 	c.mu.Lock()
-	if e, ok := c.lru.Peek(h); ok && e.key == key {
+	if i, ok := c.lru.Peek(h); ok && c.keyIs(c.recs.at(i), key) {
 		c.lru.Remove(h)
 	}
 	bytes, objects := c.bytes, int64(c.lru.Len())
@@ -541,7 +594,9 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 	n := 0
 	c.mu.Lock()
 	for _, h := range c.lru.Keys() {
-		if e, ok := c.lru.Peek(h); ok && drop(e.key) {
+		i, _ := c.lru.Peek(h)
+		r := c.recs.at(i)
+		if drop(view(c.arena.Bytes(r.blob, int(r.keyLen)))) {
 			c.lru.Remove(h) // its bytes leave through the callback
 			n++
 		}
@@ -552,33 +607,124 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 	return n
 }
 
-// store adds e (stamped now) and evicts least-recently-used entries until
-// the cache fits in max_bytes again. Bodies over max_object_bytes are never
-// stored: only a Large marker is. The cache's hold on e is the one e was
-// made with (toFile's, or renewed's).
-func (c *Cache) store(key string, e *Entry, now time.Time) {
-	if int64(len(e.body)) > c.cfg.MaxObjectBytes {
-		e = NewLargeEntry()
+// store keeps the loaded entry e (stamped now) and evicts
+// least-recently-used entries until the cache fits in max_bytes again.
+// Bodies over max_object_bytes are never stored: only a Large marker
+// is. It returns what the flight's waiters read: the stored record, or e
+// itself when it cannot be kept.
+func (c *Cache) store(key string, e *Entry, now time.Time) result {
+	m := e.meta
+	vals := [5]string{m.ContentType, m.ContentEncoding, m.ETag, m.LastModified, m.ContentLength}
+	large := e.large || int64(len(e.body)) > c.cfg.MaxObjectBytes
+	for _, v := range vals {
+		large = large || len(v) > maxText
 	}
-	e.stored = now
-	e.moved = now.UnixNano() // not yet shared
-	e.key = key
-	e.account()
-	if e.size > c.cfg.MaxBytes {
+	body := e.body
+	if large || e.negative {
+		// Only the fact is kept, under the key.
+		body, vals = nil, [5]string{}
+	}
+	inFile := len(body) >= fileMin && c.files != nil
+	blobLen := len(key)
+	for _, v := range vals {
+		blobLen += len(v)
+	}
+	if !inFile {
+		blobLen += len(body)
+	}
+	if blobLen > arena.MaxBlock && body != nil {
+		// No memory file here, and too big for the arena: stream it.
+		return c.store(key, NewLargeEntry(), now)
+	}
+	size := int64(entryOverhead + arena.ClassSize(blobLen))
+	if inFile {
+		size += memfile.RoundPage(int64(len(body)))
+	}
+	unstored := result{unstored: e, large: e.large, negative: e.negative, outcome: Miss}
+	if size > c.cfg.MaxBytes || len(key) > maxText {
 		c.remove(key)
-		e.Release() // no cache hold to keep
-		return
+		return unstored
 	}
-	e.toFile(c.files)
-	e.account() // a file body takes whole pages
-	evicted := 0
+	ref, blob, err := c.arena.Alloc(blobLen)
+	if err != nil {
+		return unstored // served once, from the heap
+	}
+	var file memfile.Span
+	if inFile {
+		if file, err = c.files.Put(body); err != nil {
+			c.arena.Free(ref)
+			return unstored
+		}
+	}
+	p := copy(blob, key)
+	for _, v := range vals {
+		p += copy(blob[p:], v)
+	}
+	if !inFile {
+		copy(blob[p:], body)
+	}
+
+	i, r := c.recs.alloc()
+	// Field by field: state may be read (by a flight's stale reference)
+	// at any time, so it is only ever written atomically.
+	gen := r.state.Load() >> 32
+	r.size, r.file, r.blob, r.blobLen, r.keyLen, r.mod, r.flags = size, file, ref, uint32(blobLen), uint16(len(key)), 0, 0
+	for j, v := range vals {
+		r.lens[j] = uint16(len(v))
+	}
+	switch {
+	case large:
+		r.flags |= fLarge
+	case e.negative:
+		r.flags |= fNegative
+	}
+	if inFile {
+		r.flags |= fFile
+	}
+	if !m.Modified.IsZero() && !large && !e.negative {
+		r.flags |= fHasMod
+		r.mod = m.Modified.UnixNano()
+	}
+	r.stored.Store(now.UnixNano())
+	r.moved.Store(now.UnixNano())
+	r.state.Store(gen<<32 | 1) // the cache's hold
+	c.insert(c.hash(key), i, r)
+	if large && !e.large {
+		// This request has the body already: it gets it; later ones
+		// stream.
+		return result{unstored: e, outcome: Miss}
+	}
+	return result{idx: i, gen: uint32(gen), large: large, negative: e.negative, outcome: Miss}
+}
+
+// renew marks prev, which the caller holds, as revalidated now: its
+// record is current again and goes to the front of the LRU, or back into
+// the cache if it left while the origin was asked.
+func (c *Cache) renew(key string, prev *Entry, now time.Time) {
+	r := prev.rec
+	r.stored.Store(now.UnixNano())
+	r.moved.Store(now.UnixNano())
 	h := c.hash(key)
 	c.mu.Lock()
+	if i, ok := c.lru.Get(h); ok && i == prev.idx {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	r.hold() // the cache's new hold; the caller's keeps r alive till here
+	c.insert(h, prev.idx, r)
+}
+
+// insert adds record i (held for the cache) under h, replacing what was
+// there, and evicts until the cache fits.
+func (c *Cache) insert(h uint64, i uint32, r *record) {
+	evicted := 0
+	c.mu.Lock()
 	c.lru.Remove(h) // replace: its bytes leave through the callback
-	c.lru.Add(h, e)
-	c.bytes += e.size
-	if e.block != nil {
-		c.fileBytes += e.memory()
+	c.lru.Add(h, i)
+	c.bytes += r.size
+	if r.is(fFile) {
+		c.fileBytes += r.file.Memory()
 	}
 	for c.bytes > c.cfg.MaxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tileproxy/tileproxy/internal/arena"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 )
 
@@ -95,7 +96,7 @@ func TestEvictionByBytes(t *testing.T) {
 	if maxSeen.Load() > cfg.MaxBytes {
 		t.Errorf("reported %d bytes, over max", maxSeen.Load())
 	}
-	per := int64(1000 + len("image/png") + len(`"e"`) + entryOverhead)
+	per := int64(entryOverhead + arena.ClassSize(1000+len("image/png")+len(`"e"`)+len("k99")))
 	if want := int(cfg.MaxBytes / per); c.Len() != want {
 		t.Errorf("entries: got %d, want %d", c.Len(), want)
 	}
@@ -154,7 +155,7 @@ func TestOversizeNotCached(t *testing.T) {
 	if err != nil || !e.Large() || out != Hit || o.loads.Load() != 1 {
 		t.Fatalf("second: large=%v %v %v loads=%d", e.Large(), out, err, o.loads.Load())
 	}
-	if c.Bytes() > entryOverhead+int64(len("big")) {
+	if c.Bytes() > int64(entryOverhead+arena.ClassSize(len("big"))) {
 		t.Errorf("oversize body counted: %d bytes", c.Bytes())
 	}
 }
@@ -162,7 +163,7 @@ func TestOversizeNotCached(t *testing.T) {
 func TestTTLAndRevalidation(t *testing.T) {
 	c, clk := newCache(t, defCfg, Deps{})
 	o := &origin{body: "v1", etag: `"1"`}
-	get := func() (*Entry, Outcome) {
+	get := func() (Entry, Outcome) {
 		t.Helper()
 		e, out, err := c.Get(t.Context(), "k", o.load)
 		if err != nil {
@@ -377,7 +378,7 @@ func TestRecency(t *testing.T) {
 		{"large cache, hit after moveEvery", 2 * exactBelow, moveEvery, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			per := int64(100 + entryOverhead + 4) // keys of 4 bytes
+			per := int64(entryOverhead + arena.ClassSize(100+4)) // keys of 4 bytes
 			cfg := defCfg
 			cfg.MaxBytes = per * int64(tc.entries)
 			cfg.MaxObjectBytes = 100
@@ -423,7 +424,7 @@ func TestHashCollision(t *testing.T) {
 	e, _ := c.lru.Peek(c.hash("other"))
 	c.lru.Remove(c.hash("other")) // the callback uncounts it
 	c.lru.Add(c.hash("mine"), e)
-	c.bytes += e.size
+	c.bytes += c.recs.at(e).size
 	c.mu.Unlock()
 
 	c.remove("mine") // must not drop the other key's entry
@@ -435,8 +436,8 @@ func TestHashCollision(t *testing.T) {
 	if err != nil || out != Miss || text(got) != "my tile" {
 		t.Fatalf("lookup in a slot holding another key's entry: %v %v %q; want a miss that loads my tile", out, err, text(got))
 	}
-	if c.Len() != 1 || c.Bytes() != got.size {
-		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.size)
+	if c.Len() != 1 || c.Bytes() != got.rec.size {
+		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.rec.size)
 	}
 	if got, out, _ := c.Get(t.Context(), "mine", mine.load); out != Hit || text(got) != "my tile" {
 		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, text(got))
@@ -475,11 +476,8 @@ func TestRemoveIf(t *testing.T) {
 	}
 }
 
-// text is e's body as a string ("" for nil).
-func text(e *Entry) string {
-	if e == nil {
-		return ""
-	}
+// text is e's body as a string.
+func text(e Entry) string {
 	b, err := io.ReadAll(e.NewRangeReader(0, e.Len()))
 	if err != nil {
 		return "read error: " + err.Error()

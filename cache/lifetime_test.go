@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tileproxy/tileproxy/internal/arena"
 	"github.com/tileproxy/tileproxy/internal/memfile"
 	"github.com/tileproxy/tileproxy/internal/testenv"
 )
@@ -77,18 +78,19 @@ func TestFileBody(t *testing.T) {
 			t.Fatal(err)
 		}
 		inFile := n >= fileMin
-		if (e.block != nil) != inFile {
-			t.Errorf("%d bytes: in the file %v, want %v", n, (e.block != nil), inFile)
+		if e.InFile() != inFile {
+			t.Errorf("%d bytes: in the file %v, want %v", n, e.InFile(), inFile)
 		}
-		if got := readAll(t, e); !bytes.Equal(got, body) || e.Len() != int64(n) {
+		if got := readAll(t, &e); !bytes.Equal(got, body) || e.Len() != int64(n) {
 			t.Errorf("%d bytes: read back %d, Len %d", n, len(got), e.Len())
 		}
-		want := int64(n)
+		text := len("image/png") + len(`"e"`) + len(fmt.Sprint("k", n))
+		want := int64(entryOverhead + arena.ClassSize(text+n))
 		if inFile {
-			want = memfile.RoundPage(int64(n))
+			want = int64(entryOverhead+arena.ClassSize(text)) + memfile.RoundPage(int64(n))
 		}
-		if got := e.size - int64(len("image/png")+len(`"e"`)+len(e.key)) - entryOverhead; got != want {
-			t.Errorf("%d bytes: counts %d for the body, want %d", n, got, want)
+		if got := e.rec.size; got != want {
+			t.Errorf("%d bytes: counts %d, want %d", n, got, want)
 		}
 	}
 }
@@ -110,11 +112,11 @@ func TestFileBodyLifetime(t *testing.T) {
 	c, _ := fileCache(t, cfg)
 	first := bodyOf(20000, 99)
 	held, _, err := c.Get(t.Context(), "held", loadBody(first, `"h"`))
-	if err != nil || held.block == nil {
-		t.Fatalf("first body: %v, in file %v", err, held.block != nil)
+	if err != nil || !held.InFile() {
+		t.Fatalf("first body: %v, in file %v", err, held.InFile())
 	}
 	second, _, err := c.Get(t.Context(), "held", nil) // a second reader of the same entry
-	if err != nil || second != held {
+	if err != nil || second.rec != held.rec {
 		t.Fatalf("second reader: %v", err)
 	}
 	for i := range 20 {
@@ -136,14 +138,14 @@ func TestFileBodyLifetime(t *testing.T) {
 	if b := fileBlocks(t, c); b > live+page {
 		t.Errorf("the file takes %d bytes of memory; punching should leave %d", b, live+page)
 	}
-	if got := readAll(t, held); !bytes.Equal(got, first) {
+	if got := readAll(t, &held); !bytes.Equal(got, first) {
 		t.Fatal("a held entry's body changed after it was evicted")
 	}
 	held.Release()
 	if file, _ := allocated(c); file != live+page {
 		t.Fatalf("one of two readers released: file holds %d, want %d", file, live+page)
 	}
-	if got := readAll(t, second); !bytes.Equal(got, first) {
+	if got := readAll(t, &second); !bytes.Equal(got, first) {
 		t.Fatal("the second reader's body changed when the first released")
 	}
 	second.Release()
@@ -153,14 +155,14 @@ func TestFileBodyLifetime(t *testing.T) {
 	if b := fileBlocks(t, c); b > live {
 		t.Errorf("after the last reader let go the file takes %d bytes; want %d", b, live)
 	}
-	if n := c.files.Misuses(); n != 0 {
-		t.Errorf("%d releases of blocks not held", n)
+	if n := c.misuses.Load(); n != 0 {
+		t.Errorf("%d releases of entries not held", n)
 	}
 }
 
-// TestFileBodyRevalidated: a 304 makes a new entry over the same block;
-// the entry it replaced leaving the cache does not free it, and a new
-// version frees it once its last reader is done.
+// TestFileBodyRevalidated: a 304 renews the cached record in place, body
+// and all, and a new version frees the old body once its last reader is
+// done.
 func TestFileBodyRevalidated(t *testing.T) {
 	c, clk := fileCache(t, defCfg)
 	body := bodyOf(30000, 5)
@@ -169,22 +171,23 @@ func TestFileBodyRevalidated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	oldFile := old.file
 	old.Release()
 	clk.Add(2 * time.Minute)
 	fresh, out, err := c.Get(t.Context(), "k", o.load)
-	if err != nil || out != Hit || o.revs.Load() != 1 || fresh == old {
-		t.Fatalf("revalidation: %v %v, %d revalidations, new entry %v", out, err, o.revs.Load(), fresh != old)
+	if err != nil || out != Hit || o.revs.Load() != 1 {
+		t.Fatalf("revalidation: %v %v, %d revalidations", out, err, o.revs.Load())
 	}
-	if fresh.block == nil || fresh.block != old.block {
-		t.Fatal("the revalidated entry does not share the old entry's body")
+	if !fresh.InFile() || fresh.file != oldFile {
+		t.Fatal("the revalidated entry does not keep the old entry's body")
 	}
 	clk.Add(2 * time.Minute)
 	again, out, err := c.Get(t.Context(), "k", o.load)
-	if err != nil || out != Hit || again.block != old.block {
+	if err != nil || out != Hit || again.file != oldFile {
 		t.Fatalf("second revalidation: %v %v", out, err)
 	}
 	fresh.Release()
-	if got := readAll(t, again); !bytes.Equal(got, body) {
+	if got := readAll(t, &again); !bytes.Equal(got, body) {
 		t.Fatal("the revalidated entry's body changed when the entries before it went")
 	}
 	// A new version replaces it; the old block stays while again is
@@ -245,10 +248,16 @@ func TestFileChurnBounded(t *testing.T) {
 // the cache plus one body per reader, and once everyone is done it holds
 // exactly what the cache holds.
 func TestConcurrentLifetimes(t *testing.T) {
+	t.Run("file bodies", func(t *testing.T) { concurrentLifetimes(t, 20000) })
+	t.Run("arena bodies", func(t *testing.T) { concurrentLifetimes(t, 3000) })
+}
+
+func concurrentLifetimes(t *testing.T, size int) {
 	cfg := defCfg
-	cfg.MaxBytes = 256 << 10 // ~12 bodies: constant eviction over 40 keys
+	cfg.MaxBytes = int64(12 * (size + 500)) // ~12 bodies: constant eviction over 40 keys
+	cfg.MaxObjectBytes = int64(size)
 	c, _ := fileCache(t, cfg)
-	const keys, readers, rounds, size = 40, 6, 300, 20000
+	const keys, readers, rounds = 40, 6, 300
 	// body k/v starts with its own name, then bytes derived from it, so
 	// a reader can tell its object's bytes from any other's.
 	bodyFor := func(k, v int) []byte {
@@ -288,7 +297,7 @@ func TestConcurrentLifetimes(t *testing.T) {
 					errs <- fmt.Errorf("reader of k%02d got another object's bytes (%q...)", k, got[:16])
 					return
 				}
-				if over := file - cached; over > readers*memfile.RoundPage(size) {
+				if over := file - cached; over > readers*memfile.RoundPage(int64(size)) {
 					errs <- fmt.Errorf("file holds %d bytes beyond the cache's with %d readers", over, readers)
 					return
 				}
@@ -311,8 +320,28 @@ func TestConcurrentLifetimes(t *testing.T) {
 	if file, cached := allocated(c); file != cached {
 		t.Fatalf("all readers done: file holds %d bytes, cache %d", file, cached)
 	}
-	if n := c.files.Misuses(); n != 0 {
-		t.Errorf("%d releases of blocks not held", n)
+	if n := c.misuses.Load(); n != 0 {
+		t.Errorf("%d releases of entries not held", n)
 	}
+	assertAllFreed(t, c)
 	t.Logf("file peaked at %d KiB for a %d KiB cache", peak.Load()>>10, cfg.MaxBytes>>10)
+}
+
+// assertAllFreed empties c and checks that every byte and record it took
+// came back: the arena's spans, the memory file's pages, the slab's
+// records.
+func assertAllFreed(t *testing.T, c *Cache) {
+	t.Helper()
+	c.RemoveIf(func(string) bool { return true })
+	if c.Len() != 0 || c.Bytes() != 0 {
+		t.Fatalf("emptied: %d entries, %d bytes", c.Len(), c.Bytes())
+	}
+	if n := c.OffHeapBytes(); n != 0 {
+		t.Errorf("emptied: %d bytes outside the heap still taken", n)
+	}
+	c.recs.mu.Lock()
+	defer c.recs.mu.Unlock()
+	if len(c.recs.free) != int(c.recs.next) {
+		t.Errorf("emptied: %d of %d records free", len(c.recs.free), c.recs.next)
+	}
 }

@@ -107,7 +107,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	logs := &testenv.SyncBuffer{}
 	var c *cache.Cache
 	if withCache {
-		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{}); err != nil {
+		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{PoisonFreed: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -110,16 +110,21 @@ func (p *Proxy) writeResult(w *recorder, res *core.Result) {
 	}
 	h["X-Content-Type-Options"] = hdrNoSniff
 	w.WriteHeader(res.Status)
-	if res.Status == http.StatusNoContent || res.Status == http.StatusNotModified {
-		return
+	if res.Status != http.StatusNoContent && res.Status != http.StatusNotModified {
+		if res.FromFile() {
+			w.Flush()
+		}
+		if _, err := res.WriteBody(w); err != nil {
+			// Headers are gone; all that is left is to stop and say why.
+			w.err = err
+		}
 	}
-	if res.FromFile() {
-		w.Flush()
-	}
-	if _, err := res.WriteBody(w); err != nil {
-		// Headers are gone; all that is left is to stop and say why.
-		w.err = err
-	}
+	// The header values of a cached answer are views of the cache's
+	// memory, valid until the result's Release (cache.Meta). net/http
+	// keeps the header until the handler returns when the body is under
+	// its 2 KiB buffer (or absent: HEAD, 304): send it now. It is the
+	// write net/http would make at the end anyway, not an extra one.
+	w.Flush()
 }
 
 // Header values shared by every tile answer, as slices so the hot path

@@ -204,7 +204,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			OnChange: func(bytes, objects int64) {
 				m.CacheBytes.Set(float64(bytes))
 				m.CacheObjects.Set(float64(objects))
-				lim.Follow(c.FileBytes())
+				lim.Follow(c.OffHeapBytes())
 			},
 			OnEvict: m.CacheEvictions.Inc,
 		})

@@ -159,8 +159,10 @@ type Header struct {
 }
 
 // Result is the core's answer. Whoever gets one must call Release once the
-// body is written (or abandoned): it holds a cached body, an origin
-// stream, or a stream slot.
+// header and body are written (or abandoned): it holds a cached entry, an
+// origin stream, or a stream slot. The Header values of a cached answer
+// are views of the cache's memory (cache.Meta): write them before
+// Release, and keep none.
 type Result struct {
 	Status int
 	Header Header
@@ -168,7 +170,8 @@ type Result struct {
 	// was not asked.
 	Cache string
 
-	entry   *cache.Entry  // body from the cache, when set
+	entry   cache.Entry // body from the cache, when cached
+	cached  bool
 	off, n  int64         // the part of entry's body to send
 	stream  io.ReadCloser // body from the origin, when set
 	release func()        // the principal's stream slot, when held
@@ -179,9 +182,10 @@ type Result struct {
 // as it arrives. Nothing for HEAD, 204 and 304.
 func (r *Result) WriteBody(w io.Writer) (int64, error) {
 	switch {
-	case r.entry != nil && r.off == 0 && r.n == r.entry.Len():
+	case r.cached && r.n == 0:
+	case r.cached && r.off == 0 && r.n == r.entry.Len():
 		return r.entry.WriteTo(w)
-	case r.entry != nil:
+	case r.cached:
 		return io.Copy(w, r.entry.NewRangeReader(r.off, r.n))
 	case r.stream != nil:
 		return io.Copy(w, r.stream)
@@ -190,14 +194,14 @@ func (r *Result) WriteBody(w io.Writer) (int64, error) {
 }
 
 // FromFile reports a body sent from the cache's memory file (sendfile).
-func (r *Result) FromFile() bool { return r.entry != nil && r.entry.InFile() }
+func (r *Result) FromFile() bool { return r.cached && r.entry.InFile() }
 
 // Release lets go of what the result holds. It is safe to call on a zero
 // Result and more than once.
 func (r *Result) Release() {
-	if r.entry != nil {
+	if r.cached {
 		r.entry.Release()
-		r.entry = nil
+		r.cached = false
 	}
 	if r.stream != nil {
 		r.stream.Close()
@@ -269,7 +273,7 @@ func (c *Core) TileJSON(ctx context.Context, name string) ([]byte, string, error
 // HEAD (the bulk of map traffic) takes the rendered headers as they are;
 // a conditional or ranged one is judged as net/http's ServeContent judges
 // a file (conditional.go).
-func (c *Core) fromEntry(ts *tileset, e *cache.Entry, xcache string, req Request) (Result, error) {
+func (c *Core) fromEntry(ts *tileset, e cache.Entry, xcache string, req Request) (Result, error) {
 	m := e.Meta()
 	res := Result{
 		Status: StatusOK,
@@ -282,9 +286,10 @@ func (c *Core) fromEntry(ts *tileset, e *cache.Entry, xcache string, req Request
 			CacheControl:    ts.cacheControl,
 			AcceptRanges:    "bytes",
 		},
-		Cache: xcache,
-		entry: e,
-		n:     e.Len(),
+		Cache:  xcache,
+		entry:  e,
+		cached: true,
+		n:      e.Len(),
 	}
 	if !req.Cond.None() {
 		d, err := req.Cond.decide(m.ETag, m.Modified, e.Len())
@@ -307,9 +312,10 @@ func (c *Core) fromEntry(ts *tileset, e *cache.Entry, xcache string, req Request
 			res.Header.ContentLength = strconv.FormatInt(d.length, 10)
 		}
 	}
-	if req.Head || res.n == 0 {
-		e.Release() // no body to send
-		res.entry = nil
+	if req.Head {
+		// No body, but the header values are views of the entry: it
+		// stays held until the caller's Release.
+		res.n = 0
 	}
 	return res, nil
 }

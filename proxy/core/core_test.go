@@ -61,7 +61,7 @@ func newCore(t *testing.T, withCache bool) (*Core, *origintest.Memory) {
 	var c *cache.Cache
 	if withCache {
 		var err error
-		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{}); err != nil {
+		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{PoisonFreed: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

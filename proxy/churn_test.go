@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/coalesce"
+	"github.com/tileproxy/tileproxy/origin/origintest"
+)
+
+// TestHeadersUnderChurn serves small tiles (the bodies net/http holds
+// until the handler returns), HEADs and 304s from a cache that holds
+// only a few of them, to parallel clients over TCP, so that entries leave
+// the cache while requests hold them and the requests' own releases free
+// them. The cache poisons what it frees: a header value written after its
+// entry's release reads '?'s. Every answer must carry its own tile's
+// ETag, Content-Type and Content-Length.
+func TestHeadersUnderChurn(t *testing.T) {
+	withCache = true
+	defer func() { withCache = false }()
+	f := newFixture(t, func(c *config.Config) {
+		c.Cache.MaxBytes = 4 << 10
+		c.Cache.MaxObjectBytes = 1 << 10
+	})
+	f.p.log = discardLogger()
+	f.p.access = nil
+	const tiles = 12
+	type tile struct{ path, etag, ctype, length string }
+	var ts []tile
+	for i := range tiles {
+		body := []byte(fmt.Sprintf("tile %d %s", i, make([]byte, 100+i*37)))
+		ctype := []string{"image/png", "image/webp", "application/x-protobuf"}[i%3]
+		key := fmt.Sprintf("a/3/%d/%d.png", i, i)
+		f.mem.Put("tiles", key, origintest.Object{Body: body, ContentType: ctype})
+		ts = append(ts, tile{"/tiles/a/3/" + strconv.Itoa(i) + "/" + strconv.Itoa(i) + ".png", origintest.ETag(body), ctype, strconv.Itoa(len(body))})
+	}
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: f.p, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	base := "http://" + tcp.Addr().String()
+	auth := "Bearer " + token(t, time.Hour, "a")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			for range 300 {
+				tl := ts[r.IntN(tiles)]
+				req, _ := http.NewRequest([]string{"GET", "HEAD", "GET"}[r.IntN(3)], base+tl.path, nil)
+				req.Header.Set("Authorization", auth)
+				revalidate := req.Method == "GET" && r.IntN(2) == 0
+				if revalidate {
+					req.Header.Set("If-None-Match", tl.etag)
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				got := fmt.Sprint(resp.StatusCode, resp.Header.Get("Etag"), resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"))
+				want := fmt.Sprint(200, tl.etag, tl.ctype, tl.length)
+				if revalidate {
+					want = fmt.Sprint(304, tl.etag, "", "")
+				}
+				if got != want {
+					errs <- fmt.Errorf("%s %s (If-None-Match %v): got %q, want %q", req.Method, tl.path, revalidate, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if f.cache.Len() >= tiles {
+		t.Fatalf("%d of %d tiles cached: the test needs a cache that evicts", f.cache.Len(), tiles)
+	}
+}
