@@ -12,6 +12,7 @@
 // never change under a send, and a span can never read another's bytes,
 // whatever the timing.
 package memfile
+
 import (
 	"errors"
 	"io"
