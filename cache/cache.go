@@ -388,6 +388,21 @@ func (c *Cache) keyIs(r *record, key string) bool {
 	return int(r.keyLen) == len(key) && string(c.arena.Bytes(r.blob, int(r.keyLen))) == key
 }
 
+// Close gives back the memory the cache holds outside the heap. Nothing
+// may use the cache, or an entry from it, afterwards; a server exiting
+// need not call it.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Purge()
+	c.gone = nil
+	err := c.arena.Close()
+	if c.files != nil {
+		err = errors.Join(err, c.files.Close())
+	}
+	return err
+}
+
 // FileBacked reports whether large bodies go to a memory file, to be sent
 // with sendfile; otherwise they are in the arena, or streamed when over
 // arena.MaxBlock.
@@ -402,6 +417,15 @@ func (c *Cache) OffHeapBytes() int64 {
 		n += c.files.Allocated()
 	}
 	return n
+}
+
+// FileBytes is what the memory file takes: pages no process mapping
+// shows, so not in RSS.
+func (c *Cache) FileBytes() int64 {
+	if c.files == nil {
+		return 0
+	}
+	return c.files.Allocated()
 }
 
 // MaxObjectBytes is the largest body the cache keeps.

@@ -168,6 +168,21 @@ func (a *Arena) Free(r Ref) {
 	}
 }
 
+// Close unmaps every span: no block may be read after it.
+func (a *Arena) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var err error
+	for _, s := range a.spans {
+		err = errors.Join(err, unmapSpan(s.mem))
+		s.mem = nil
+	}
+	a.spans, a.free = nil, make([][]Ref, len(classes))
+	a.view.Store(&a.spans)
+	a.size.Store(0)
+	return err
+}
+
 // Size is the memory the arena's spans take: every span with a block in
 // use, whole.
 func (a *Arena) Size() int64 { return a.size.Load() }

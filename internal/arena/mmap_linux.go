@@ -10,3 +10,5 @@ func mapSpan(n int) ([]byte, error) {
 
 // release gives a span's pages back (they read as zeros if used again).
 func release(mem []byte) bool { return unix.Madvise(mem, unix.MADV_DONTNEED) == nil }
+
+func unmapSpan(mem []byte) error { return unix.Munmap(mem) }
