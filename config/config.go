@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -232,6 +233,50 @@ type Cache struct {
 	NegativeTTL Duration `yaml:"negative_ttl"`
 	// StaleIfError is how long past TTL an entry may be served when the origin fails.
 	StaleIfError Duration `yaml:"stale_if_error"`
+	// Warm pre-fills the cache when tileproxy serve starts.
+	Warm Warm `yaml:"warm"`
+}
+
+// Warm pre-fills the cache at start, so that a replica that restarts
+// does not send its first users to S3 for every tile. /readyz waits for
+// it, up to readiness_grace.
+type Warm struct {
+	// Concurrency bounds the origin fetches the warm makes at once;
+	// at most s3.max_in_flight, so that requests still get slots.
+	Concurrency int `yaml:"concurrency"`
+	// Tiles is what to fetch, in order.
+	Tiles []WarmTiles `yaml:"tiles"`
+}
+
+// WarmTiles is one tileset's share of the warm: every tile of a zoom
+// range within the tileset's bounds, or the tiles a file lists.
+type WarmTiles struct {
+	Tileset string `yaml:"tileset"`
+	// Zoom is a range "MIN-MAX" (or one zoom, "N"), clipped to the
+	// tileset's zooms.
+	Zoom string `yaml:"zoom"`
+	// Keys is a file of tile paths as in the URL after the tileset
+	// ("14/8190/5447.pbf"), one per line; blank lines and lines starting
+	// with # are skipped.
+	Keys string `yaml:"keys"`
+}
+
+// MaxWarmTiles bounds what one warm plans: a zoom range beyond it is a
+// mistake (z0-14 of the world is 358 million tiles), not a plan.
+const MaxWarmTiles = 10_000_000
+
+// ZoomRange parses Zoom.
+func (w WarmTiles) ZoomRange() (lo, hi int, err error) {
+	a, b, ok := strings.Cut(w.Zoom, "-")
+	if !ok {
+		b = a
+	}
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
+	if err1 != nil || err2 != nil || lo < 0 || hi < lo || hi > 30 {
+		return 0, 0, fmt.Errorf("zoom %q is not a range like 0-8 within 0-30", w.Zoom)
+	}
+	return lo, hi, nil
 }
 
 // Tileset maps a public tileset name onto a bucket prefix.
@@ -309,6 +354,7 @@ func Default() Config {
 		Cache: Cache{
 			MaxBytes:       256 << 20,
 			MaxObjectBytes: 4 << 20,
+			Warm:           Warm{Concurrency: 8},
 			TTL:            Duration(5 * time.Minute),
 			NegativeTTL:    Duration(30 * time.Second),
 			StaleIfError:   Duration(time.Hour),

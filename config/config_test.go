@@ -256,6 +256,22 @@ func TestValidateLimitsAndLifetime(t *testing.T) {
 		{"no principals", func(c *Config) { c.Limits.MaxPrincipals = 0 }, "limits.max_principals"},
 		{"lifetime negative", func(c *Config) { c.Auth.MaxTokenLifetime = -1 }, "auth.max_token_lifetime"},
 		{"jwks refresh too fast", func(c *Config) { c.Auth.JWKSRefresh = Duration(time.Second) }, "auth.jwks_refresh"},
+		{"warm zoom", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "0-8"}} }, ""},
+		{"warm keys", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Keys: "/etc/hot.txt"}} }, ""},
+		{"warm one zoom", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "12"}} }, ""},
+		{"warm both", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "0-2", Keys: "k"}} }, "cache.warm.tiles[0]: set one of zoom and keys"},
+		{"warm neither", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a"}} }, "set one of zoom and keys"},
+		{"warm unknown tileset", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "zz", Zoom: "1"}} }, `cache.warm.tiles[0].tileset: "zz" is not a tileset`},
+		{"warm bad zoom", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "8-2"}} }, "cache.warm.tiles[0].zoom"},
+		{"warm zoom past 30", func(c *Config) { c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "0-31"}} }, "cache.warm.tiles[0].zoom"},
+		{"warm concurrency", func(c *Config) {
+			c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "1"}}
+			c.Cache.Warm.Concurrency = c.S3.MaxInFlight + 1
+		}, "cache.warm.concurrency"},
+		{"warm without a cache", func(c *Config) {
+			c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "1"}}
+			c.Cache.MaxBytes, c.Cache.MaxObjectBytes = 0, 0
+		}, "the cache is off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

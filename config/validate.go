@@ -147,6 +147,29 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if w := c.Cache.Warm; len(w.Tiles) > 0 {
+		if w.Concurrency < 1 || w.Concurrency > c.S3.MaxInFlight {
+			bad("cache.warm.concurrency", "%d must be between 1 and s3.max_in_flight (%d)", w.Concurrency, c.S3.MaxInFlight)
+		}
+		if c.Cache.MaxBytes == 0 {
+			bad("cache.warm", "the cache is off (max_bytes: 0): there is nothing to warm")
+		}
+		for i, t := range w.Tiles {
+			f := fmt.Sprintf("cache.warm.tiles[%d]", i)
+			if _, ok := c.Tileset(t.Tileset); !ok {
+				bad(f+".tileset", "%q is not a tileset", t.Tileset)
+			}
+			switch {
+			case (t.Zoom == "") == (t.Keys == ""):
+				bad(f, "set one of zoom and keys")
+			case t.Zoom != "":
+				if _, _, err := t.ZoomRange(); err != nil {
+					bad(f+".zoom", "%v", err)
+				}
+			}
+		}
+	}
+
 	if len(c.Tilesets) == 0 {
 		bad("tilesets", "at least one tileset is required")
 	}

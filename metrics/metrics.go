@@ -45,6 +45,8 @@ type Metrics struct {
 	limited        *prometheus.CounterVec
 	configReloads  *prometheus.CounterVec
 	configInfo     *prometheus.GaugeVec
+	warmPlanned    prometheus.Gauge
+	warmTiles      *prometheus.CounterVec
 
 	// Resolved children, so the per-request path hashes no label values.
 	// Keys are bounded like the labels: configured tilesets x codes seen.
@@ -136,6 +138,14 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "config_info",
 			Help: "The configuration in force: its file's SHA-256 (first 12 hex digits) as a label; always 1.",
 		}, []string{"sha256"}),
+		warmPlanned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "cache_warm_planned_tiles",
+			Help: "Tiles the cache warm at start plans to fetch (cache.warm); progress is cache_warm_tiles_total over it.",
+		}),
+		warmTiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "cache_warm_tiles_total",
+			Help: "Tiles the cache warm has done, by result (cached, missing, failed).",
+		}, []string{"result"}),
 	}
 	m.cacheByRes = map[string]prometheus.Counter{}
 	for _, r := range []string{"hit", "miss", "stale", "negative"} {
@@ -150,7 +160,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
-		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, info,
+		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, m.warmPlanned, m.warmTiles, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -235,6 +245,25 @@ func (m *Metrics) OriginInFlight(delta int) {
 		return
 	}
 	m.originInFlight.Add(float64(delta))
+}
+
+// WarmPlanned records how many tiles the cache warm plans.
+func (m *Metrics) WarmPlanned(n int) {
+	if m == nil {
+		return
+	}
+	m.warmPlanned.Set(float64(n))
+	for _, r := range []string{"cached", "missing", "failed"} {
+		m.warmTiles.WithLabelValues(r) // present at 0 from the start
+	}
+}
+
+// WarmTile records one tile the warm did: cached, missing or failed.
+func (m *Metrics) WarmTile(result string) {
+	if m == nil {
+		return
+	}
+	m.warmTiles.WithLabelValues(result).Inc()
 }
 
 // AuthFailure records a refused request.

@@ -119,6 +119,10 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	return p, nil
 }
 
+// Core is the tile core the proxy serves from: what a cache warm asks
+// for tiles, as requests do.
+func (p *Proxy) Core() *core.Core { return p.core }
+
 // SetReady marks the proxy ready (or not) for /readyz.
 func (p *Proxy) SetReady(ready bool) { p.ready.Store(ready) }
 

@@ -16,6 +16,9 @@ type Readiness struct {
 	// AuthReady reports whether the token keys are loaded (a JWKS fetched
 	// once); nil means they always are.
 	AuthReady func() bool
+	// Warmed reports whether the cache warm at start (cache.warm) is
+	// over; nil means there is none.
+	Warmed func() bool
 	// Grace is how long to wait before reporting ready anyway, with a
 	// warning naming what still fails (readiness_grace).
 	Grace time.Duration
@@ -24,7 +27,8 @@ type Readiness struct {
 }
 
 // AwaitReady probes every tileset's origin until each has answered once
-// and waits for the token keys, or until r.Grace has passed, then marks
+// and waits for the token keys and the cache warm, or until r.Grace has
+// passed, then marks
 // the proxy ready. It returns then, or when ctx ends; run it in its own
 // goroutine.
 func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
@@ -35,6 +39,10 @@ func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
 	authReady := r.AuthReady
 	if authReady == nil {
 		authReady = func() bool { return true }
+	}
+	warmed := r.Warmed
+	if warmed == nil {
+		warmed = func() bool { return true }
 	}
 	pending := map[string]*config.Tileset{}
 	if r.Probe != nil {
@@ -56,7 +64,7 @@ func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
 			}
 			lastErr[name] = err
 		}
-		if (len(pending) == 0 && authReady()) || !now().Before(deadline) {
+		if (len(pending) == 0 && authReady() && warmed()) || !now().Before(deadline) {
 			break
 		}
 		// Token keys come in the background; look again soon.
@@ -75,6 +83,9 @@ func (p *Proxy) AwaitReady(ctx context.Context, r Readiness) {
 	}
 	if !authReady() {
 		p.log.Warn("readiness grace passed without the JWKS: tokens signed by its keys are refused until it answers")
+	}
+	if !warmed() {
+		p.log.Warn("readiness grace passed while the cache warm goes on: tiles it has not fetched yet go to the origin")
 	}
 	p.SetReady(true)
 	p.log.Info("ready")

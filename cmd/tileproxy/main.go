@@ -34,6 +34,7 @@ import (
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
+	"github.com/tileproxy/tileproxy/warm"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -250,6 +251,18 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	return a, nil
 }
 
+// warm pre-fills the cache (cache.warm) through the tile core of the
+// configuration at start; a reload neither stops nor restarts it.
+func (a *app) warm(ctx context.Context, cfg config.Warm) {
+	deps := warm.Deps{Logger: a.log, Metrics: a.metrics}
+	plan, err := warm.NewPlan(ctx, cfg, a.proxy.Core(), deps)
+	if err != nil {
+		a.log.Error("cache warm not started", "err", err)
+		return
+	}
+	plan.Run(ctx, a.proxy.Core(), cfg.Concurrency, deps)
+}
+
 // run listens, serves until ctx is cancelled, then drains: /readyz turns
 // 503 at once and in-flight requests get shutdown_timeout to finish.
 // started, when non-nil, is called with the main address once listening.
@@ -307,6 +320,14 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		go func() { errc <- ms.Serve(mln) }()
 		a.metricsAddr = mln.Addr().String()
 		a.log.Info("metrics listening", "addr", a.metricsAddr)
+	}
+	if w := a.cfg.Cache.Warm; len(w.Tiles) > 0 && a.cache != nil {
+		var warmed atomic.Bool
+		a.readiness.Warmed = warmed.Load
+		go func() {
+			defer warmed.Store(true)
+			a.warm(ctx, w)
+		}()
 	}
 	go a.proxy.AwaitReady(ctx, a.readiness)
 	a.log.Info("tileproxy listening", "addr", ln.Addr().String(), "tilesets", len(a.cfg.Tilesets))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -152,7 +153,8 @@ func goneTilesets(old, cfg *config.Config) []string {
 }
 
 // needsRestart names the settings a reload cannot change: the listeners,
-// logging and the cache's size, which are built once at start.
+// logging, the cache (built once at start) and its warm (which runs once,
+// at start).
 func needsRestart(old, cfg *config.Config) []string {
 	var fields []string
 	for _, f := range []struct {
@@ -162,11 +164,19 @@ func needsRestart(old, cfg *config.Config) []string {
 		{"listen", old.Listen != cfg.Listen},
 		{"metrics_listen", old.MetricsListen != cfg.MetricsListen},
 		{"log", old.Log != cfg.Log},
-		{"cache", old.Cache != cfg.Cache},
+		{"cache", !cacheEqual(old.Cache, cfg.Cache)},
+		{"cache.warm", !reflect.DeepEqual(old.Cache.Warm, cfg.Cache.Warm)},
 	} {
 		if f.changed {
 			fields = append(fields, f.name)
 		}
 	}
 	return fields
+}
+
+// cacheEqual compares the cache settings but the warm, which needsRestart
+// names on its own.
+func cacheEqual(a, b config.Cache) bool {
+	a.Warm, b.Warm = config.Warm{}, config.Warm{}
+	return reflect.DeepEqual(a, b)
 }
