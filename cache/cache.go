@@ -282,6 +282,8 @@ type Cache struct {
 	// dropped once mu is released: freeing pages is a system call, and
 	// hits wait on mu.
 	gone []uint32
+	// moves are LRU moves hits asked for, not made yet (see lookup).
+	moves [moveStripes]moveBuf
 }
 
 // New builds a cache.
@@ -556,14 +558,28 @@ func (c *Cache) fresh(r *record, now time.Time) bool {
 
 // Recency is exact while the cache is small; in a large one, a hit on
 // an entry that went to the front less than moveEvery ago leaves it where
-// it is. Moving an entry writes the list links of it and its neighbours
-// under the write lock, which with thousands of entries are cache misses
-// on every hit; this way hits share a read lock and recency is still
-// known to within moveEvery, far finer than any eviction needs.
+// it is, and the moves hits do ask for are batched: noted in one of
+// moveStripes buffers and applied moveBatch at a time under the write
+// lock, and all of them before anything is evicted. Moving an entry writes
+// the list links of it and its neighbours under the write lock; with a
+// million entries hit at random nearly every hit is a first within the
+// second, and one write lock per hit made the lock the tail
+// (bench/README.md). This way hits share a read lock, one in moveBatch
+// takes the write lock briefly, and recency is still known to within
+// moveEvery when it matters: at eviction.
 const (
-	exactBelow = 64
-	moveEvery  = time.Second
+	exactBelow  = 64
+	moveEvery   = time.Second
+	moveBatch   = 64
+	moveStripes = 8
 )
+
+// moveBuf holds moves hits asked for and the LRU has not made yet.
+type moveBuf struct {
+	mu sync.Mutex
+	n  int
+	h  [moveBatch]uint64
+}
 
 // lookup finds key, holds it for the caller (who must Release it) and,
 // per the rule above, moves it to the front of the LRU: unlike the LRU's
@@ -586,14 +602,51 @@ func (c *Cache) lookup(key string, now time.Time) (Entry, bool) {
 		return Entry{}, false
 	}
 	t := now.UnixNano()
-	if exact || t-r.moved.Load() >= int64(moveEvery) {
+	switch {
+	case exact:
 		c.mu.Lock()
 		if cur, ok := c.lru.Get(h); ok && cur == i {
 			r.moved.Store(t)
 		}
 		c.mu.Unlock()
+	case t-r.moved.Load() >= int64(moveEvery):
+		r.moved.Store(t)
+		c.noteMove(h)
 	}
 	return c.entry(i, r), true
+}
+
+// noteMove asks for h's entry to go to the front of the LRU, in a batch.
+func (c *Cache) noteMove(h uint64) {
+	b := &c.moves[h%moveStripes]
+	b.mu.Lock()
+	b.h[b.n] = h
+	if b.n++; b.n < moveBatch {
+		b.mu.Unlock()
+		return
+	}
+	batch := b.h
+	b.n = 0
+	b.mu.Unlock()
+	c.mu.Lock()
+	for _, h := range batch {
+		c.lru.Get(h) // moves it, if it is still there
+	}
+	c.mu.Unlock()
+}
+
+// drainMoves makes every move hits have asked for; under mu, before an
+// eviction, so that it evicts by what recency says.
+func (c *Cache) drainMoves() {
+	for j := range c.moves {
+		b := &c.moves[j]
+		b.mu.Lock()
+		for _, h := range b.h[:b.n] {
+			c.lru.Get(h)
+		}
+		b.n = 0
+		b.mu.Unlock()
+	}
 }
 
 func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
@@ -749,6 +802,9 @@ func (c *Cache) insert(h uint64, i uint32, r *record) {
 	c.bytes += r.size
 	if r.is(fFile) {
 		c.fileBytes += r.file.Memory()
+	}
+	if c.bytes > c.cfg.MaxBytes {
+		c.drainMoves()
 	}
 	for c.bytes > c.cfg.MaxBytes {
 		if _, _, ok := c.lru.RemoveOldest(); !ok {
