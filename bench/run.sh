@@ -7,11 +7,13 @@
 #   ./bench/run.sh            # ~7.5 minutes; prints a table and writes bench/results/latest.md
 #   DURATION=30s ./bench/run.sh
 #   PIN=0 ./bench/run.sh      # servers and wrk share every core (the old way)
+#   ./bench/run.sh size       # the cache at 10k, 100k and 1M tiles (bench/size.sh)
 #
 # Needs root for apt-get (wrk, nginx-light) the first time, and the pinned
 # MinIO (scripts/minio.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = size ]; then exec ./bench/size.sh; fi
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin:/usr/sbin"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}

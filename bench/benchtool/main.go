@@ -40,12 +40,13 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: benchtool gentiles|pmtiles|token|bare|miss|herd|fill|coldtiles [flags]")
+		fmt.Fprintln(os.Stderr, "usage: benchtool gentiles|pmtiles|token|bare|miss|herd|fill|coldtiles|synth-serve|synth-s3|synth-fill [flags]")
 		os.Exit(2)
 	}
 	cmds := map[string]func([]string) error{
 		"gentiles": genTiles, "token": token, "bare": bare, "miss": miss, "herd": herd, "fill": fill,
 		"pmtiles": writeArchive, "coldtiles": coldTiles,
+		"synth-serve": synthServe, "synth-s3": synthS3, "synth-fill": synthFill,
 	}
 	f, ok := cmds[os.Args[1]]
 	if !ok {
