@@ -284,6 +284,8 @@ type Cache struct {
 	gone []uint32
 	// moves are LRU moves hits asked for, not made yet (see lookup).
 	moves [moveStripes]moveBuf
+	// workers run the loads (see workers).
+	workers *workers
 }
 
 // New builds a cache.
@@ -297,7 +299,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if deps.Flight == nil {
 		deps.Flight = &singleflight.Group{}
 	}
-	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed(), arena: arena.New()}
+	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed(), arena: arena.New(),
+		workers: newWorkers(workerIdle)}
 	if files, err := memfile.New("tileproxy-cache"); err == nil {
 		c.files = files
 	}
@@ -433,6 +436,9 @@ func (c *Cache) FileBytes() int64 {
 // MaxObjectBytes is the largest body the cache keeps.
 func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 
+// workerIdle is how long a load worker stays for the next miss.
+const workerIdle = 10 * time.Second
+
 // maxAcquireTries bounds how often Get looks again for an entry that left
 // the cache between its load and the waiter's hold (evicted at once by a
 // flood of other stores): a handful of tries, then an error.
@@ -461,7 +467,19 @@ func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (Entry, Outc
 		if ok {
 			e.Release() // the flight looks again itself
 		}
-		ch := c.flight.DoChan(key, func() (any, error) { return c.load(ctx, key, load) })
+		ch := c.flight.DoChan(key, func() (any, error) {
+			// On a worker whose stack is grown (see workers); the
+			// flight's own goroutine only waits.
+			var res result
+			var err error
+			done := make(chan struct{})
+			c.workers.run(func() {
+				defer close(done)
+				res, err = c.load(ctx, key, load)
+			})
+			<-done
+			return res, err
+		})
 		var r singleflight.Result
 		select {
 		case <-ctx.Done():
