@@ -119,8 +119,8 @@ memfile() {
 	echo $((kb * 1024))
 }
 # memory PID: RSS plus the memory files, bytes.
-memory() { echo $(($(awk '/^VmRSS/ {printf "%d", $2 * 1024}' "/proc/$1/status") + $(memfile "$1"))); }
-metric() { curl -fsS "$1" | awk -v n="$2" '$1 == n {printf "%d", $2}'; }
+memory() { echo $(($(awk '/^VmRSS/ {printf "%.0f", $2 * 1024}' "/proc/$1/status") + $(memfile "$1"))); }
+metric() { curl -fsS "$1" | awk -v n="$2" '$1 == n {printf "%.0f", $2}'; }
 
 # fill NAME N: every tile once through tileproxy from 16 clients on CPU 1;
 # prints "misses/s cpu-µs-per-miss".

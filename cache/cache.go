@@ -306,7 +306,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	}
 	// Entries are bounded by bytes, not count: the count limit is set out
 	// of reach and eviction is driven by c.bytes in insert.
-	l, err := simplelru.NewLRU[uint64, uint32](1<<31, func(_ uint64, i uint32) {
+	l, err := simplelru.NewLRU[uint64, uint32](1<<30, func(_ uint64, i uint32) {
 		r := c.recs.at(i)
 		c.bytes -= r.size
 		if r.is(fFile) {
