@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/coalesce"
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
 
@@ -42,18 +40,7 @@ func TestHeadersUnderChurn(t *testing.T) {
 		f.mem.Put("tiles", key, origintest.Object{Body: body, ContentType: ctype})
 		ts = append(ts, tile{"/tiles/a/3/" + strconv.Itoa(i) + "/" + strconv.Itoa(i) + ".png", origintest.ETag(body), ctype, strconv.Itoa(len(body))})
 	}
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f.p, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	base := "http://" + tcp.Addr().String()
+	base, _ := serveCoalesced(t, f.p)
 	auth := "Bearer " + token(t, time.Hour, "a")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 

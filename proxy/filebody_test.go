@@ -32,18 +32,8 @@ func TestFileBodyOverTCP(t *testing.T) {
 	}
 	f.mem.Put("tiles", "a/2/1/1.png", origintest.Object{Body: body, ContentType: "image/png"})
 
-	tcp, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: f.p, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	url := "http://" + tcp.Addr().String() + "/tiles/a/2/1/1.png"
+	base, srv := serveCoalesced(t, f.p)
+	url := base + "/tiles/a/2/1/1.png"
 	auth := "Bearer " + token(t, time.Hour, "a")
 
 	for i, tc := range []struct {
@@ -95,4 +85,23 @@ func TestFileBodyOverTCP(t *testing.T) {
 	if hits := strings.Count(f.log.String(), "status=200 bytes=30000"); hits < 4 {
 		t.Errorf("the access log counts 30000 bytes for %d of the 4 whole answers:\n%s", hits, f.log.String())
 	}
+}
+
+// serveCoalesced serves h on loopback through a coalesce listener, as
+// tileproxy serve does, until the test ends, and returns its base URL
+// and server.
+func serveCoalesced(t *testing.T, h http.Handler) (string, *http.Server) {
+	t.Helper()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + tcp.Addr().String(), srv
 }

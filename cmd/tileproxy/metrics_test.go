@@ -79,6 +79,14 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 
 func call(t *testing.T, url, token string) int {
 	t.Helper()
+	code, _ := callCache(t, url, token)
+	return code
+}
+
+// callCache GETs url with the token (if any) in the header and returns
+// the status and X-Cache.
+func callCache(t *testing.T, url, token string) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -89,7 +97,7 @@ func call(t *testing.T, url, token string) int {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, resp.Header.Get("X-Cache")
 }
 
 // script sends a fixed sequence: 3 GETs of one tile (1 miss, 2 hits), a

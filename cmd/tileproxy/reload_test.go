@@ -36,15 +36,7 @@ func TestReload(t *testing.T) {
 	}
 	get := func(path string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", base+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, resp.Header.Get("X-Cache")
+		return callCache(t, base+path, tok)
 	}
 	for _, p := range []string{"/tiles/demo/0/0/0.png", "/tiles/vector/0/0/0.pbf"} {
 		if code, _ := get(p); code != 200 {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,7 +70,7 @@ tilesets:
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
 	}
-	m := string(scrapeURL(t, "http://"+metricsAddr+"/metrics"))
+	m := string(scrape(t, metricsAddr))
 	for _, want := range []string{"tileproxy_cache_warm_planned_tiles 24", `tileproxy_cache_warm_tiles_total{result="cached"} 23`, `tileproxy_cache_warm_tiles_total{result="missing"} 1`, "tileproxy_cache_objects 24"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
@@ -85,31 +83,12 @@ tilesets:
 	}
 	before := minioGETs(t, mp.Endpoint)
 	for _, p := range append([]string{"/tiles/base/0/0/0.png", "/tiles/base/2/3/1.png"}, "/tiles/hot/"+hot[0], "/tiles/hot/"+hot[1]) {
-		req, _ := http.NewRequest("GET", s.base+p, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "HIT" {
-			t.Errorf("%s after the warm: %d %s, want a 200 hit", p, resp.StatusCode, resp.Header.Get("X-Cache"))
+		if code, xcache := callCache(t, s.base+p, tok); code != 200 || xcache != "HIT" {
+			t.Errorf("%s after the warm: %d %s, want a 200 hit", p, code, xcache)
 		}
 	}
 	if got := minioGETs(t, mp.Endpoint) - before; got != 0 {
 		t.Errorf("MinIO served %d GETs for warmed tiles, want 0", got)
 	}
 	s.stop(t)
-}
-
-func scrapeURL(t *testing.T, url string) []byte {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b
 }
