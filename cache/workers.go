@@ -9,8 +9,9 @@ import (
 // workers run loads on goroutines that outlive them. An origin fetch
 // through the AWS SDK runs a deep middleware stack: on a fresh goroutine
 // (8 KiB of stack, which singleflight starts per flight) the stack was
-// copied as it grew, several times per miss, 17% of a miss's CPU
-// (bench/README.md). A worker's stack grows once and stays grown.
+// copied as it grew, several times per miss, a measurable share of a
+// miss's CPU (bench/README.md). A worker's stack grows once and stays
+// grown.
 type workers struct {
 	// jobs hands a job to an idle worker; unbuffered, so a send succeeds
 	// only when one is waiting.

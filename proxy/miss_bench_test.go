@@ -22,15 +22,6 @@ func BenchmarkHandlerMissSDK(b *testing.B) {
 	set := synth.Set{N: 1 << 20, Size: 4096}
 	srv := httptest.NewServer(set.S3())
 	defer srv.Close()
-	withCache = true
-	f := newFixture(b, func(c *config.Config) {
-		c.Log.Access = false
-		c.Tilesets = []config.Tileset{{Name: "synth", Bucket: "synth", Prefix: synth.Prefix, Format: "pbf",
-			CacheControl: "private, max-age=3600", Missing: config.MissingNotFound, MaxZoom: 14, Bounds: []float64{-180, -85, 180, 85}}}
-	})
-	withCache = false
-	f.p.log = discardLogger()
-	f.p.access = nil
 	cfg := config.Default()
 	cfg.S3.Endpoint = srv.URL
 	cfg.S3.UsePathStyle = true
@@ -40,7 +31,7 @@ func BenchmarkHandlerMissSDK(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.setFetcher(o)
+	f := synthFixture(b, 256<<20, o)
 	tok := token(b, time.Hour, "synth")
 	w := &nopWriter{h: http.Header{}}
 	i := 0

@@ -21,6 +21,7 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/memlimit"
 	"github.com/tileproxy/tileproxy/internal/synth"
+	"github.com/tileproxy/tileproxy/origin"
 )
 
 // BenchmarkCacheSize is hits at random over N cached tiles of 4 KB on
@@ -105,18 +106,7 @@ func newSizeState(b *testing.B, set synth.Set, kind string) *sizeState {
 			maxBytes *= 3
 		}
 		st.maxBytes = maxBytes
-		withCache = true
-		f := newFixture(b, func(c *config.Config) {
-			c.Cache.MaxBytes = config.ByteSize(maxBytes)
-			c.Cache.MaxObjectBytes = 1 << 20
-			c.Log.Access = false
-			c.Tilesets = []config.Tileset{{Name: "synth", Bucket: "tiles", Prefix: synth.Prefix, Format: "pbf",
-				CacheControl: "private, max-age=3600", Missing: config.MissingNotFound, MaxZoom: 14, Bounds: []float64{-180, -85, 180, 85}}}
-		})
-		withCache = false
-		f.p.log = discardLogger()
-		f.p.access = nil
-		f.setFetcher(&synth.Origin{Set: set})
+		f := synthFixture(b, maxBytes, &synth.Origin{Set: set})
 		// The process policy tileproxy serve sets (cmd/tileproxy).
 		lim, _ := memlimit.Set(maxBytes)
 		st.tok = token(b, time.Hour, "synth")
@@ -176,6 +166,24 @@ func (st *sizeState) fillCache(b *testing.B, f *fixture, lim *memlimit.Limit) st
 	body := (cpuTime() - t1) / time.Duration(min(st.set.N, 20000))
 	perMiss := cpu/time.Duration(st.set.N) - 2*body
 	return fmt.Sprintf("%.0f misses/s, %.1f µs CPU per miss", float64(st.set.N)/wall.Seconds(), float64(perMiss.Nanoseconds())/1000)
+}
+
+// synthFixture is the proxy with a cache of maxBytes, the access line off,
+// and one tileset "synth" of synthetic tiles (internal/synth) from o.
+func synthFixture(b *testing.B, maxBytes int64, o origin.Fetcher) *fixture {
+	withCache = true
+	defer func() { withCache = false }()
+	f := newFixture(b, func(c *config.Config) {
+		c.Cache.MaxBytes = config.ByteSize(maxBytes)
+		c.Cache.MaxObjectBytes = 1 << 20
+		c.Log.Access = false
+		c.Tilesets = []config.Tileset{{Name: "synth", Bucket: "synth", Prefix: synth.Prefix, Format: "pbf",
+			CacheControl: "private, max-age=3600", Missing: config.MissingNotFound, MaxZoom: 14, Bounds: []float64{-180, -85, 180, 85}}}
+	})
+	f.p.log = discardLogger()
+	f.p.access = nil
+	f.setFetcher(o)
+	return f
 }
 
 func (st *sizeState) request() *http.Request {
