@@ -224,6 +224,9 @@ func (j *jwksKeys) discover(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
+	if err := redirected(resp); err != nil {
+		return "", fmt.Errorf("discovery: %w", err)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("discovery: status %d", resp.StatusCode)
 	}
@@ -280,7 +283,6 @@ func unverifiedIssuer(token string) (string, error) {
 func (v *Verifier) newJWKS(u string, deps Deps) *jwksKeys {
 	j := &jwksKeys{
 		url:      u,
-		client:   deps.HTTPClient,
 		timeout:  cmp.Or(deps.JWKSTimeout, 10*time.Second),
 		interval: cmp.Or(deps.JWKSRefreshInterval, v.jwksRefresh, 5*time.Minute),
 		wait:     cmp.Or(deps.JWKSUnknownKIDWait, 5*time.Millisecond),
@@ -291,9 +293,7 @@ func (v *Verifier) newJWKS(u string, deps Deps) *jwksKeys {
 		// also for tokens verified with it before.
 		onRemoved: v.forgetVerified,
 	}
-	if j.client == nil {
-		j.client = &http.Client{}
-	}
+	j.client = noRedirects(deps.HTTPClient)
 	// tileproxy_jwks_keys counts the keys of every JWKS held.
 	j.onRefresh = func(ok bool, _ int) {
 		if deps.OnJWKSRefresh != nil {

@@ -206,6 +206,8 @@ type idpServer struct {
 	requests atomic.Int32
 	disco    atomic.Value // string: the discovery document, "" for the default
 	jwks     atomic.Value // string
+	// moved, when set, is a path and where it redirects (302).
+	moved atomic.Value // [2]string
 }
 
 func newIDPServer(t *testing.T) *idpServer {
@@ -214,6 +216,10 @@ func newIDPServer(t *testing.T) *idpServer {
 	s.jwks.Store(`{"keys":[]}`)
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		if m, _ := s.moved.Load().([2]string); m[0] == r.URL.Path {
+			http.Redirect(w, r, m[1], http.StatusFound)
+			return
+		}
 		switch r.URL.Path {
 		case "/.well-known/openid-configuration":
 			d := s.disco.Load().(string)
@@ -265,6 +271,28 @@ func TestDiscovery(t *testing.T) {
 			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(doc) }))
 			t.Cleanup(other.Close)
 			return fmt.Sprintf(`{"issuer":%q,"jwks_uri":%q}`, s.srv.URL, other.URL+"/keys")
+		}, string(doc), false},
+		{"keys redirected to another host", func(s *idpServer) string {
+			// The jwks_uri is on the issuer's host, and redirects to a
+			// real JWKS elsewhere: a followed redirect would verify.
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(doc) }))
+			t.Cleanup(other.Close)
+			s.moved.Store([2]string{"/keys", other.URL + "/keys"})
+			return ""
+		}, string(doc), false},
+		{"discovery redirected to another host", func(s *idpServer) string {
+			// The other host answers a discovery document that names the
+			// issuer and keys on its own host, as a hostile one would.
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/keys" {
+					w.Write(doc)
+					return
+				}
+				fmt.Fprintf(w, `{"issuer":%q,"jwks_uri":%q}`, s.srv.URL, s.srv.URL+"/keys")
+			}))
+			t.Cleanup(other.Close)
+			s.moved.Store([2]string{"/.well-known/openid-configuration", other.URL + "/.well-known/openid-configuration"})
+			return ""
 		}, string(doc), false},
 		{"not JSON", func(*idpServer) string { return "<html>" }, string(doc), false},
 		{"jwks_uri not a URL", func(s *idpServer) string { return fmt.Sprintf(`{"issuer":%q,"jwks_uri":"::"}`, s.srv.URL) }, string(doc), false},

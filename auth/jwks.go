@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -164,6 +165,9 @@ func (j *jwksKeys) fetch(ctx context.Context) ([]jwkset.JWK, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if err := redirected(resp); err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("status %d", resp.StatusCode)
 	}
@@ -204,6 +208,33 @@ func (j *jwksKeys) fetch(ctx context.Context) ([]jwkset.JWK, error) {
 		j.log.Warn("JWKS keys skipped: unsupported or invalid", "url", j.url, "skipped", skipped, "kept", len(keys))
 	}
 	return keys, nil
+}
+
+// noRedirects is c (a client of its own when nil) made to stop at a
+// redirect. Discovery and JWKS fetches decide whose keys verify tokens:
+// a redirect from an allowed URL to another host, or from https to http,
+// would get round the jwks_hosts and scheme checks, so none is followed.
+// The copy leaves the caller's client as it was.
+func noRedirects(c *http.Client) *http.Client {
+	out := &http.Client{}
+	if c != nil {
+		*out = *c
+	}
+	out.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return out
+}
+
+// redirected is the error for a redirect answered to a discovery or
+// JWKS fetch (noRedirects hands it back unfollowed).
+func redirected(resp *http.Response) error {
+	if resp.StatusCode < 300 || resp.StatusCode > 399 {
+		return nil
+	}
+	to := resp.Header.Get("Location")
+	if u, err := url.Parse(to); err == nil {
+		to = u.Redacted()
+	}
+	return fmt.Errorf("status %d redirects to %q: redirects are not followed (configure the final URL)", resp.StatusCode, to)
 }
 
 func (j *jwksKeys) count() int {

@@ -88,6 +88,16 @@ func New(ctx context.Context, cfg *config.Config, deps Deps) (*S3, error) {
 	if err != nil {
 		return nil, fmt.Errorf("origin: aws config: %w", err)
 	}
+	// The SDK's client follows 307 and 308 redirects to any host: an
+	// endpoint (or something on its path) could send a tile request, or
+	// STS's answer, to a host nobody configured. None is followed; the
+	// redirect itself is an error (502). The client is built once from
+	// the SDK's transport (AWS_CA_BUNDLE applied), so every tileset's S3
+	// client and STS share one connection pool.
+	if bc, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		awsCfg.HTTPClient = &http.Client{Transport: bc.GetTransport(), Timeout: bc.GetTimeout(),
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
 	newClient := func(creds aws.CredentialsProvider) *s3.Client {
 		return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 			if cfg.S3.Endpoint != "" {
