@@ -105,7 +105,7 @@ func (is *issuer) checkAudience(claims jwt.MapClaims) error {
 			return ErrBadAudience
 		}
 		var err error
-		if got, err = claimStrings(v); err != nil {
+		if got, err = claimStrings(v, false); err != nil {
 			return ErrBadAudience
 		}
 	} else {
@@ -136,7 +136,7 @@ func (is *issuer) grant(claims jwt.MapClaims, known func(string) bool, p *Princi
 		if !ok {
 			continue
 		}
-		vals, err := claimStrings(v)
+		vals, err := claimStrings(v, spaceSeparated(r.claim))
 		if err != nil {
 			return ErrBadGrants
 		}
@@ -182,12 +182,15 @@ func lookupClaim(claims map[string]any, path string) (any, bool) {
 	return nil, false
 }
 
-// claimStrings reads a claim as values: a string as its space-separated
-// words (OAuth's scope; a string without spaces is one value), an array
-// as its strings. Anything else is an error.
-func claimStrings(v any) ([]string, error) {
+// claimStrings reads a claim as values: an array as its strings; a
+// string as one value, or, with split, as its space-separated words.
+// Anything else is an error.
+func claimStrings(v any, split bool) ([]string, error) {
 	switch v := v.(type) {
 	case string:
+		if !split {
+			return []string{v}, nil
+		}
 		return strings.Fields(v), nil
 	case []any:
 		out := make([]string, 0, len(v))
@@ -201,6 +204,16 @@ func claimStrings(v any) ([]string, error) {
 		return out, nil
 	}
 	return nil, ErrBadGrants
+}
+
+// spaceSeparated reports a claim whose string value is a space-separated
+// list by definition: OAuth's scope (RFC 8693 §4.2, RFC 9068), and scp as
+// Entra ID and Okta write it. Every other string claim is one value, so
+// that a claim a user can influence (a display name "x admins") never
+// matches a rule's value ("admins") by one of its words.
+func spaceSeparated(path string) bool {
+	name := path[strings.LastIndexByte(path, '.')+1:]
+	return name == "scope" || name == "scp"
 }
 
 // maxDiscoveryBytes bounds an OpenID discovery document (real ones are a

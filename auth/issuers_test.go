@@ -116,6 +116,7 @@ func TestIssuerRules(t *testing.T) {
 		Grants: []config.GrantRule{
 			{Claim: "scope", Pattern: "tiles:{tileset}"},
 			{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"city", "roads"}, "admins": {"*"}}},
+			{Claim: "department", Values: map[string][]string{"admins": {"*"}}},
 		},
 	}
 	v := issuerVerifier(t, is)
@@ -141,6 +142,12 @@ func TestIssuerRules(t *testing.T) {
 			c["realm_access"] = map[string]any{"roles": []any{"analysts"}}
 		}), nil, idpTilesets},
 		{"nothing matched", base(func(c jwt.MapClaims) { c["scope"] = "openid" }), nil, nil},
+		// Only scope and scp are space-separated lists: any other string
+		// claim is one value, so a name the user chose ("x admins")
+		// cannot match a rule's value.
+		{"a string claim is one value", base(func(c jwt.MapClaims) { c["department"] = "x admins" }), nil, nil},
+		{"a string claim matched whole", base(func(c jwt.MapClaims) { c["department"] = "admins" }), nil, idpTilesets},
+		{"roles as one string", base(func(c jwt.MapClaims) { c["realm_access"] = map[string]any{"roles": "analysts admins"} }), nil, nil},
 		{"aud list", base(func(c jwt.MapClaims) { c["aud"] = []any{"account", "tileproxy"}; c["scope"] = "tiles:city" }), nil, []string{"city"}},
 		{"aud other", base(func(c jwt.MapClaims) { c["aud"] = "account" }), ErrBadAudience, nil},
 		{"aud missing", base(func(c jwt.MapClaims) { delete(c, "aud") }), ErrBadAudience, nil},
@@ -178,6 +185,14 @@ func TestIssuerRules(t *testing.T) {
 				t.Fatalf("grants %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestSpaceSeparated(t *testing.T) {
+	for path, want := range map[string]bool{"scope": true, "scp": true, "ext.scp": true, "groups": false, "realm_access.roles": false, "name": false, "scopes": false} {
+		if got := spaceSeparated(path); got != want {
+			t.Errorf("spaceSeparated(%q) = %v, want %v", path, got, want)
+		}
 	}
 }
 

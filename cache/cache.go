@@ -286,7 +286,18 @@ type Cache struct {
 	moves [moveStripes]moveBuf
 	// workers run the loads (see workers).
 	workers *workers
+
+	// removed counts RemoveIf calls (written under mu), and removals
+	// keeps the last few predicates: a load that started before one does
+	// not store what that one dropped (a reload's removed tileset, a
+	// replaced archive's version), however late its origin answers.
+	removed  atomic.Uint64
+	removals [maxRemovals]func(key string) bool
 }
+
+// maxRemovals is how many RemoveIf predicates stores are checked against;
+// a load older than that many removals is served but not stored.
+const maxRemovals = 16
 
 // New builds a cache.
 func New(cfg Config, deps Deps) (*Cache, error) {
@@ -436,6 +447,10 @@ func (c *Cache) FileBytes() int64 {
 // MaxObjectBytes is the largest body the cache keeps.
 func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 
+// Config is the configuration the cache was built with: the one owner of
+// the cache settings, which a reload does not change.
+func (c *Cache) Config() Config { return c.cfg }
+
 // workerIdle is how long a load worker stays for the next miss.
 const workerIdle = 10 * time.Second
 
@@ -466,6 +481,9 @@ func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (Entry, Outc
 		}
 		if ok {
 			e.Release() // the flight looks again itself
+		}
+		if err := ctx.Err(); err != nil {
+			return Entry{}, Miss, err // gone already: start no load for it
 		}
 		ch := c.flight.DoChan(key, func() (any, error) {
 			// On a worker whose stack is grown (see workers); the
@@ -525,6 +543,7 @@ func resultOf(e *Entry, out Outcome) result {
 // load runs once per key at a time (inside the flight). It returns an
 // entry it holds no more: Get's waiters each take their own hold.
 func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
+	since := c.removed.Load()
 	// Another flight may have filled the entry between our look and now.
 	now := c.now()
 	prev, ok := c.lookup(key, now)
@@ -548,13 +567,13 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	now = c.now()
 	switch {
 	case err == nil:
-		return c.store(key, e, now), nil
+		return c.store(key, e, now, since), nil
 	case errors.Is(err, ErrNotModified) && revalidate != nil:
-		c.renew(key, &prev, now)
+		c.renew(key, &prev, now, since)
 		return resultOf(&prev, Hit), nil
 	case errors.Is(err, ErrNotFound):
 		if c.cfg.NegativeTTL > 0 {
-			c.store(key, &Entry{negative: true}, now)
+			c.store(key, &Entry{negative: true}, now, since)
 		} else {
 			c.remove(key)
 		}
@@ -696,6 +715,8 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 			n++
 		}
 	}
+	c.removals[c.removed.Load()%maxRemovals] = drop
+	c.removed.Add(1)
 	bytes, objects := c.bytes, int64(c.lru.Len())
 	c.unlock()
 	c.changed(bytes, objects)
@@ -705,9 +726,10 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 // store keeps the loaded entry e (stamped now) and evicts
 // least-recently-used entries until the cache fits in max_bytes again.
 // Bodies over max_object_bytes are never stored: only a Large marker
-// is. It returns what the flight's waiters read: the stored record, or e
+// is. Nor is anything a RemoveIf after since (the load's start) drops.
+// It returns what the flight's waiters read: the stored record, or e
 // itself when it cannot be kept.
-func (c *Cache) store(key string, e *Entry, now time.Time) result {
+func (c *Cache) store(key string, e *Entry, now time.Time, since uint64) result {
 	m := e.meta
 	vals := [5]string{m.ContentType, m.ContentEncoding, m.ETag, m.LastModified, m.ContentLength}
 	large := e.large || int64(len(e.body)) > c.cfg.MaxObjectBytes
@@ -729,7 +751,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) result {
 	}
 	if blobLen > arena.MaxBlock && body != nil {
 		// No memory file here, and too big for the arena: stream it.
-		return c.store(key, NewLargeEntry(), now)
+		return c.store(key, NewLargeEntry(), now, since)
 	}
 	size := int64(entryOverhead + arena.ClassSize(blobLen))
 	if inFile {
@@ -783,7 +805,9 @@ func (c *Cache) store(key string, e *Entry, now time.Time) result {
 	r.stored.Store(now.UnixNano())
 	r.moved.Store(now.UnixNano())
 	r.state.Store(gen<<32 | 1) // the cache's hold
-	c.insert(c.hash(key), i, r)
+	if !c.insert(key, c.hash(key), i, r, since) {
+		return unstored
+	}
 	if large && !e.large {
 		// This request has the body already: it gets it; later ones
 		// stream.
@@ -795,7 +819,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time) result {
 // renew marks prev, which the caller holds, as revalidated now: its
 // record is current again and goes to the front of the LRU, or back into
 // the cache if it left while the origin was asked.
-func (c *Cache) renew(key string, prev *Entry, now time.Time) {
+func (c *Cache) renew(key string, prev *Entry, now time.Time, since uint64) {
 	r := prev.rec
 	r.stored.Store(now.UnixNano())
 	r.moved.Store(now.UnixNano())
@@ -807,14 +831,21 @@ func (c *Cache) renew(key string, prev *Entry, now time.Time) {
 	}
 	c.mu.Unlock()
 	r.hold() // the cache's new hold; the caller's keeps r alive till here
-	c.insert(h, prev.idx, r)
+	c.insert(key, h, prev.idx, r, since)
 }
 
 // insert adds record i (held for the cache) under h, replacing what was
-// there, and evicts until the cache fits.
-func (c *Cache) insert(h uint64, i uint32, r *record) {
+// there, and evicts until the cache fits. It drops the cache's hold
+// instead, and reports false, when a RemoveIf since the load began
+// (since) drops key.
+func (c *Cache) insert(key string, h uint64, i uint32, r *record, since uint64) bool {
 	evicted := 0
 	c.mu.Lock()
+	if c.removedSince(since, key) {
+		c.gone = append(c.gone, i)
+		c.unlock()
+		return false
+	}
 	c.lru.Remove(h) // replace: its bytes leave through the callback
 	c.lru.Add(h, i)
 	c.bytes += r.size
@@ -838,6 +869,23 @@ func (c *Cache) insert(h uint64, i uint32, r *record) {
 		}
 	}
 	c.changed(bytes, objects)
+	return true
+}
+
+// removedSince reports whether a RemoveIf after the since'th drops key;
+// beyond the predicates kept, it says yes (the load is that old). Called
+// under mu.
+func (c *Cache) removedSince(since uint64, key string) bool {
+	now := c.removed.Load()
+	if now-since > maxRemovals {
+		return true
+	}
+	for n := since; n < now; n++ {
+		if c.removals[n%maxRemovals](key) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Cache) changed(bytes, objects int64) {

@@ -343,7 +343,7 @@ func TestLooksAgainInsideFlight(t *testing.T) {
 	f := &flightThatFillsFirst{}
 	c, clk := newCache(t, defCfg, Deps{Flight: f})
 	f.fill = func() {
-		c.store("k", NewEntry([]byte("filled"), Meta{ETag: `"f"`}), clk.Now())
+		c.store("k", NewEntry([]byte("filled"), Meta{ETag: `"f"`}), clk.Now(), c.removed.Load())
 	}
 	var loads atomic.Int64
 	e, out, err := c.Get(t.Context(), "k", func(context.Context, string, *Entry) (*Entry, error) {
@@ -483,4 +483,67 @@ func text(e Entry) string {
 		return "read error: " + err.Error()
 	}
 	return string(b)
+}
+
+// TestRemoveIfBeatsLoadInFlight: a load that began before a RemoveIf
+// whose predicate takes its key serves its caller but stores nothing (a
+// reload's removed tileset, a replaced archive); a load of another key in
+// the same window is stored, and so is one that begins after. Past
+// maxRemovals removals, an old load stores nothing at all.
+func TestRemoveIfBeatsLoadInFlight(t *testing.T) {
+	c, _ := newCache(t, defCfg, Deps{})
+	gate := make(chan struct{})
+	started := make(chan struct{}, 2)
+	slow := func(_ context.Context, key string, _ *Entry) (*Entry, error) {
+		started <- struct{}{}
+		<-gate
+		return NewEntry([]byte("body of "+key), Meta{ETag: `"e"`}), nil
+	}
+	type got struct {
+		body string
+		err  error
+	}
+	results := make(chan got, 2)
+	for _, k := range []string{"gone/1", "kept/1"} {
+		go func() {
+			e, _, err := c.Get(context.Background(), k, slow)
+			if err != nil {
+				results <- got{err: err}
+				return
+			}
+			b, _ := io.ReadAll(e.NewRangeReader(0, e.Len()))
+			e.Release()
+			results <- got{body: string(b)}
+		}()
+	}
+	<-started
+	<-started
+	if n := c.RemoveIf(func(k string) bool { return strings.HasPrefix(k, "gone/") }); n != 0 {
+		t.Fatalf("RemoveIf dropped %d entries of an empty cache", n)
+	}
+	close(gate)
+	for range 2 {
+		if r := <-results; r.err != nil || !strings.HasPrefix(r.body, "body of ") {
+			t.Fatalf("a caller got %q, %v; want its body", r.body, r.err)
+		}
+	}
+	if n := c.RemoveIf(func(k string) bool { return strings.HasPrefix(k, "gone/") }); n != 0 {
+		t.Errorf("the load in flight stored %d entries that the RemoveIf before it dropped", n)
+	}
+	if c.Len() != 1 {
+		t.Errorf("%d entries cached, want 1 (kept/1)", c.Len())
+	}
+	// A load that begins after the removal stores as usual.
+	fresh := func(context.Context, string, *Entry) (*Entry, error) { return NewEntry([]byte("new"), Meta{}), nil }
+	e, _, err := c.Get(t.Context(), "gone/2", fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Release()
+	if c.Len() != 2 {
+		t.Errorf("%d entries cached, want 2", c.Len())
+	}
+	if c.removedSince(c.removed.Load()-maxRemovals-1, "any") != true {
+		t.Error("a load older than the predicates kept may store")
+	}
 }

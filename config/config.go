@@ -305,16 +305,6 @@ type Tileset struct {
 	Attribution string    `yaml:"attribution"`
 }
 
-// CacheKeyPrefix starts the cache key of everything the tileset reads:
-// "bucket/prefix", or "bucket/archive#" for an archive (its keys go on with
-// the archive's ETag).
-func (t *Tileset) CacheKeyPrefix() string {
-	if t.Archive != "" {
-		return t.Bucket + "/" + t.Archive + "#"
-	}
-	return t.Bucket + "/" + t.Prefix
-}
-
 // Missing-object behaviours for Tileset.Missing.
 const (
 	MissingNotFound = "notfound"

@@ -29,6 +29,9 @@ type Request struct {
 	Range string
 	// HeadOnly asks for metadata only (HeadObject); Object.Body is nil.
 	HeadOnly bool
+	// Stream says the body goes to a client at the client's pace: a
+	// Guard frees the request's slot at the headers, not at Close.
+	Stream bool
 }
 
 // Object is an origin response. The caller must Close Body when non-nil.

@@ -37,6 +37,16 @@ func newCORS(allowed []string) *cors {
 	return c
 }
 
+// exact returns origin's header value when it is listed exactly (not
+// by "*"), the only origins that get credentials.
+func (c *cors) exact(origin string) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	v, ok := c.origins[origin]
+	return v, ok
+}
+
 // allow sets the headers that let origin read the answer. It runs before
 // routing, so error answers (401, 403) are readable by the page too.
 func (c *cors) allow(h http.Header, origin string) (ok bool) {

@@ -52,7 +52,7 @@ func errorStatus(err error) (int, string) {
 		return http.StatusPreconditionFailed, "precondition failed"
 	case errors.Is(err, core.ErrLimited):
 		return http.StatusTooManyRequests, "too many requests"
-	case errors.Is(err, core.ErrSaturated), errors.Is(err, cache.ErrChurn):
+	case errors.Is(err, origin.ErrSaturated), errors.Is(err, cache.ErrChurn):
 		return http.StatusServiceUnavailable, "origin busy"
 	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "origin timeout"

@@ -37,6 +37,11 @@ type Deps struct {
 	Fetcher origin.Fetcher
 	// Cache keeps hot tiles; nil streams every request from the origin.
 	Cache *cache.Cache
+	// CacheConfig, Slots and Limits outlive one configuration: see
+	// core.Deps. Zero values get the core's own.
+	CacheConfig cache.Config
+	Slots       *origin.Slots
+	Limits      *core.Limits
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
 	// Logger receives origin errors and other events; slog.Default() when nil.
@@ -79,7 +84,8 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	c, err := core.New(cfg, core.Deps{Fetcher: deps.Fetcher, Cache: deps.Cache, Metrics: deps.Metrics, Logger: deps.Logger, Now: deps.Now})
+	c, err := core.New(cfg, core.Deps{Fetcher: deps.Fetcher, Cache: deps.Cache, CacheConfig: deps.CacheConfig,
+		Slots: deps.Slots, Limits: deps.Limits, Metrics: deps.Metrics, Logger: deps.Logger, Now: deps.Now})
 	if err != nil {
 		return nil, err
 	}

@@ -426,6 +426,37 @@ func TestSession(t *testing.T) {
 	}
 }
 
+// TestSessionOrigin: a page may open a session only from tileproxy's own
+// host or an origin listed exactly in cors.allowed_origins; "*" does not
+// count (login CSRF: no other site plants its token as someone's session).
+func TestSessionOrigin(t *testing.T) {
+	f := newFixture(t, func(c *config.Config) {
+		c.Auth.Cookie.Secure, c.Auth.Cookie.SameSite = true, "none"
+		c.CORS.AllowedOrigins = []string{"https://maps.example.com", "*"}
+	})
+	tok := token(t, time.Hour, "a")
+	for _, tc := range []struct {
+		origin string
+		want   int
+	}{
+		{"", 204}, // no Origin: not a page
+		{"https://maps.example.com", 204},
+		{"http://example.com", 204}, // the fixture's own host
+		{"https://evil.example.net", 403},
+		{"null", 403},
+		{"https://maps.example.com.evil.net", 403},
+	} {
+		h := map[string]string{"Authorization": "Bearer " + tok}
+		if tc.origin != "" {
+			h["Origin"] = tc.origin
+		}
+		w := f.do("POST", "/auth/session", h)
+		if w.Code != tc.want || (tc.want != 204) != (w.Header().Get("Set-Cookie") == "") {
+			t.Errorf("Origin %q: %d (Set-Cookie %q), want %d", tc.origin, w.Code, w.Header().Get("Set-Cookie"), tc.want)
+		}
+	}
+}
+
 func TestTileJSON(t *testing.T) {
 	f := newFixture(t, func(c *config.Config) { c.PublicURL = "https://maps.example.com/" })
 	w := f.do("GET", "/tiles/a.json", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")})

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/tileproxy/tileproxy/auth"
@@ -18,6 +19,10 @@ func (p *Proxy) serveSession(w *recorder, r *http.Request) {
 		// renewing itself, or a token in a URL, must not.
 		if _, ok := r.Header["Authorization"]; !ok {
 			w.fail(auth.ErrNoToken, "")
+			return
+		}
+		if !p.sessionOrigin(r) {
+			w.fail(errOriginNotAllowed, "")
 			return
 		}
 		tok, err := p.verifier.TokenFromRequest(r)
@@ -42,6 +47,32 @@ func (p *Proxy) serveSession(w *recorder, r *http.Request) {
 	default:
 		w.fail(errMethod, "POST, DELETE")
 	}
+}
+
+// sessionOrigin reports whether r may open a session: a request without
+// Origin (not a browser's page), from tileproxy's own host, or from an
+// origin listed exactly in cors.allowed_origins ("*" never counts).
+// Browsers already refuse a cross-origin POST with Authorization unless
+// the preflight allowed it with credentials; this holds even where a
+// browser or an intermediary gets that wrong, so that no other site can
+// plant its token as someone's session (login CSRF).
+func (p *Proxy) sessionOrigin(r *http.Request) bool {
+	origin, ok := r.Header["Origin"]
+	if !ok {
+		return true
+	}
+	if len(origin) != 1 {
+		return false
+	}
+	u, err := url.Parse(origin[0])
+	if err != nil || u.Host == "" {
+		return false // includes "null": sandboxed frames, file pages
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	_, listed := p.cors.exact(origin[0])
+	return listed
 }
 
 func (p *Proxy) cookie(value string, maxAge int) *http.Cookie {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy/core"
 )
 
@@ -56,7 +57,7 @@ var (
 const maxFailuresInARow = 50
 
 // busyTries is how often a tile is tried while every origin slot is
-// taken (core.ErrSaturated), waiting longer each time, before it counts
+// taken (origin.ErrSaturated), waiting longer each time, before it counts
 // as failed.
 const busyTries = 8
 
@@ -315,6 +316,9 @@ func (p *Plan) Run(ctx context.Context, g Getter, concurrency int, deps Deps) Su
 func fetch(ctx context.Context, g Getter, tileset, path string, sleep func(context.Context, time.Duration)) (string, error) {
 	wait := 50 * time.Millisecond
 	for try := 1; ; try++ {
+		if ctx.Err() != nil {
+			return "", ctx.Err() // stopped: start nothing more
+		}
 		res, err := g.Get(ctx, core.Request{Tileset: tileset, Path: path, Head: true})
 		status := res.Status
 		res.Release()
@@ -327,7 +331,7 @@ func fetch(ctx context.Context, g Getter, tileset, path string, sleep func(conte
 			return "cached", nil
 		case errors.Is(err, core.ErrNotFound):
 			return "missing", nil
-		case errors.Is(err, core.ErrSaturated) && try < busyTries:
+		case errors.Is(err, origin.ErrSaturated) && try < busyTries:
 			sleep(ctx, wait)
 			wait *= 2
 			continue

@@ -293,11 +293,11 @@ func TestBoundedAndBusy(t *testing.T) {
 	g := &fakeGetter{gateAt: 3, gate: make(chan struct{}), get: func(req core.Request) error {
 		if req.Path == "2/1/1.pbf" {
 			if n, _ := busy.LoadOrStore(req.Path, new(atomic.Int64)); n.(*atomic.Int64).Add(1) < 3 {
-				return core.ErrSaturated
+				return origin.ErrSaturated
 			}
 		}
 		if req.Path == "2/2/2.pbf" {
-			return core.ErrSaturated // always
+			return origin.ErrSaturated // always
 		}
 		return nil
 	}}

@@ -34,6 +34,7 @@ import (
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
+	"github.com/tileproxy/tileproxy/proxy/core"
 	"github.com/tileproxy/tileproxy/warm"
 )
 
@@ -166,6 +167,11 @@ type app struct {
 	metricsAddr string
 	// limits are the main server's connection limits.
 	limits serverLimits
+	// slots and principals are s3.max_in_flight and the per-principal
+	// limits, shared by every configuration in turn (nil in tests that
+	// build an app by hand).
+	slots      *origin.Slots
+	principals *core.Limits
 }
 
 // serverLimits bound what one connection may hold: slow headers
@@ -196,12 +202,23 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 		return nil, err
 	}
 	originDeps.OnAssumeRole = m.AssumeRole
+	// The cache settings are read once, here: the cache (or, with the
+	// cache off, the core of every configuration) keeps them, and a
+	// reload that changes them says they need a restart. A shared fetch
+	// runs detached from its requests, so it gets its own bound: time to
+	// headers plus time to read a whole body.
+	cacheCfg := cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.Duration()+cfg.S3.ConnectTimeout.Duration())
+	// Origin slots and per-principal limits outlive a configuration too,
+	// so that a reload cannot hand anyone a second allowance.
+	slots := origin.NewSlots(cfg.S3.MaxInFlight)
+	limits, err := core.NewLimits(cfg.Limits, time.Now)
+	if err != nil {
+		return nil, err
+	}
 	// max_bytes: 0 turns the cache off: every request streams from S3.
 	var c *cache.Cache
 	if cfg.Cache.MaxBytes > 0 {
-		// A shared fetch runs detached from its requests, so it gets its
-		// own bound: time to headers plus time to read a whole body.
-		c, err = cache.New(cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.Duration()+cfg.S3.ConnectTimeout.Duration()), cache.Deps{
+		c, err = cache.New(cacheCfg, cache.Deps{
 			OnChange: func(bytes, objects int64) {
 				m.CacheBytes.Set(float64(bytes))
 				m.CacheObjects.Set(float64(objects))
@@ -216,7 +233,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
-	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits}
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh,
@@ -230,7 +247,8 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			cancel()
 			return nil, err
 		}
-		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, Metrics: m, Logger: log, AccessLog: logs.Access})
+		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, CacheConfig: cacheCfg, Slots: slots, Limits: limits,
+			Metrics: m, Logger: log, AccessLog: logs.Access})
 		if err != nil {
 			cancel()
 			return nil, err
@@ -251,16 +269,33 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	return a, nil
 }
 
+// errReloaded ends a warm whose configuration was replaced.
+var errReloaded = errors.New("the configuration was reloaded; restart to warm again")
+
 // warm pre-fills the cache (cache.warm) through the tile core of the
-// configuration at start; a reload neither stops nor restarts it.
+// configuration in force at start. It belongs to that generation: a
+// reload stops it (its tilesets, credentials and plan may be gone), so it
+// never refills the cache with what the new configuration cannot reach.
 func (a *app) warm(ctx context.Context, cfg config.Warm) {
+	a.reloadMu.Lock()
+	g := a.gen
+	ctx, stop := context.WithCancelCause(ctx)
+	if g != nil {
+		g.stopWarm = stop
+	}
+	a.reloadMu.Unlock()
+	defer stop(nil)
+	c := a.proxy.Core()
+	if g != nil {
+		c = g.proxy.Core()
+	}
 	deps := warm.Deps{Logger: a.log, Metrics: a.metrics}
-	plan, err := warm.NewPlan(ctx, cfg, a.proxy.Core(), deps)
+	plan, err := warm.NewPlan(ctx, cfg, c, deps)
 	if err != nil {
 		a.log.Error("cache warm not started", "err", err)
 		return
 	}
-	plan.Run(ctx, a.proxy.Core(), cfg.Concurrency, deps)
+	plan.Run(ctx, c, cfg.Concurrency, deps)
 }
 
 // run listens, serves until ctx is cancelled, then drains: /readyz turns

@@ -27,6 +27,8 @@ type generation struct {
 	authReady func() bool
 	// cancel stops the generation's background work (JWKS refreshes).
 	cancel context.CancelFunc
+	// stopWarm, when set, stops the cache warm the generation runs.
+	stopWarm context.CancelCauseFunc
 }
 
 // reloadKeyWait bounds how long a reload waits for a new JWKS to answer
@@ -119,11 +121,25 @@ func (a *app) apply(cfg *config.Config) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The new numbers for what outlives a configuration; what is held
+	// stays held.
+	if a.principals != nil {
+		if err := a.principals.Configure(cfg.Limits); err != nil {
+			g.cancel()
+			return fmt.Errorf("limits: %w", err)
+		}
+	}
+	if a.slots != nil {
+		a.slots.SetLimit(cfg.S3.MaxInFlight)
+	}
 	g.proxy.SetReady(true)
 	a.current.Store(g.proxy)
 	a.gen = g
+	if old.stopWarm != nil {
+		old.stopWarm(errReloaded)
+	}
 	if a.cache != nil {
-		gone := goneTilesets(old.cfg, cfg)
+		gone := goneTilesets(old.proxy.Core().KeyPrefixes(), g.proxy.Core().KeyPrefixes())
 		if n := a.cache.RemoveIf(func(key string) bool {
 			return slices.ContainsFunc(gone, func(p string) bool { return strings.HasPrefix(key, p) })
 		}); n > 0 {
@@ -136,16 +152,12 @@ func (a *app) apply(cfg *config.Config) error {
 	return nil
 }
 
-// goneTilesets returns the cache-key prefixes (Tileset.CacheKeyPrefix) of old's
-// tilesets that no tileset of cfg reads any more.
-func goneTilesets(old, cfg *config.Config) []string {
-	keep := map[string]bool{}
-	for _, t := range cfg.Tilesets {
-		keep[t.CacheKeyPrefix()] = true
-	}
+// goneTilesets returns the cache-key prefixes (core.KeyPrefix) that old
+// read and cur reads no more.
+func goneTilesets(old, cur []string) []string {
 	var gone []string
-	for _, t := range old.Tilesets {
-		if p := t.CacheKeyPrefix(); !keep[p] {
+	for _, p := range old {
+		if !slices.Contains(cur, p) {
 			gone = append(gone, p)
 		}
 	}

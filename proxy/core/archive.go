@@ -24,22 +24,23 @@ import (
 var ErrSourceChanged = errors.New("source changed")
 
 // archiveSource serves a tileset from one PMTiles archive, read with
-// ranged GetObject calls through the core's origin slots and the
-// tileset's credentials (whose session policy names the archive alone).
+// ranged GetObject calls through the guarded origin and the tileset's
+// credentials (whose session policy names the archive alone).
 //
 // What it knows of the archive (ETag, header, root directory) is an
 // archiveState, read from the first HeadBytes and checked again after
-// cache.ttl with If-None-Match. Cache keys carry the ETag
-// ("bucket/key#etag/t123" for a tile, ".../d456-789" for a leaf
-// directory), and every read after the first carries If-Match: a replaced
-// archive answers 412, its cached tiles and directories are dropped, and
-// it is read afresh, so no answer mixes old and new bytes.
+// cache.ttl with If-None-Match. Tile cache keys carry the ETag
+// (KeyPrefix+etag+"/t123"), and every read after the first carries
+// If-Match: a replaced archive answers 412, its cached tiles are dropped,
+// and it is read afresh, so no answer mixes old and new bytes. Leaf
+// directories are the archive's index, not tiles: each version keeps its
+// own, decoded, in a leafDirs of its own (not the tile cache).
 type archiveSource struct {
-	core    *Core
-	ts      *config.Tileset
-	fetcher origin.Fetcher
-	ttl     time.Duration
-	flight  singleflight.Group
+	ts        *config.Tileset
+	keyPrefix string // KeyPrefix(ts)
+	deps      sourceDeps
+	ttl       time.Duration
+	flight    singleflight.Group
 
 	// state is the archive version known, read on every request:
 	// atomic, so hits share no lock. Replaced whole, never changed.
@@ -50,19 +51,25 @@ type archiveSource struct {
 	failed atomic.Pointer[archiveFailure]
 }
 
-// archiveFailure is a failed read of the head, answered until it expires.
+// archiveFailure is a failed read, answered until it expires.
 type archiveFailure struct {
 	err   error
 	until time.Time
 }
 
-// retryAfter is how long a failed head read is answered from memory:
-// the negative TTL, as for a missing tile, else a few seconds.
+// retryAfter is how long a failed read is answered from memory: the
+// negative TTL, as for a missing tile, else a few seconds.
 func (s *archiveSource) retryAfter() time.Duration {
-	if d := s.core.cfg.Cache.NegativeTTL.Duration(); d > 0 {
+	if d := s.deps.cache.NegativeTTL; d > 0 {
 		return d
 	}
 	return 5 * time.Second
+}
+
+// remembered reports whether a failed read is worth remembering: not the
+// caller going away, and not a moment without origin slots.
+func remembered(err error) bool {
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, origin.ErrSaturated) && !errors.Is(err, ErrSourceChanged)
 }
 
 // archiveState is one version of the archive, immutable once made.
@@ -73,8 +80,9 @@ type archiveState struct {
 	header       archive.HeaderV3
 	format       archive.TileFormat
 	root         []archive.EntryV3
-	prefix       string // cache keys of this version start so
+	prefix       string // cache keys of this version's tiles start so
 	checked      time.Time
+	dirs         *leafDirs // shared by every renewal of the version
 
 	tileJSONOnce sync.Once
 	tileJSON     []byte
@@ -83,18 +91,18 @@ type archiveState struct {
 
 var _ Source = (*archiveSource)(nil)
 
-func newArchiveSource(c *Core, ts *config.Tileset, f origin.Fetcher) *archiveSource {
-	ttl := c.cfg.Cache.TTL.Duration()
+func newArchiveSource(ts *config.Tileset, deps sourceDeps) *archiveSource {
+	ttl := deps.cache.TTL
 	if ttl <= 0 {
 		ttl = time.Minute
 	}
-	return &archiveSource{core: c, ts: ts, fetcher: f, ttl: ttl}
+	return &archiveSource{ts: ts, keyPrefix: KeyPrefix(ts), deps: deps, ttl: ttl}
 }
 
 // current is the archive's state, read on first use and checked again
 // once it is older than the cache TTL; concurrent callers share one read.
 func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
-	now := s.core.now()
+	now := s.deps.now()
 	st := s.state.Load()
 	if st != nil && now.Sub(st.checked) < s.ttl {
 		return st, nil
@@ -104,8 +112,8 @@ func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
 	}
 	v, err, _ := s.flight.Do("state", func() (any, error) {
 		st, err := s.refresh(context.WithoutCancel(ctx), st)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			s.failed.Store(&archiveFailure{err: err, until: s.core.now().Add(s.retryAfter())})
+		if err != nil && remembered(err) {
+			s.failed.Store(&archiveFailure{err: err, until: s.deps.now().Add(s.retryAfter())})
 		} else if err == nil {
 			s.failed.Store(nil)
 		}
@@ -124,16 +132,16 @@ func (s *archiveSource) current(ctx context.Context) (*archiveState, error) {
 // known), and installs the new state, dropping the cached tiles and
 // directories of a version that is gone.
 func (s *archiveSource) refresh(ctx context.Context, old *archiveState) (*archiveState, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.core.cfg.S3.Timeout.Duration()*2)
+	ctx, cancel := context.WithTimeout(ctx, s.deps.cache.LoadTimeout)
 	defer cancel()
 	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, Range: "bytes=0-" + strconv.Itoa(archive.HeadBytes-1)}
 	if old != nil {
 		req.IfNoneMatch = old.etag
 	}
-	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	obj, err := s.deps.fetch.Get(ctx, req)
 	switch {
 	case errors.Is(err, origin.ErrNotModified) && old != nil:
-		st := old.renewed(s.core.now())
+		st := old.renewed(s.deps.now())
 		s.install(st, nil)
 		return st, nil
 	case errors.Is(err, origin.ErrNotFound):
@@ -148,11 +156,11 @@ func (s *archiveSource) refresh(ctx context.Context, old *archiveState) (*archiv
 	if err != nil {
 		return nil, err
 	}
-	st := &archiveState{etag: obj.ETag, size: obj.TotalSize, lastModified: obj.LastModified, checked: s.core.now()}
+	st := &archiveState{etag: obj.ETag, size: obj.TotalSize, lastModified: obj.LastModified, checked: s.deps.now(), dirs: newLeafDirs()}
 	if st.size < 0 {
 		st.size = int64(len(head))
 	}
-	st.prefix = s.ts.Bucket + "/" + s.ts.Archive + "#" + st.etag + "/"
+	st.prefix = s.keyPrefix + st.etag + "/"
 	if st.header, err = archive.Header(head, st.size); err != nil {
 		return nil, s.broken(err)
 	}
@@ -176,16 +184,16 @@ func (s *archiveSource) refresh(ctx context.Context, old *archiveState) (*archiv
 // renewed is st checked again at now (a 304): same version.
 func (st *archiveState) renewed(now time.Time) *archiveState {
 	return &archiveState{etag: st.etag, size: st.size, lastModified: st.lastModified, header: st.header,
-		format: st.format, root: st.root, prefix: st.prefix, checked: now, tileJSON: nil}
+		format: st.format, root: st.root, prefix: st.prefix, checked: now, dirs: st.dirs}
 }
 
-// install makes st current and drops what the cache holds of old, when
-// old is another version.
+// install makes st current and drops the tiles the cache holds of old,
+// when old is another version.
 func (s *archiveSource) install(st, old *archiveState) {
 	s.state.Store(st)
-	if old != nil && (st == nil || st.prefix != old.prefix) && s.core.cache != nil {
-		if n := s.core.cache.RemoveIf(func(k string) bool { return strings.HasPrefix(k, old.prefix) }); n > 0 {
-			s.core.log.Info("PMTiles archive replaced; dropped its cached tiles and directories", "tileset", s.ts.Name, "entries", n)
+	if old != nil && (st == nil || st.prefix != old.prefix) && s.deps.drop != nil {
+		if n := s.deps.drop(old.prefix); n > 0 {
+			s.deps.log.Info("PMTiles archive replaced; dropped its cached tiles", "tileset", s.ts.Name, "entries", n)
 		}
 	}
 }
@@ -199,7 +207,7 @@ func (s *archiveSource) changed(st *archiveState) {
 
 // broken logs a broken archive once per read and returns a 502.
 func (s *archiveSource) broken(err error) error {
-	s.core.log.Warn("PMTiles archive unreadable", "tileset", s.ts.Name, "archive", s.ts.Archive, "err", err)
+	s.deps.log.Warn("PMTiles archive unreadable", "tileset", s.ts.Name, "archive", s.ts.Archive, "err", err)
 	return &origin.Error{Kind: origin.ErrUnavailable, Op: "PMTiles", Err: err}
 }
 
@@ -207,15 +215,12 @@ func (s *archiveSource) broken(err error) error {
 func (s *archiveSource) read(ctx context.Context, st *archiveState, off, n uint64) ([]byte, error) {
 	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, IfMatch: st.etag,
 		Range: fmt.Sprintf("bytes=%d-%d", off, off+n-1)}
-	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	obj, err := s.deps.fetch.Get(ctx, req)
 	if errors.Is(err, origin.ErrChanged) {
 		s.changed(st)
 		return nil, fmt.Errorf("%w: %w", ErrSourceChanged, err)
 	}
 	if err != nil {
-		if serverSide(err) {
-			s.core.logOrigin(ctx, "origin request failed", s.ts.Name, err)
-		}
 		return nil, err
 	}
 	b, err := readAll(obj, int64(n))
@@ -311,42 +316,50 @@ func (s *archiveSource) entry(ctx context.Context, st *archiveState, id uint64) 
 	return archive.EntryV3{}, false, s.broken(fmt.Errorf("%w: directories nested deeper than %d", archive.ErrBroken, archive.MaxDepth))
 }
 
-// leaf reads a leaf directory through the cache (one fetch however many
-// misses want it) and decodes it.
+// leaf returns the leaf directory e points at, decoded: from the
+// version's leafDirs, or read once however many requests want it. A leaf
+// longer than archive.MaxDirectoryBytes is refused from the entry's
+// length, before any read; a broken leaf is remembered for retryAfter.
+//
+// No cache load waits here on another: a tile's load reads its leaves
+// through leafDirs' own flight (a different key space from the tile
+// cache's), and a leaf's read only fetches, so it cannot coalesce with,
+// or wait for, the load that asked for it.
 func (s *archiveSource) leaf(ctx context.Context, st *archiveState, e archive.EntryV3) ([]archive.EntryV3, error) {
 	off, n := st.header.LeafDirectoryOffset+e.Offset, uint64(e.Length)
-	var raw []byte
-	if c := s.core.cache; c != nil {
-		key := st.prefix + "d" + strconv.FormatUint(off, 10) + "-" + strconv.FormatUint(n, 10)
-		ent, _, err := c.Get(ctx, key, func(ctx context.Context, _ string, prev *cache.Entry) (*cache.Entry, error) {
-			if prev != nil {
-				return nil, cache.ErrNotModified // a version's bytes never change
-			}
-			b, err := s.read(ctx, st, off, n)
-			if err != nil {
-				return nil, err
-			}
-			return cache.NewEntry(b, cache.Meta{}), nil
-		})
-		if err != nil {
-			return nil, err
+	if d, ok := st.dirs.get(off, s.deps.now()); ok {
+		return d.entries, d.err
+	}
+	v, err, _ := st.dirs.flight.Do(strconv.FormatUint(off, 10), func() (any, error) {
+		if d, ok := st.dirs.get(off, s.deps.now()); ok {
+			return d.entries, d.err
 		}
-		raw, err = io.ReadAll(ent.NewRangeReader(0, ent.Len()))
-		ent.Release()
-		if err != nil {
-			return nil, err
-		}
-	} else {
+		var raw []byte
 		var err error
-		if raw, err = s.read(ctx, st, off, n); err != nil {
-			return nil, err
+		if n == 0 || n > archive.MaxDirectoryBytes {
+			err = fmt.Errorf("%w: leaf directory of %d bytes (at most %d)", archive.ErrBroken, n, archive.MaxDirectoryBytes)
+		} else {
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.deps.cache.LoadTimeout)
+			raw, err = s.read(ctx, st, off, n)
+			cancel()
 		}
-	}
-	entries, err := archive.Directory(raw, st.header)
-	if err != nil {
-		return nil, s.broken(err)
-	}
-	return entries, nil
+		var entries []archive.EntryV3
+		if err == nil {
+			entries, err = archive.Directory(raw, st.header)
+		}
+		if oe := (*origin.Error)(nil); errors.Is(err, archive.ErrBroken) && !errors.As(err, &oe) {
+			err = s.broken(err) // logged once; read's own are logged already
+		}
+		switch {
+		case err == nil:
+			st.dirs.put(off, leafDir{entries: entries})
+		case errors.Is(err, archive.ErrBroken):
+			st.dirs.put(off, leafDir{err: err, until: s.deps.now().Add(s.retryAfter())})
+		}
+		return entries, err
+	})
+	entries, _ := v.([]archive.EntryV3)
+	return entries, err
 }
 
 // Load reads one tile of the version its key names. A tile of a version
@@ -366,7 +379,7 @@ func (s *archiveSource) Load(ctx context.Context, key string, prev *cache.Entry)
 	if !ok {
 		return nil, cache.ErrNotFound
 	}
-	if int64(e.Length) > s.core.cache.MaxObjectBytes() {
+	if int64(e.Length) > s.deps.cache.MaxObjectBytes {
 		return cache.NewLargeEntry(), nil
 	}
 	body, err := s.read(ctx, st, st.header.TileDataOffset+e.Offset, uint64(e.Length))
@@ -398,9 +411,9 @@ func (s *archiveSource) Open(ctx context.Context, key string, r Request) (*origi
 		return nil, origin.ErrNotFound
 	}
 	off := st.header.TileDataOffset + e.Offset
-	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, IfMatch: st.etag, HeadOnly: false,
+	req := origin.Request{Tileset: s.ts.Name, Bucket: s.ts.Bucket, Key: s.ts.Archive, IfMatch: st.etag, Stream: true,
 		Range: fmt.Sprintf("bytes=%d-%d", off, off+uint64(e.Length)-1)}
-	obj, err := s.core.fetch(ctx, s.fetcher, req, false)
+	obj, err := s.deps.fetch.Get(ctx, req)
 	if errors.Is(err, origin.ErrChanged) {
 		s.changed(st)
 		return nil, fmt.Errorf("%w: %w", ErrSourceChanged, err)

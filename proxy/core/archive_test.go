@@ -180,7 +180,7 @@ func TestArchiveReplaced(t *testing.T) {
 	if _, got, _ := getTile(t, c, "6/5/5.png"); got != "v2 6/5/5" {
 		t.Fatalf("within the TTL: %q, want the cached v2", got)
 	}
-	clk.Add(c.cfg.Cache.TTL.Duration() + time.Second)
+	clk.Add(config.Default().Cache.TTL.Duration() + time.Second)
 	if _, got, _ := getTile(t, c, "6/5/5.png"); got != "v3 6/5/5" {
 		t.Fatalf("after the TTL: %q, want v3", got)
 	}
@@ -211,7 +211,7 @@ func TestArchiveHostile(t *testing.T) {
 			if n, lines := len(mem.Requests()), strings.Count(logs.String(), "PMTiles archive unreadable"); n != 1 || lines != 1 {
 				t.Fatalf("20 requests: %d reads of the archive and %d log lines, want 1 and 1\n%s", n, lines, logs.String())
 			}
-			clk.Add(c.cfg.Cache.NegativeTTL.Duration() + time.Second)
+			clk.Add(config.Default().Cache.NegativeTTL.Duration() + time.Second)
 			getTile(t, c, "0/0/0.png")
 			if n := len(mem.Requests()); n != 2 {
 				t.Fatalf("after the negative TTL: %d reads in all, want 2 (read again)", n)
@@ -260,8 +260,110 @@ func TestArchiveMissing(t *testing.T) {
 		t.Fatalf("10 requests for a missing archive made %d reads, want 1", n)
 	}
 	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(archivetest.Pyramid(1, "v1"), archivetest.Options{TileType: pmtiles.Png})})
-	clk.Add(c.cfg.Cache.NegativeTTL.Duration() + time.Second)
+	clk.Add(config.Default().Cache.NegativeTTL.Duration() + time.Second)
 	if _, got, err := getTile(t, c, "1/1/0.png"); err != nil || got != "v1 1/1/0" {
 		t.Fatalf("after it appeared: %q %v", got, err)
+	}
+}
+
+// hostileLeafArchive is an archive whose root holds one leaf pointer of
+// leafLen bytes at the start of a leaf section that holds garbage.
+func hostileLeafArchive(leafLen uint32) []byte {
+	root := pmtiles.SerializeEntries([]pmtiles.EntryV3{{TileID: 0, Offset: 0, Length: leafLen, RunLength: 0}}, pmtiles.NoCompression)
+	leaves := []byte(strings.Repeat("not a directory ", 64))
+	h := pmtiles.HeaderV3{SpecVersion: 3, RootOffset: pmtiles.HeaderV3LenBytes, RootLength: uint64(len(root)),
+		Clustered: true, InternalCompression: pmtiles.NoCompression, TileCompression: pmtiles.NoCompression, TileType: pmtiles.Png,
+		MaxZoom: 4, MinLonE7: -180e7, MinLatE7: -85e7, MaxLonE7: 180e7, MaxLatE7: 85e7}
+	h.MetadataOffset = h.RootOffset + h.RootLength
+	h.LeafDirectoryOffset = h.MetadataOffset
+	h.LeafDirectoryLength = uint64(len(leaves))
+	h.TileDataOffset = h.LeafDirectoryOffset + h.LeafDirectoryLength
+	out := append(pmtiles.SerializeHeader(h), root...)
+	return append(out, leaves...)
+}
+
+// TestArchiveHostileLeaf: a root entry pointing at a leaf over
+// archive.MaxDirectoryBytes is refused from its length, before any read
+// of it; a leaf that does not decode is read once; either is remembered
+// for the negative TTL (one log line, no more reads), then tried again.
+func TestArchiveHostileLeaf(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		len   uint32
+		reads int // of the leaf, per negative TTL
+	}{
+		{"leaf of 64 MiB", 64 << 20, 0},
+		{"leaf that does not decode", 1000, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, mem, clk, logs := archiveCoreLogs(t, hostileLeafArchive(tc.len), false)
+			leafReads := func() int {
+				n := 0
+				for _, r := range mem.Requests() {
+					if !strings.HasPrefix(r.Range, "bytes=0-") { // not the head
+						n++
+					}
+				}
+				return n
+			}
+			for i := range 20 {
+				if _, _, err := getTile(t, c, fmt.Sprintf("2/%d/1.png", i%4)); !errors.Is(err, origin.ErrUnavailable) {
+					t.Fatalf("request %d: %v, want a 502 (origin.ErrUnavailable)", i, err)
+				}
+			}
+			if n, lines := leafReads(), strings.Count(logs.String(), "PMTiles archive unreadable"); n != tc.reads || lines != 1 {
+				t.Fatalf("20 requests: %d reads of the leaf and %d log lines, want %d and 1\n%s", n, lines, tc.reads, logs.String())
+			}
+			clk.Add(config.Default().Cache.NegativeTTL.Duration() + time.Second)
+			getTile(t, c, "2/0/1.png")
+			if n := leafReads(); n != 2*tc.reads {
+				t.Fatalf("after the negative TTL: %d reads of the leaf in all, want %d", n, 2*tc.reads)
+			}
+			if lines := strings.Count(logs.String(), "PMTiles archive unreadable"); lines != 2 {
+				t.Fatalf("after the negative TTL: %d log lines, want 2", lines)
+			}
+		})
+	}
+}
+
+// TestArchiveLeavesBeyondMaxObjectBytes: directories are the archive's
+// index, not tiles: with max_object_bytes below a leaf's size every tile
+// under the leaf is served, the leaf read once.
+func TestArchiveLeavesBeyondMaxObjectBytes(t *testing.T) {
+	arc := archivetest.Build(archivetest.Pyramid(6, "v1"), archivetest.Options{TileType: pmtiles.Png, Leaves: true})
+	cfg := config.Default()
+	cfg.Auth.HMACSecret = "0123456789abcdef0123456789abcdef"
+	cfg.Tilesets = []config.Tileset{{Name: "m", Bucket: "maps", Archive: "world.pmtiles"}}
+	cfg.Cache.MaxObjectBytes = 16 // below every leaf of this archive
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mem := origintest.NewMemory()
+	mem.Put("maps", "world.pmtiles", origintest.Object{Body: arc})
+	cc, err := cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(&cfg, Deps{Fetcher: mem, Cache: cc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for y := range 64 {
+		path := fmt.Sprintf("6/5/%d.png", y)
+		if _, got, err := getTile(t, c, path); err != nil || got != "v1 "+strings.TrimSuffix(path, ".png") {
+			t.Fatalf("%s: %q %v", path, got, err)
+		}
+	}
+	leafReads := map[string]int{}
+	for _, r := range mem.Requests() {
+		leafReads[r.Range]++
+	}
+	for rng, n := range leafReads {
+		if n > 1 && !strings.HasPrefix(rng, "bytes=0-") {
+			// Tiles are streamed (over max_object_bytes), each its own
+			// range; a range asked twice is a directory read again.
+			t.Errorf("%s read %d times", rng, n)
+		}
 	}
 }

@@ -17,22 +17,35 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 )
 
 // Deps are the core's collaborators.
 type Deps struct {
-	// Fetcher reads objects from the origin; required.
+	// Fetcher reads objects from the origin; required. The core wraps it
+	// in an origin.Guard over Slots.
 	Fetcher origin.Fetcher
 	// Cache keeps hot tiles; nil streams every request from the origin.
 	Cache *cache.Cache
+	// CacheConfig is the cache settings in force when Cache is nil
+	// (max_object_bytes still decides what counts as a stream); with a
+	// Cache they are Cache.Config() and this is ignored. Zero: read from
+	// cfg.Cache. The cache section is never read anywhere else, so a
+	// reload cannot apply a cache setting to the core but not the cache.
+	CacheConfig cache.Config
+	// Slots bound the origin requests in flight; nil: a bound of
+	// s3.max_in_flight of the core's own. A process passes the same
+	// Slots to every configuration, so a reload keeps what is held.
+	Slots *origin.Slots
+	// Limits are the per-principal limits; nil: limits of the core's own
+	// from cfg.Limits. Shared across reloads for the same reason.
+	Limits *Limits
 	// Metrics records cache and origin outcomes; nil records nothing.
 	Metrics *metrics.Metrics
 	// Logger receives origin errors; slog.Default() when nil.
@@ -41,17 +54,18 @@ type Deps struct {
 	Now func() time.Time
 }
 
-// Core answers tile requests for one configuration. It is safe for
-// concurrent use.
+// Core answers tile requests for one configuration. It maps a tileset to
+// its source and the source's answer to a Result; what the origin shares
+// (slots, metrics, failure logs) is the origin.Guard's, and each source
+// gets only a sourceDeps, never the core. It is safe for concurrent use.
 type Core struct {
-	cfg      *config.Config
-	tilesets map[string]*tileset
-	cache    *cache.Cache
-	inFlight chan struct{} // one slot per running origin request (s3.max_in_flight)
-	limits   *principals   // per-principal stream and rate limits
-	metrics  *metrics.Metrics
-	log      *slog.Logger
-	now      func() time.Time
+	publicURL string
+	tilesets  map[string]*tileset
+	cache     *cache.Cache
+	// maxObject is cache.max_object_bytes in force: larger objects stream.
+	maxObject int64
+	limits    *Limits // per-principal stream and rate limits
+	metrics   *metrics.Metrics
 }
 
 // tileset is a configured tileset as the core serves it.
@@ -61,6 +75,21 @@ type tileset struct {
 	load         cache.LoadFunc // built once, so a hit allocates no closure
 	cacheControl string
 	tileJSON     []byte
+}
+
+// sourceDeps is everything a Source may use. A source holds no *Core:
+// it cannot reach back into the core that calls it.
+type sourceDeps struct {
+	// fetch is the guarded origin (slots, metrics, failure logs).
+	fetch origin.Fetcher
+	// cache is the cache settings in force (max_object_bytes, ttl,
+	// negative_ttl, the load timeout).
+	cache cache.Config
+	// drop removes the cached entries whose keys start with a prefix;
+	// it returns how many. Nil without a cache.
+	drop func(prefix string) int
+	now  func() time.Time
+	log  *slog.Logger
 }
 
 // New builds the core for a validated cfg.
@@ -74,18 +103,40 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	c := &Core{
-		cfg:      cfg,
-		tilesets: make(map[string]*tileset, len(cfg.Tilesets)),
-		cache:    deps.Cache,
-		inFlight: make(chan struct{}, max(cfg.S3.MaxInFlight, 1)),
-		metrics:  deps.Metrics,
-		log:      deps.Logger,
-		now:      deps.Now,
+	settings := deps.CacheConfig
+	switch {
+	case deps.Cache != nil:
+		settings = deps.Cache.Config()
+	case settings == cache.Config{}:
+		settings = cache.FromConfig(cfg.Cache, 2*cfg.S3.Timeout.Duration()+cfg.S3.ConnectTimeout.Duration())
 	}
-	var err error
-	if c.limits, err = newPrincipals(cfg.Limits, deps.Now); err != nil {
-		return nil, fmt.Errorf("core: limits: %w", err)
+	if deps.Slots == nil {
+		deps.Slots = origin.NewSlots(cfg.S3.MaxInFlight)
+	}
+	if deps.Limits == nil {
+		var err error
+		if deps.Limits, err = NewLimits(cfg.Limits, deps.Now); err != nil {
+			return nil, fmt.Errorf("core: limits: %w", err)
+		}
+	}
+	c := &Core{
+		publicURL: cfg.PublicURL,
+		tilesets:  make(map[string]*tileset, len(cfg.Tilesets)),
+		cache:     deps.Cache,
+		maxObject: settings.MaxObjectBytes,
+		limits:    deps.Limits,
+		metrics:   deps.Metrics,
+	}
+	sd := sourceDeps{
+		fetch: origin.NewGuard(deps.Fetcher, origin.GuardDeps{Slots: deps.Slots, Observer: deps.Metrics, Logger: deps.Logger, Now: deps.Now}),
+		cache: settings,
+		now:   deps.Now,
+		log:   deps.Logger,
+	}
+	if deps.Cache != nil {
+		sd.drop = func(prefix string) int {
+			return deps.Cache.RemoveIf(func(k string) bool { return strings.HasPrefix(k, prefix) })
+		}
 	}
 	for i := range cfg.Tilesets {
 		t := &cfg.Tilesets[i]
@@ -94,9 +145,10 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 			ts.cacheControl = config.DefaultCacheControl
 		}
 		if t.Archive != "" {
-			ts.src = newArchiveSource(c, t, deps.Fetcher)
+			ts.src = newArchiveSource(t, sd)
 		} else {
-			ts.src = &prefixSource{core: c, ts: t, fetcher: deps.Fetcher}
+			ts.src = newPrefixSource(t, sd)
+			var err error
 			if ts.tileJSON, err = renderTileJSON(cfg.PublicURL, t); err != nil {
 				return nil, fmt.Errorf("core: tileset %s: TileJSON: %w", t.Name, err)
 			}
@@ -105,6 +157,28 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 		c.tilesets[t.Name] = ts
 	}
 	return c, nil
+}
+
+// KeyPrefix is where the cache key of everything tileset t reads starts:
+// "bucket/prefix" for a prefix tileset (the key goes on with the object's
+// path), "bucket/archive#" for an archive (it goes on with the archive's
+// ETag and the tile). It is the one place the key format is written: the
+// sources build their keys on it, and a reload drops a removed tileset's
+// entries by it (KeyPrefixes).
+func KeyPrefix(t *config.Tileset) string {
+	if t.Archive != "" {
+		return t.Bucket + "/" + t.Archive + "#"
+	}
+	return t.Bucket + "/" + t.Prefix
+}
+
+// KeyPrefixes are the KeyPrefix of every tileset the core serves.
+func (c *Core) KeyPrefixes() []string {
+	out := make([]string, 0, len(c.tilesets))
+	for _, ts := range c.tilesets {
+		out = append(out, KeyPrefix(ts.cfg))
+	}
+	return out
 }
 
 // Has reports whether name is a configured tileset.
@@ -263,7 +337,7 @@ func (c *Core) TileJSON(ctx context.Context, name string) ([]byte, string, error
 		return nil, "", ErrUnknownTileset
 	}
 	if src, ok := ts.src.(tileJSONSource); ok {
-		doc, err := src.TileJSON(ctx, c.cfg.PublicURL)
+		doc, err := src.TileJSON(ctx, c.publicURL)
 		return doc, ts.cacheControl, err
 	}
 	return ts.tileJSON, ts.cacheControl, nil
@@ -344,13 +418,10 @@ func (c *Core) stream(ctx context.Context, ts *tileset, key string, req Request,
 	case errors.Is(err, origin.ErrNotFound):
 		return c.missing(ts, xcache)
 	default:
-		if serverSide(err) {
-			c.logOrigin(ctx, "origin request failed", ts.cfg.Name, err)
-		}
 		return Result{Cache: xcache}, err
 	}
 	res := Result{Status: StatusOK, Cache: xcache, stream: obj.Body}
-	if obj.Body != nil && !req.Head && (obj.Size < 0 || obj.Size > int64(c.cfg.Cache.MaxObjectBytes)) {
+	if obj.Body != nil && !req.Head && (obj.Size < 0 || obj.Size > c.maxObject) {
 		// A download a slow reader can hold open for minutes counts
 		// against limits.streams_per_principal. Tile-sized bodies (what
 		// the cache would keep, and every tile with the cache off) do
@@ -384,92 +455,4 @@ func (c *Core) stream(ctx context.Context, ts *tileset, key string, req Request,
 		res.stream = nil
 	}
 	return res, nil
-}
-
-// serverSide reports an error that is the origin's or ours, worth a log
-// line: not the client's (gone, or a range outside the object).
-func serverSide(err error) bool {
-	return !errors.Is(err, context.Canceled) && !errors.Is(err, origin.ErrRangeNotSatisfiable) && !errors.Is(err, ErrLimited)
-}
-
-// fetch asks the origin for req within s3.max_in_flight, and when no
-// slot is free answers ErrSaturated at once rather than a queue that grows.
-// The slot covers fetching from S3: until the response headers, and with
-// forCache until the body is closed too (the cache loader reads it at the
-// origin's pace, detached from any client). A stream's body goes out at
-// the client's pace, so its slot is freed at the headers: slow readers
-// are bounded per principal (limits.streams_per_principal) and by the
-// write timeout, and cannot hold the origin slots everyone shares.
-func (c *Core) fetch(ctx context.Context, f origin.Fetcher, req origin.Request, forCache bool) (*origin.Object, error) {
-	select {
-	case c.inFlight <- struct{}{}:
-		c.metrics.OriginInFlight(1)
-	default:
-		c.metrics.Origin(req.Tileset, originResult(ErrSaturated), 0)
-		return nil, ErrSaturated
-	}
-	start := c.now()
-	obj, err := f.Get(ctx, req)
-	c.metrics.Origin(req.Tileset, originResult(err), c.now().Sub(start))
-	if err != nil || obj.Body == nil || !forCache {
-		c.freeSlot()
-		return obj, err
-	}
-	obj.Body = &releaseOnClose{ReadCloser: obj.Body, release: c.freeSlot}
-	return obj, nil
-}
-
-// freeSlot gives back an s3.max_in_flight slot.
-func (c *Core) freeSlot() {
-	<-c.inFlight
-	c.metrics.OriginInFlight(-1)
-}
-
-// releaseOnClose frees an in-flight slot once, when the body is closed.
-type releaseOnClose struct {
-	io.ReadCloser
-	once    sync.Once
-	release func()
-}
-
-func (r *releaseOnClose) Close() error {
-	err := r.ReadCloser.Close()
-	r.once.Do(r.release)
-	return err
-}
-
-// logOrigin logs an origin failure with what an operator needs to chase
-// it: the AWS error code and request ID, never credentials.
-func (c *Core) logOrigin(ctx context.Context, msg, tileset string, err error) {
-	attrs := []any{"tileset", tileset, "err", accesslog.RedactTokens(err.Error())}
-	var oe *origin.Error
-	if errors.As(err, &oe) {
-		attrs = append(attrs, "op", oe.Op, "code", oe.Code, "request_id", oe.RequestID)
-	}
-	c.log.WarnContext(ctx, msg, attrs...)
-}
-
-// originResult is the origin_requests_total result label for err.
-func originResult(err error) string {
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.Is(err, ErrSaturated):
-		return "saturated"
-	case errors.Is(err, origin.ErrNotModified):
-		return "not_modified"
-	case errors.Is(err, origin.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, origin.ErrRangeNotSatisfiable):
-		return "range"
-	case errors.Is(err, origin.ErrChanged):
-		return "changed"
-	case errors.Is(err, origin.ErrDenied):
-		return "denied"
-	case errors.Is(err, origin.ErrTimeout):
-		return "timeout"
-	case errors.Is(err, origin.ErrUnavailable):
-		return "unavailable"
-	}
-	return "canceled"
 }

@@ -15,8 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/protomaps/go-pmtiles/pmtiles"
+
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
@@ -47,6 +51,13 @@ func TestNoHTTPTypes(t *testing.T) {
 
 func newCore(t *testing.T, withCache bool) (*Core, *origintest.Memory) {
 	t.Helper()
+	mem := origintest.NewMemory()
+	return newCoreDeps(t, withCache, Deps{Fetcher: mem}), mem
+}
+
+// newCoreDeps is newCore over deps (a cache added when withCache).
+func newCoreDeps(t *testing.T, withCache bool, deps Deps) *Core {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Auth.HMACSecret = "0123456789abcdef0123456789abcdef"
 	cfg.Tilesets = []config.Tileset{
@@ -57,19 +68,18 @@ func newCore(t *testing.T, withCache bool) (*Core, *origintest.Memory) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	mem := origintest.NewMemory()
-	var c *cache.Cache
 	if withCache {
 		var err error
-		if c, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{PoisonFreed: true}); err != nil {
+		if deps.Cache, err = cache.New(cache.FromConfig(cfg.Cache, time.Second), cache.Deps{PoisonFreed: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	core, err := New(&cfg, Deps{Fetcher: mem, Cache: c, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	core, err := New(&cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return core, mem
+	return core
 }
 
 // body reads a result's body and releases it.
@@ -145,20 +155,98 @@ func TestGet(t *testing.T) {
 // TestGetOriginErrors: origin failures come back as origin's sentinels,
 // and ErrSaturated when every s3.max_in_flight slot is taken.
 func TestGetOriginErrors(t *testing.T) {
-	c, _ := newCore(t, true)
 	fail := origin.FetcherFunc(func(context.Context, origin.Request) (*origin.Object, error) {
 		return nil, &origin.Error{Kind: origin.ErrDenied, Op: "GetObject", Code: "AccessDenied"}
 	})
-	for _, ts := range c.tilesets {
-		ts.src.(*prefixSource).fetcher = fail
-	}
+	c := newCoreDeps(t, true, Deps{Fetcher: fail})
 	if _, err := c.Get(t.Context(), Request{Tileset: "a", Path: "0/0/0.png"}); !errors.Is(err, origin.ErrDenied) {
 		t.Fatalf("denied origin: %v", err)
 	}
-	for range cap(c.inFlight) {
-		c.inFlight <- struct{}{}
-	}
-	if _, err := c.Get(t.Context(), Request{Tileset: "a", Path: "1/0/0.png"}); !errors.Is(err, ErrSaturated) {
+	// One slot, held by a fetch that waits: the next request is refused
+	// at once.
+	held, done := make(chan struct{}), make(chan struct{})
+	wait := origin.FetcherFunc(func(context.Context, origin.Request) (*origin.Object, error) {
+		close(held)
+		<-done
+		return nil, origin.ErrNotFound
+	})
+	c = newCoreDeps(t, false, Deps{Fetcher: wait, Slots: origin.NewSlots(1)})
+	go c.Get(context.Background(), Request{Tileset: "a", Path: "0/0/0.png"})
+	<-held
+	if _, err := c.Get(t.Context(), Request{Tileset: "a", Path: "1/0/0.png"}); !errors.Is(err, origin.ErrSaturated) {
 		t.Fatalf("saturated: %v", err)
+	}
+	close(done)
+}
+
+// TestCacheSettingsHaveOneOwner: the core takes the cache settings from
+// the cache, never from the configuration it was built with, so a reload
+// whose file changes them (and is told they need a restart) cannot apply
+// them to the core alone: max_object_bytes decides what counts against
+// limits.streams_per_principal, and ttl and negative_ttl when an archive's
+// head is read again.
+func TestCacheSettingsHaveOneOwner(t *testing.T) {
+	running := config.Default()
+	running.Cache.MaxObjectBytes = 4 << 10
+	running.Cache.TTL = config.Duration(time.Minute)
+	cfg := config.Default() // the reloaded file: larger objects, a longer TTL
+	cfg.Auth.HMACSecret = "0123456789abcdef0123456789abcdef"
+	cfg.Cache.MaxObjectBytes = 32 << 20
+	cfg.Cache.TTL = config.Duration(time.Hour)
+	cfg.Limits.StreamsPerPrincipal = 1
+	cfg.Tilesets = []config.Tileset{{Name: "a", Bucket: "tiles", Prefix: "a/"}, {Name: "m", Bucket: "maps", Archive: "world.pmtiles"}}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mem := origintest.NewMemory()
+	mem.Put("tiles", "a/big.png", origintest.Object{Body: bytes.Repeat([]byte("x"), 16<<10), ContentType: "image/png"})
+	mem.Put("maps", "world.pmtiles", origintest.Object{Body: archivetest.Build(archivetest.Pyramid(2, "v1"), archivetest.Options{TileType: pmtiles.Png})})
+	clk := testenv.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	for _, withCache := range []bool{true, false} {
+		deps := Deps{Fetcher: mem, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)}
+		if withCache {
+			c, err := cache.New(cache.FromConfig(running.Cache, time.Second), cache.Deps{Now: clk.Now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			deps.Cache = c
+		} else {
+			deps.CacheConfig = cache.FromConfig(running.Cache, time.Second)
+		}
+		c, err := New(&cfg, deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, err := c.Get(t.Context(), Request{Tileset: "a", Path: "big.png", Principal: "p"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(t.Context(), Request{Tileset: "a", Path: "big.png", Principal: "p"}); !errors.Is(err, ErrLimited) {
+			t.Errorf("cache %v: a second 16 KiB stream with max_object_bytes 4 KiB in force: %v, want ErrLimited", withCache, err)
+		}
+		first.Release()
+
+		before := len(mem.Requests())
+		res, err := c.Get(t.Context(), Request{Tileset: "m", Path: "1/0/0.png"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Release()
+		clk.Add(2 * time.Minute) // past the running TTL, within the file's
+		res, err = c.Get(t.Context(), Request{Tileset: "m", Path: "1/0/0.png"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Release()
+		heads := 0
+		for _, r := range mem.Requests()[before:] {
+			if r.Key == "world.pmtiles" && strings.HasPrefix(r.Range, "bytes=0-") {
+				heads++
+			}
+		}
+		if heads != 2 {
+			t.Errorf("cache %v: the archive head was read %d times in 2 minutes, want 2 (ttl 1m in force)", withCache, heads)
+		}
 	}
 }

@@ -15,8 +15,6 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrBadPath: the object path cannot name an object (empty, or too long).
 	ErrBadPath = errors.New("bad path")
-	// ErrSaturated: s3.max_in_flight origin requests are already running.
-	ErrSaturated = errors.New("origin busy")
 	// ErrPreconditionFailed: If-Match or If-Unmodified-Since failed (412).
 	ErrPreconditionFailed = errors.New("precondition failed")
 )

@@ -41,15 +41,19 @@ type tileJSONSource interface {
 const MaxKeyBytes = 1024
 
 // prefixSource serves the objects under a tileset's prefix: the object
-// path "3/4/2.png" is the key prefix+"3/4/2.png", cached as
-// "bucket/key".
+// path "3/4/2.png" is the S3 key prefix+"3/4/2.png", cached under
+// KeyPrefix(ts)+"3/4/2.png".
 type prefixSource struct {
-	core    *Core
-	ts      *config.Tileset
-	fetcher origin.Fetcher
+	ts        *config.Tileset
+	keyPrefix string // KeyPrefix(ts)
+	deps      sourceDeps
 }
 
 var _ Source = (*prefixSource)(nil)
+
+func newPrefixSource(ts *config.Tileset, deps sourceDeps) *prefixSource {
+	return &prefixSource{ts: ts, keyPrefix: KeyPrefix(ts), deps: deps}
+}
 
 func (s *prefixSource) Key(_ context.Context, path string) (string, error) {
 	if path == "" || strings.HasSuffix(path, "/") {
@@ -58,12 +62,13 @@ func (s *prefixSource) Key(_ context.Context, path string) (string, error) {
 	if len(s.ts.Prefix)+len(path) > MaxKeyBytes {
 		return "", fmt.Errorf("%w: key longer than %d bytes", ErrBadPath, MaxKeyBytes)
 	}
-	// One allocation: the cache key is "bucket/key".
-	return s.ts.Bucket + "/" + s.ts.Prefix + path, nil
+	return s.keyPrefix + path, nil
 }
 
 // objectKey is the S3 key of a cache key.
-func (s *prefixSource) objectKey(cacheKey string) string { return cacheKey[len(s.ts.Bucket)+1:] }
+func (s *prefixSource) objectKey(cacheKey string) string {
+	return s.ts.Prefix + cacheKey[len(s.keyPrefix):]
+}
 
 func (s *prefixSource) Load(ctx context.Context, cacheKey string, prev *cache.Entry) (*cache.Entry, error) {
 	key := s.objectKey(cacheKey)
@@ -71,18 +76,17 @@ func (s *prefixSource) Load(ctx context.Context, cacheKey string, prev *cache.En
 	if prev != nil {
 		req.IfNoneMatch = prev.Meta().ETag
 	}
-	obj, err := s.core.fetch(ctx, s.fetcher, req, true)
+	obj, err := s.deps.fetch.Get(ctx, req)
 	switch {
 	case errors.Is(err, origin.ErrNotModified):
 		return nil, fmt.Errorf("%w: %w", cache.ErrNotModified, err)
 	case errors.Is(err, origin.ErrNotFound):
 		return nil, fmt.Errorf("%w: %w", cache.ErrNotFound, err)
 	case err != nil:
-		s.core.logOrigin(ctx, "origin request failed", s.ts.Name, err)
 		return nil, err
 	}
 	defer obj.Body.Close()
-	limit := s.core.cache.MaxObjectBytes()
+	limit := s.deps.cache.MaxObjectBytes
 	if obj.Size > limit {
 		return cache.NewLargeEntry(), nil
 	}
@@ -97,7 +101,6 @@ func (s *prefixSource) Load(ctx context.Context, cacheKey string, prev *cache.En
 		}
 	}
 	if err != nil {
-		s.core.logOrigin(ctx, "origin body read failed", s.ts.Name, err)
 		return nil, &origin.Error{Kind: origin.ErrUnavailable, Op: "GetObject body", Err: err}
 	}
 	return cache.NewEntry(body, renderMeta(contentType(obj.ContentType, key), obj.ContentEncoding, obj.ETag, obj.LastModified, int64(len(body)))), nil
@@ -110,6 +113,7 @@ func (s *prefixSource) Open(ctx context.Context, cacheKey string, r Request) (*o
 		Key:         s.objectKey(cacheKey),
 		HeadOnly:    r.Head,
 		IfNoneMatch: r.Cond.IfNoneMatch,
+		Stream:      true,
 	}
 	if req.IfNoneMatch == "" {
 		if t, ok := parseHTTPTime(r.Cond.IfModifiedSince); ok {
@@ -119,7 +123,7 @@ func (s *prefixSource) Open(ctx context.Context, cacheKey string, r Request) (*o
 	if !req.HeadOnly {
 		req.Range = r.Cond.Range
 	}
-	return s.core.fetch(ctx, s.fetcher, req, false)
+	return s.deps.fetch.Get(ctx, req)
 }
 
 // renderMeta renders an object's header values once, when it is loaded,
