@@ -61,9 +61,10 @@ const maxText = 1<<16 - 1
 // Meta is what the cache keeps of an object besides its body. The values
 // are header text, rendered once by whoever built the entry (the tile
 // core), so that a hit formats nothing; the cache itself reads only ETag,
-// to revalidate with. In an Entry that Get returned, the strings are
-// views of the cache's own memory: valid until the entry's Release, so
-// keep none of them past it (copy with strings.Clone if you must).
+// to revalidate with. In an Entry that Get returned they are copies, made
+// per lookup in one allocation: they stay valid after Release, whoever
+// keeps them (a ResponseRecorder, a logging middleware, the SDK's
+// transport sending an If-None-Match).
 type Meta struct {
 	ContentType     string
 	ContentEncoding string
@@ -83,12 +84,11 @@ type Meta struct {
 // The caller must call Release once done with an entry Get returned; the
 // cache holds each entry it keeps, and drops that hold when the entry
 // leaves (eviction, replacement, removal). The last release frees the
-// entry's memory at once. Entries built with NewEntry need no Release,
-// but the call works for them.
+// entry's memory at once. Every copy of an Entry shares its one hold, so
+// a second Release, through any copy, does nothing. Entries built with
+// NewEntry need no Release, but the call works for them.
 type Entry struct {
-	c    *Cache  // set while held
-	rec  *record // the cached record, when held
-	idx  uint32
+	h    *hold // the caller's hold, when Get returned the entry
 	meta Meta
 	body []byte       // heap (NewEntry) or arena bytes; nil when in the file
 	file memfile.Span // the body when in the memory file
@@ -99,6 +99,16 @@ type Entry struct {
 	large bool
 	// negative marks a remembered miss.
 	negative bool
+}
+
+// hold is one caller's hold on a cached record. It lives on the heap,
+// apart from the Entry, so that copies of the Entry share it and release
+// it once.
+type hold struct {
+	c    *Cache
+	rec  *record
+	idx  uint32
+	done atomic.Bool
 }
 
 // NewEntry builds an Entry for an object body and its metadata. The
@@ -137,7 +147,7 @@ func (e *Entry) WriteTo(w io.Writer) (int64, error) {
 		n, err := w.Write(e.body)
 		return int64(n), err
 	}
-	return io.Copy(w, e.c.files.Section(e.file, 0, e.file.N))
+	return io.Copy(w, e.h.c.files.Section(e.file, 0, e.file.N))
 }
 
 // NewRangeReader reads n bytes of the body from off (a Range answer),
@@ -145,20 +155,21 @@ func (e *Entry) WriteTo(w io.Writer) (int64, error) {
 // sendfile. Read it only until Release.
 func (e *Entry) NewRangeReader(off, n int64) *io.SectionReader {
 	if e.inFile {
-		return e.c.files.Section(e.file, off, n)
+		return e.h.c.files.Section(e.file, off, n)
 	}
 	return io.NewSectionReader(bytes.NewReader(e.body), off, n)
 }
 
-// Release drops the caller's hold on the entry (see Entry). Call it
-// exactly once for every entry Get returned, after the last read; it
-// clears e, so a second call through the same variable does nothing.
+// Release drops the caller's hold on the entry (see Entry), after the
+// last read of its body. Only the first call, through any copy, does so.
 func (e *Entry) Release() {
-	if e != nil && e.c != nil {
-		e.c.release(e.idx, e.rec)
-		*e = Entry{}
+	if e != nil && e.h != nil && e.h.done.CompareAndSwap(false, true) {
+		e.h.c.release(e.h.idx, e.h.rec)
 	}
 }
+
+// rec is the record of a held entry.
+func (e *Entry) rec() *record { return e.h.rec }
 
 // LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
 // revalidated (nil on a miss): send prev.ETag() as If-None-Match and return
@@ -268,16 +279,15 @@ type Cache struct {
 	// caller has a bug. Tests assert it.
 	misuses atomic.Int64
 
-	mu sync.RWMutex // protects lru, bytes, fileBytes and gone; simplelru is not safe alone
+	mu sync.RWMutex // protects lru, bytes and gone; simplelru is not safe alone
 	// lru maps a hash of the key to the entry's record: integers only, so
 	// the LRU's map and list elements are all the collector visits per
 	// entry. The record keeps the key: a lookup whose record has another
 	// key (a 64-bit collision) is a miss, and storing it replaces that
 	// entry.
-	lru       *simplelru.LRU[uint64, uint32]
-	seed      maphash.Seed
-	bytes     int64
-	fileBytes int64 // what entries in lru hold of the memory file
+	lru   *simplelru.LRU[uint64, uint32]
+	seed  maphash.Seed
+	bytes int64
 	// gone collects entries that left lru under mu, whose holds are
 	// dropped once mu is released: freeing pages is a system call, and
 	// hits wait on mu.
@@ -320,9 +330,6 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	l, err := simplelru.NewLRU[uint64, uint32](1<<30, func(_ uint64, i uint32) {
 		r := c.recs.at(i)
 		c.bytes -= r.size
-		if r.is(fFile) {
-			c.fileBytes -= r.file.Memory()
-		}
 		c.gone = append(c.gone, i)
 	})
 	if err != nil {
@@ -374,20 +381,23 @@ func (c *Cache) release(i uint32, r *record) {
 	c.recs.put(i)
 }
 
-// entry is the Entry for record i, which the caller holds.
+// entry is the Entry for record i, which the caller holds. The header
+// text is copied out of the arena in one string: values that outlive the
+// hold can never show another entry's bytes.
 func (c *Cache) entry(i uint32, r *record) Entry {
-	e := Entry{c: c, rec: r, idx: i, large: r.is(fLarge), negative: r.is(fNegative)}
+	e := Entry{h: &hold{c: c, rec: r, idx: i}, large: r.is(fLarge), negative: r.is(fNegative)}
 	if r.blobLen == 0 {
 		return e
 	}
 	b := c.arena.Bytes(r.blob, int(r.blobLen))
 	p := int(r.keyLen)
-	var v [5]string
-	for j, n := range r.lens {
-		v[j] = view(b[p : p+int(n)])
-		p += int(n)
+	n := 0
+	for _, l := range r.lens {
+		n += int(l)
 	}
-	e.meta = Meta{ContentType: v[0], ContentEncoding: v[1], ETag: v[2], LastModified: v[3], ContentLength: v[4]}
+	text := string(b[p : p+n])
+	p += n
+	e.meta = cutMeta(text, r.lens)
 	if r.is(fHasMod) {
 		e.meta.Modified = time.Unix(0, r.mod).UTC()
 	}
@@ -435,15 +445,6 @@ func (c *Cache) OffHeapBytes() int64 {
 	return n
 }
 
-// FileBytes is what the memory file takes: pages no process mapping
-// shows, so not in RSS.
-func (c *Cache) FileBytes() int64 {
-	if c.files == nil {
-		return 0
-	}
-	return c.files.Allocated()
-}
-
 // MaxObjectBytes is the largest body the cache keeps.
 func (c *Cache) MaxObjectBytes() int64 { return c.cfg.MaxObjectBytes }
 
@@ -472,7 +473,7 @@ func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (Entry, Outc
 	for range maxAcquireTries {
 		now := c.now()
 		e, ok := c.lookup(key, now)
-		if ok && c.fresh(e.rec, now) {
+		if ok && c.fresh(e.rec(), now) {
 			if e.negative {
 				e.Release()
 				return Entry{}, Negative, ErrNotFound
@@ -537,7 +538,7 @@ type result struct {
 }
 
 func resultOf(e *Entry, out Outcome) result {
-	return result{idx: e.idx, gen: e.rec.gen(), large: e.large, negative: e.negative, outcome: out}
+	return result{idx: e.h.idx, gen: e.rec().gen(), large: e.large, negative: e.negative, outcome: out}
 }
 
 // load runs once per key at a time (inside the flight). It returns an
@@ -549,7 +550,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	prev, ok := c.lookup(key, now)
 	if ok {
 		defer prev.Release()
-		if c.fresh(prev.rec, now) {
+		if c.fresh(prev.rec(), now) {
 			if prev.negative {
 				return resultOf(&prev, Negative), nil
 			}
@@ -579,7 +580,7 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 		}
 		return result{negative: true, outcome: Miss}, err
 	}
-	if ok && !prev.negative && !prev.large && now.Sub(time.Unix(0, prev.rec.stored.Load())) < c.cfg.TTL+c.cfg.StaleIfError {
+	if ok && !prev.negative && !prev.large && now.Sub(time.Unix(0, prev.rec().stored.Load())) < c.cfg.TTL+c.cfg.StaleIfError {
 		return resultOf(&prev, Stale), nil
 	}
 	return result{}, err
@@ -710,7 +711,7 @@ func (c *Cache) RemoveIf(drop func(key string) bool) int {
 	for _, h := range c.lru.Keys() {
 		i, _ := c.lru.Peek(h)
 		r := c.recs.at(i)
-		if drop(view(c.arena.Bytes(r.blob, int(r.keyLen)))) {
+		if drop(string(c.arena.Bytes(r.blob, int(r.keyLen)))) {
 			c.lru.Remove(h) // its bytes leave through the callback
 			n++
 		}
@@ -820,18 +821,18 @@ func (c *Cache) store(key string, e *Entry, now time.Time, since uint64) result 
 // record is current again and goes to the front of the LRU, or back into
 // the cache if it left while the origin was asked.
 func (c *Cache) renew(key string, prev *Entry, now time.Time, since uint64) {
-	r := prev.rec
+	r := prev.rec()
 	r.stored.Store(now.UnixNano())
 	r.moved.Store(now.UnixNano())
 	h := c.hash(key)
 	c.mu.Lock()
-	if i, ok := c.lru.Get(h); ok && i == prev.idx {
+	if i, ok := c.lru.Get(h); ok && i == prev.h.idx {
 		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
 	r.hold() // the cache's new hold; the caller's keeps r alive till here
-	c.insert(key, h, prev.idx, r, since)
+	c.insert(key, h, prev.h.idx, r, since)
 }
 
 // insert adds record i (held for the cache) under h, replacing what was
@@ -849,9 +850,6 @@ func (c *Cache) insert(key string, h uint64, i uint32, r *record, since uint64) 
 	c.lru.Remove(h) // replace: its bytes leave through the callback
 	c.lru.Add(h, i)
 	c.bytes += r.size
-	if r.is(fFile) {
-		c.fileBytes += r.file.Memory()
-	}
 	if c.bytes > c.cfg.MaxBytes {
 		c.drainMoves()
 	}

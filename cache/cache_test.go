@@ -436,8 +436,8 @@ func TestHashCollision(t *testing.T) {
 	if err != nil || out != Miss || text(got) != "my tile" {
 		t.Fatalf("lookup in a slot holding another key's entry: %v %v %q; want a miss that loads my tile", out, err, text(got))
 	}
-	if c.Len() != 1 || c.Bytes() != got.rec.size {
-		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.rec.size)
+	if c.Len() != 1 || c.Bytes() != got.rec().size {
+		t.Fatalf("after storing over the other entry: %d entries, %d bytes; want 1, %d", c.Len(), c.Bytes(), got.rec().size)
 	}
 	if got, out, _ := c.Get(t.Context(), "mine", mine.load); out != Hit || text(got) != "my tile" {
 		t.Fatalf("second lookup: %v %q, want a hit on my tile", out, text(got))

@@ -3,7 +3,6 @@ package cache
 import (
 	"sync"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/tileproxy/tileproxy/internal/arena"
 	"github.com/tileproxy/tileproxy/internal/memfile"
@@ -119,11 +118,12 @@ func (s *slab) put(i uint32) {
 	s.mu.Unlock()
 }
 
-// view returns n bytes of arena memory as a string without copying: the
-// bytes stay put and unchanged while the entry is held (see Meta).
-func view(b []byte) string {
-	if len(b) == 0 {
-		return ""
+// cutMeta cuts text into the header values whose lengths are lens
+// (ContentType, ContentEncoding, ETag, LastModified, ContentLength).
+func cutMeta(text string, lens [5]uint16) Meta {
+	var v [5]string
+	for j, n := range lens {
+		v[j], text = text[:n], text[n:]
 	}
-	return unsafe.String(&b[0], len(b))
+	return Meta{ContentType: v[0], ContentEncoding: v[1], ETag: v[2], LastModified: v[3], ContentLength: v[4]}
 }

@@ -85,3 +85,32 @@ func TestHeadersUnderChurn(t *testing.T) {
 		t.Fatalf("%d of %d tiles cached: the test needs a cache that evicts", f.cache.Len(), tiles)
 	}
 }
+
+// TestHitHeadersOutliveTheEntry: a hit's header values are the answer's
+// own, not views of cache memory: read through a ResponseRecorder after
+// the entry was evicted and its memory poisoned (PoisonFreed), they are
+// still the tile's.
+func TestHitHeadersOutliveTheEntry(t *testing.T) {
+	withCache = true
+	defer func() { withCache = false }()
+	f := newFixture(t, nil)
+	tok := token(t, time.Hour, "a")
+	hdr := map[string]string{"Authorization": "Bearer " + tok}
+	if w := f.do("GET", "/tiles/a/0/0/0.png", hdr); w.Code != 200 {
+		t.Fatalf("miss: %d", w.Code)
+	}
+	w := f.do("GET", "/tiles/a/0/0/0.png", hdr)
+	if w.Code != 200 || w.Header().Get("X-Cache") != "HIT" {
+		t.Fatalf("hit: %d %s", w.Code, w.Header().Get("X-Cache"))
+	}
+	if n := f.cache.RemoveIf(func(string) bool { return true }); n != 1 {
+		t.Fatalf("evicted %d entries, want 1", n)
+	}
+	want := map[string]string{"Content-Type": "image/png", "Content-Length": "9", "ETag": origintest.ETag([]byte("PNG-a-000")),
+		"Last-Modified": "Fri, 02 Jan 2026 03:04:05 GMT"}
+	for k, v := range want {
+		if got := w.Header().Get(k); got != v {
+			t.Errorf("%s after the entry's memory was freed: %q, want %q", k, got, v)
+		}
+	}
+}

@@ -102,7 +102,7 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		w.fail(core.ErrNotFound, "")
 		return
 	}
-	if !p.tileRequest(w, r, name) {
+	if _, ok := p.tileRequest(w, r, name); !ok {
 		return
 	}
 	doc, cacheControl, err := p.core.TileJSON(r.Context(), name)

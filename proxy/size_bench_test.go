@@ -118,7 +118,7 @@ func newSizeState(b *testing.B, set synth.Set, kind string) *sizeState {
 			debug.SetMemoryLimit(math.MaxInt64)
 		}
 		st.offHeap = f.cache.OffHeapBytes()
-		st.file = f.cache.FileBytes
+		st.file = memfdBytes
 	}
 	runtime.GC()
 	st.heap = int64(readMetrics("/gc/heap/live:bytes")[0])
@@ -250,6 +250,25 @@ func (st *sizeState) memory() int64 {
 		m += st.file()
 	}
 	return m
+}
+
+// memfdBytes is the memory the cache's memory file takes, as the kernel
+// counts it (the file's blocks; /proc/PID/fd shows it as
+// /memfd:tileproxy-cache), or 0 without one.
+func memfdBytes() int64 {
+	fds, _ := os.ReadDir("/proc/self/fd")
+	var n int64
+	for _, fd := range fds {
+		p := "/proc/self/fd/" + fd.Name()
+		if l, err := os.Readlink(p); err != nil || !strings.HasPrefix(l, "/memfd:tileproxy-cache") {
+			continue
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			n += st.Blocks * 512
+		}
+	}
+	return n
 }
 
 func readMetrics(names ...string) []float64 {

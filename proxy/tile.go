@@ -32,7 +32,7 @@ func tileRoute(path string) (tileset, rest string, ok bool) {
 // the core decides (source -> cache or origin -> result), then the result
 // is written.
 func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
-	principal, ok := p.tileRequestKey(w, r, name)
+	principal, ok := p.tileRequest(w, r, name)
 	if !ok {
 		return
 	}
@@ -52,15 +52,9 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 
 // tileRequest runs what every tileset route does first: label the
 // request for metrics, allow only GET/HEAD, then token -> grant ->
-// tileset -> the principal's request rate. It answers the request itself
-// when that fails.
-func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) bool {
-	_, ok := p.tileRequestKey(w, r, name)
-	return ok
-}
-
-// tileRequestKey is tileRequest, returning the principal's key.
-func (p *Proxy) tileRequestKey(w *recorder, r *http.Request, name string) (string, bool) {
+// tileset -> the principal's request rate. It returns the principal's
+// key, and answers the request itself when that fails.
+func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (string, bool) {
 	w.tileset = p.label(name)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.fail(errMethod, tileMethods)
@@ -119,12 +113,6 @@ func (p *Proxy) writeResult(w *recorder, res *core.Result) {
 			w.err = err
 		}
 	}
-	// The header values of a cached answer are views of the cache's
-	// memory, valid until the result's Release (cache.Meta). net/http
-	// keeps the header until the handler returns when the body is under
-	// its 2 KiB buffer (or absent: HEAD, 304): send it now. It is the
-	// write net/http would make at the end anyway, not an extra one.
-	w.Flush()
 }
 
 // Header values shared by every tile answer, as slices so the hot path

@@ -233,10 +233,10 @@ type Header struct {
 }
 
 // Result is the core's answer. Whoever gets one must call Release once the
-// header and body are written (or abandoned): it holds a cached entry, an
-// origin stream, or a stream slot. The Header values of a cached answer
-// are views of the cache's memory (cache.Meta): write them before
-// Release, and keep none.
+// body is written (or abandoned): it holds a cached entry, an origin
+// stream, or a stream slot. The Header values are the answer's own
+// strings (a cached entry's are copied out per lookup): they stay valid
+// after Release.
 type Result struct {
 	Status int
 	Header Header
@@ -244,7 +244,7 @@ type Result struct {
 	// was not asked.
 	Cache string
 
-	entry   cache.Entry // body from the cache, when cached
+	entry   cache.Entry // body from the cache, when cached (held)
 	cached  bool
 	off, n  int64         // the part of entry's body to send
 	stream  io.ReadCloser // body from the origin, when set
@@ -387,8 +387,6 @@ func (c *Core) fromEntry(ts *tileset, e cache.Entry, xcache string, req Request)
 		}
 	}
 	if req.Head {
-		// No body, but the header values are views of the entry: it
-		// stays held until the caller's Release.
 		res.n = 0
 	}
 	return res, nil
