@@ -4,7 +4,7 @@
 # filled through tileproxy (misses), then hits at random over all of them
 # with wrk, round by round beside a bare net/http handler holding the same
 # tiles in a map (benchtool synth-serve -as bare). Tiles are 4 KB on
-# average, computed from their index (internal/synth).
+# average, computed from their index (internal/testkit/synth).
 #
 # Origins: MinIO up to 100k tiles (the tiles are put there first, and a
 # plain SDK client reading them back with the same 16 workers is the

@@ -5,9 +5,9 @@
 // What it keeps is outside the Go heap's scanned objects, so that a
 // million cached tiles do not lengthen every garbage collection (see
 // record): per entry a pointer-free record in a slab, its key and header
-// text and a small body in an arena (internal/arena), and on Linux a body
+// text and a small body in an arena (cache/internal/arena), and on Linux a body
 // of 8 KiB or more in an anonymous memory file, so that hits can send it
-// with sendfile (internal/memfile).
+// with sendfile (cache/internal/memfile).
 //
 // The cache knows keys and bytes, never users or tokens: callers decide
 // authorization before they look anything up.
@@ -28,8 +28,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/arena"
-	"github.com/tileproxy/tileproxy/internal/memfile"
+	"github.com/tileproxy/tileproxy/cache/internal/arena"
+	"github.com/tileproxy/tileproxy/cache/internal/memfile"
 )
 
 // Sentinels a LoadFunc returns (wrapped is fine) to steer the cache.

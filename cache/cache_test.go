@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/tileproxy/tileproxy/internal/arena"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/cache/internal/arena"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 func newCache(t *testing.T, cfg Config, deps Deps) (*Cache, *testenv.Clock) {

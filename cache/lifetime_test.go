@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tileproxy/tileproxy/internal/arena"
-	"github.com/tileproxy/tileproxy/internal/memfile"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/cache/internal/arena"
+	"github.com/tileproxy/tileproxy/cache/internal/memfile"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // fileCache is a cache that must keep large bodies in its memory file:

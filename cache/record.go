@@ -4,8 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/tileproxy/tileproxy/internal/arena"
-	"github.com/tileproxy/tileproxy/internal/memfile"
+	"github.com/tileproxy/tileproxy/cache/internal/arena"
+	"github.com/tileproxy/tileproxy/cache/internal/memfile"
 )
 
 // record is what the cache keeps per entry, and it holds no pointers:

@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/synth"
+	"github.com/tileproxy/tileproxy/internal/testkit/synth"
 	"github.com/tileproxy/tileproxy/origin"
 )
 

@@ -9,8 +9,8 @@ import (
 	"github.com/protomaps/go-pmtiles/pmtiles"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // TestArchivesOnMinIO serves PMTiles archives the test builds (raster

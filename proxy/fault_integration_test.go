@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // eventually polls cond for up to 10 s.

@@ -27,7 +27,7 @@ import (
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
 )

@@ -19,7 +19,7 @@ import (
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/origin/origintest"

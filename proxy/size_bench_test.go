@@ -20,7 +20,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/memlimit"
-	"github.com/tileproxy/tileproxy/internal/synth"
+	"github.com/tileproxy/tileproxy/internal/testkit/synth"
 	"github.com/tileproxy/tileproxy/origin"
 )
 
@@ -169,7 +169,7 @@ func (st *sizeState) fillCache(b *testing.B, f *fixture, lim *memlimit.Limit) st
 }
 
 // synthFixture is the proxy with a cache of maxBytes, the access line off,
-// and one tileset "synth" of synthetic tiles (internal/synth) from o.
+// and one tileset "synth" of synthetic tiles (internal/testkit/synth) from o.
 func synthFixture(b *testing.B, maxBytes int64, o origin.Fetcher) *fixture {
 	withCache = true
 	defer func() { withCache = false }()

@@ -34,7 +34,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/protomaps/go-pmtiles/pmtiles"
 
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
 )
 

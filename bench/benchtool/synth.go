@@ -18,11 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/tileproxy/tileproxy/internal/synth"
+	"github.com/tileproxy/tileproxy/internal/testkit/synth"
 )
 
 // The synth* commands are bench/size.sh's: tiles computed from their
-// index (internal/synth), at sizes up to a million.
+// index (internal/testkit/synth), at sizes up to a million.
 
 func synthFlags(name string, args []string) (*flag.FlagSet, *synth.Set, func()) {
 	fs := flag.NewFlagSet(name, flag.ExitOnError)

@@ -23,7 +23,7 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/internal/logging"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 )
 

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // TestOIDCProvider runs tileproxy behind a real OpenID Provider
-// (internal/testidp: zitadel/oidc's op package in a process of its own),
+// (tools/testidp: zitadel/oidc's op package in a process of its own),
 // configured with nothing but the provider's issuer and grant rules, in
 // front of MinIO. Tokens come from the provider's token endpoint
 // (client credentials, JWT access tokens): discovery finds the keys, the

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/auth"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // minioGETs is how many GetObject requests MinIO says it has served,

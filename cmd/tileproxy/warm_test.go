@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/auth"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // TestWarmStart runs tileproxy serve on MinIO with cache.warm asking for

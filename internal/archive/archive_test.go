@@ -11,7 +11,7 @@ import (
 	"github.com/protomaps/go-pmtiles/pmtiles"
 
 	"github.com/tileproxy/tileproxy/internal/archive"
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
 )
 
 // lookup finds every tile of arc through Header, Directory and Find, as

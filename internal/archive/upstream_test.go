@@ -9,7 +9,7 @@ import (
 	"github.com/protomaps/go-pmtiles/pmtiles"
 
 	"github.com/tileproxy/tileproxy/internal/archive"
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
 )
 
 // TestMatchesGoPmtiles holds the copy of go-pmtiles' format code in

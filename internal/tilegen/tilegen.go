@@ -4,7 +4,7 @@
 // from it and `go generate` writes the same tiles to testdata/.
 package tilegen
 
-//go:generate go run ./gen -out ../../testdata
+//go:generate go run ../../tools/tilegen -out ../../testdata
 
 import (
 	"bytes"

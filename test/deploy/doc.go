@@ -1,4 +1,4 @@
-// Package deploytest checks the deployment files under deploy/ (the
+// Package deploy checks the deployment files under deploy/ (the
 // docker-compose set-up in deploy/compose and ../../docker-compose.yml)
 // against the real tools. It has no code of its own, only tests.
-package deploytest
+package deploy

@@ -25,7 +25,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
 )
@@ -473,7 +473,7 @@ func TestOtherOriginOnlyWithCORS(t *testing.T) {
 }
 
 // TestSignInAtProviderThenMap: a page signs in at a real OpenID provider
-// (internal/testidp) with the authorization code flow and PKCE, through
+// (tools/testidp) with the authorization code flow and PKCE, through
 // the provider's own login form, trades the access token for tileproxy's
 // session cookie, and shows the map. tileproxy knows only the provider's
 // issuer and a rule granting the tileset to the realm role the user holds.

@@ -10,8 +10,8 @@ import (
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
 )
 

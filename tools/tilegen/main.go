@@ -1,4 +1,4 @@
-// Command gen writes the sample tileset and test keys into testdata/.
+// Command tilegen writes the sample tileset and test keys into testdata/.
 // Run it with `go generate ./internal/tilegen`.
 package main
 

@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/tileproxy/tileproxy/auth"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 const (

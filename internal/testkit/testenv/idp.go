@@ -45,7 +45,7 @@ func StartIDP(t testing.TB, redirects ...string) *IDP {
 			return
 		}
 		idpBuild.path = filepath.Join(dir, "testidp")
-		out, err := exec.Command("go", "build", "-o", idpBuild.path, "github.com/tileproxy/tileproxy/internal/testidp").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", idpBuild.path, "github.com/tileproxy/tileproxy/tools/testidp").CombinedOutput()
 		if err != nil {
 			idpBuild.err = fmt.Errorf("go build internal/testidp: %v\n%s", err, out)
 		}

@@ -1,13 +1,13 @@
-// Command gen writes internal/worldtiles/countries.pmtiles, the demo's
+// Command worldtiles writes internal/worldtiles/countries.pmtiles, the demo's
 // vector tileset of real geography: the world's countries from
 // world-atlas (Natural Earth 1:110m, public domain), cut into Mapbox
 // Vector Tiles with github.com/paulmach/orb and written as a PMTiles
 // archive with go-pmtiles' serializers.
 //
-//	go generate ./internal/worldtiles/...
+//	go generate ./tools/worldtiles
 package main
 
-//go:generate go run . -in ../../../testdata/world/countries-110m.json -out ../countries.pmtiles
+//go:generate go run . -in ../../testdata/world/countries-110m.json -out ../../internal/worldtiles/countries.pmtiles
 
 import (
 	"encoding/json"
@@ -23,7 +23,7 @@ import (
 	"github.com/paulmach/orb/simplify"
 	"github.com/protomaps/go-pmtiles/pmtiles"
 
-	"github.com/tileproxy/tileproxy/internal/archive/archivetest"
+	"github.com/tileproxy/tileproxy/internal/testkit/archivetest"
 )
 
 // maxZoom is the deepest zoom cut: 1:110m data has nothing finer to show.

@@ -1,4 +1,4 @@
-package deploytest
+package deploy
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tileproxy/tileproxy/config"
-	"github.com/tileproxy/tileproxy/internal/testenv"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 const chart = "../../deploy/helm/tileproxy"
