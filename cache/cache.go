@@ -27,9 +27,9 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/cache/internal/arena"
 	"github.com/tileproxy/tileproxy/cache/internal/memfile"
+	"github.com/tileproxy/tileproxy/config"
 )
 
 // Sentinels a LoadFunc returns (wrapped is fine) to steer the cache.
