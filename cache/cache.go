@@ -5,26 +5,29 @@
 // What it keeps is outside the Go heap's scanned objects, so that a
 // million cached tiles do not lengthen every garbage collection (see
 // record): per entry a pointer-free record in a slab, its key and header
-// text and a small body in an arena (cache/internal/arena), and on Linux a body
-// of 8 KiB or more in an anonymous memory file, so that hits can send it
-// with sendfile (cache/internal/memfile).
+// text and a small body in an arena (cache/internal/arena), and on Linux a
+// body of 8 KiB or more in an anonymous memory file, so that hits can send
+// it with sendfile (cache/internal/memfile).
+//
+// As golang-lru keeps a locked Cache over simplelru, Cache (this file:
+// the lock, the flights, loads and their policy) is a shell over store
+// (store.go: the LRU and its accounting, unlocked), with recency (batched
+// LRU moves) and Entry (a held entry, and the header text copied out of
+// it) beside it.
 //
 // The cache knows keys and bytes, never users or tokens: callers decide
 // authorization before they look anything up.
 package cache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tileproxy/tileproxy/cache/internal/arena"
@@ -57,119 +60,6 @@ const entryOverhead = 256
 // maxText is the longest header value or key an entry keeps (lengths are
 // 16-bit); an object with a longer one is streamed, not cached.
 const maxText = 1<<16 - 1
-
-// Meta is what the cache keeps of an object besides its body. The values
-// are header text, rendered once by whoever built the entry (the tile
-// core), so that a hit formats nothing; the cache itself reads only ETag,
-// to revalidate with. In an Entry that Get returned they are copies, made
-// per lookup in one allocation: they stay valid after Release, whoever
-// keeps them (a ResponseRecorder, a logging middleware, the SDK's
-// transport sending an If-None-Match).
-type Meta struct {
-	ContentType     string
-	ContentEncoding string
-	ETag            string
-	// LastModified is the Last-Modified header value, "" when unknown.
-	LastModified string
-	// ContentLength is the body's length as header text.
-	ContentLength string
-	// Modified is LastModified as a time, for conditional requests.
-	Modified time.Time
-}
-
-// Entry is an object: built by a LoadFunc with NewEntry (its body on the
-// heap), or returned by Get, held for the caller, with its text and body
-// in the cache's own memory (see record).
-//
-// The caller must call Release once done with an entry Get returned; the
-// cache holds each entry it keeps, and drops that hold when the entry
-// leaves (eviction, replacement, removal). The last release frees the
-// entry's memory at once. Every copy of an Entry shares its one hold, so
-// a second Release, through any copy, does nothing. Entries built with
-// NewEntry need no Release, but the call works for them.
-type Entry struct {
-	h    *hold // the caller's hold, when Get returned the entry
-	meta Meta
-	body []byte       // heap (NewEntry) or arena bytes; nil when in the file
-	file memfile.Span // the body when in the memory file
-	// inFile: the body is file, not body.
-	inFile bool
-	// large marks an object over max_object_bytes: nothing is cached but
-	// the fact, so later requests stream it straight away.
-	large bool
-	// negative marks a remembered miss.
-	negative bool
-}
-
-// hold is one caller's hold on a cached record. It lives on the heap,
-// apart from the Entry, so that copies of the Entry share it and release
-// it once.
-type hold struct {
-	c    *Cache
-	rec  *record
-	idx  uint32
-	done atomic.Bool
-}
-
-// NewEntry builds an Entry for an object body and its metadata. The
-// entry owns body from now on: the caller must not change it.
-func NewEntry(body []byte, meta Meta) *Entry {
-	return &Entry{body: body, meta: meta}
-}
-
-// NewLargeEntry marks an object too large to cache, without its body.
-func NewLargeEntry() *Entry { return &Entry{large: true} }
-
-// Meta is the object's metadata (see Meta on how long its text lives).
-func (e *Entry) Meta() Meta { return e.meta }
-
-// Large reports an object over max_object_bytes, whose body is not kept.
-func (e *Entry) Large() bool { return e.large }
-
-// Len is the body's length.
-func (e *Entry) Len() int64 {
-	if e.inFile {
-		return e.file.N
-	}
-	return int64(len(e.body))
-}
-
-// InFile reports a body kept in the memory file, which WriteTo sends
-// with sendfile when w can.
-func (e *Entry) InFile() bool { return e.inFile }
-
-// WriteTo writes the body to w: from memory in one Write, from the
-// memory file through w's ReadFrom when it has one (sendfile). As with
-// groupcache's ByteView, the bytes are handed to w, which must not
-// change them (no io.Writer may).
-func (e *Entry) WriteTo(w io.Writer) (int64, error) {
-	if !e.inFile {
-		n, err := w.Write(e.body)
-		return int64(n), err
-	}
-	return io.Copy(w, e.h.c.files.Section(e.file, 0, e.file.N))
-}
-
-// NewRangeReader reads n bytes of the body from off (a Range answer),
-// wherever it is kept; a memory-file section still goes out with
-// sendfile. Read it only until Release.
-func (e *Entry) NewRangeReader(off, n int64) *io.SectionReader {
-	if e.inFile {
-		return e.h.c.files.Section(e.file, off, n)
-	}
-	return io.NewSectionReader(bytes.NewReader(e.body), off, n)
-}
-
-// Release drops the caller's hold on the entry (see Entry), after the
-// last read of its body. Only the first call, through any copy, does so.
-func (e *Entry) Release() {
-	if e != nil && e.h != nil && e.h.done.CompareAndSwap(false, true) {
-		e.h.c.release(e.h.idx, e.h.rec)
-	}
-}
-
-// rec is the record of a held entry.
-func (e *Entry) rec() *record { return e.h.rec }
 
 // LoadFunc fetches key (as given to Get) from the origin. prev is the expired entry being
 // revalidated (nil on a miss): send prev.ETag() as If-None-Match and return
@@ -279,35 +169,16 @@ type Cache struct {
 	// caller has a bug. Tests assert it.
 	misuses atomic.Int64
 
-	mu sync.RWMutex // protects lru, bytes and gone; simplelru is not safe alone
-	// lru maps a hash of the key to the entry's record: integers only, so
-	// the LRU's map and list elements are all the collector visits per
-	// entry. The record keeps the key: a lookup whose record has another
-	// key (a 64-bit collision) is a miss, and storing it replaces that
-	// entry.
-	lru   *simplelru.LRU[uint64, uint32]
-	seed  maphash.Seed
-	bytes int64
-	// gone collects entries that left lru under mu, whose holds are
-	// dropped once mu is released: freeing pages is a system call, and
-	// hits wait on mu.
-	gone []uint32
-	// moves are LRU moves hits asked for, not made yet (see lookup).
-	moves [moveStripes]moveBuf
+	seed maphash.Seed
+	// mu guards st, the unlocked store: a read lock for lookups, the
+	// write lock for every change.
+	mu sync.RWMutex
+	st *store
+	// recent holds the LRU moves hits asked for (see recency).
+	recent recency
 	// workers run the loads (see workers).
 	workers *workers
-
-	// removed counts RemoveIf calls (written under mu), and removals
-	// keeps the last few predicates: a load that started before one does
-	// not store what that one dropped (a reload's removed tileset, a
-	// replaced archive's version), however late its origin answers.
-	removed  atomic.Uint64
-	removals [maxRemovals]func(key string) bool
 }
-
-// maxRemovals is how many RemoveIf predicates stores are checked against;
-// a load older than that many removals is served but not stored.
-const maxRemovals = 16
 
 // New builds a cache.
 func New(cfg Config, deps Deps) (*Cache, error) {
@@ -325,25 +196,17 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if files, err := memfile.New("tileproxy-cache"); err == nil {
 		c.files = files
 	}
-	// Entries are bounded by bytes, not count: the count limit is set out
-	// of reach and eviction is driven by c.bytes in insert.
-	l, err := simplelru.NewLRU[uint64, uint32](1<<30, func(_ uint64, i uint32) {
-		r := c.recs.at(i)
-		c.bytes -= r.size
-		c.gone = append(c.gone, i)
-	})
-	if err != nil {
+	var err error
+	if c.st, err = newStore(&c.recs, c.arena, cfg.MaxBytes); err != nil {
 		return nil, err
 	}
-	c.lru = l
 	return c, nil
 }
 
 // unlock releases mu and then the cache's holds on the entries that left
 // while it was held.
 func (c *Cache) unlock() {
-	gone := c.gone
-	c.gone = nil
+	gone := c.st.takeGone()
 	c.mu.Unlock()
 	for _, i := range gone {
 		c.release(i, c.recs.at(i))
@@ -381,47 +244,14 @@ func (c *Cache) release(i uint32, r *record) {
 	c.recs.put(i)
 }
 
-// entry is the Entry for record i, which the caller holds. The header
-// text is copied out of the arena in one string: values that outlive the
-// hold can never show another entry's bytes.
-func (c *Cache) entry(i uint32, r *record) Entry {
-	e := Entry{h: &hold{c: c, rec: r, idx: i}, large: r.is(fLarge), negative: r.is(fNegative)}
-	if r.blobLen == 0 {
-		return e
-	}
-	b := c.arena.Bytes(r.blob, int(r.blobLen))
-	p := int(r.keyLen)
-	n := 0
-	for _, l := range r.lens {
-		n += int(l)
-	}
-	text := string(b[p : p+n])
-	p += n
-	e.meta = cutMeta(text, r.lens)
-	if r.is(fHasMod) {
-		e.meta.Modified = time.Unix(0, r.mod).UTC()
-	}
-	if r.is(fFile) {
-		e.file, e.inFile = r.file, true
-	} else if !e.large && !e.negative {
-		e.body = b[p:]
-	}
-	return e
-}
-
-// keyIs reports whether record r is key's.
-func (c *Cache) keyIs(r *record, key string) bool {
-	return int(r.keyLen) == len(key) && string(c.arena.Bytes(r.blob, int(r.keyLen))) == key
-}
-
 // Close gives back the memory the cache holds outside the heap. Nothing
 // may use the cache, or an entry from it, afterwards; a server exiting
 // need not call it.
 func (c *Cache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.lru.Purge()
-	c.gone = nil
+	c.st.lru.Purge()
+	c.st.takeGone()
 	err := c.arena.Close()
 	if c.files != nil {
 		err = errors.Join(err, c.files.Close())
@@ -544,7 +374,7 @@ func resultOf(e *Entry, out Outcome) result {
 // load runs once per key at a time (inside the flight). It returns an
 // entry it holds no more: Get's waiters each take their own hold.
 func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, error) {
-	since := c.removed.Load()
+	since := c.st.removed.Load()
 	// Another flight may have filled the entry between our look and now.
 	now := c.now()
 	prev, ok := c.lookup(key, now)
@@ -568,13 +398,13 @@ func (c *Cache) load(ctx context.Context, key string, load LoadFunc) (result, er
 	now = c.now()
 	switch {
 	case err == nil:
-		return c.store(key, e, now, since), nil
+		return c.keep(key, e, now, since), nil
 	case errors.Is(err, ErrNotModified) && revalidate != nil:
 		c.renew(key, &prev, now, since)
 		return resultOf(&prev, Hit), nil
 	case errors.Is(err, ErrNotFound):
 		if c.cfg.NegativeTTL > 0 {
-			c.store(key, &Entry{negative: true}, now, since)
+			c.keep(key, &Entry{negative: true}, now, since)
 		} else {
 			c.remove(key)
 		}
@@ -594,31 +424,6 @@ func (c *Cache) fresh(r *record, now time.Time) bool {
 	return now.UnixNano()-r.stored.Load() < int64(ttl)
 }
 
-// Recency is exact while the cache is small; in a large one, a hit on
-// an entry that went to the front less than moveEvery ago leaves it where
-// it is, and the moves hits do ask for are batched: noted in one of
-// moveStripes buffers and applied moveBatch at a time under the write
-// lock, and all of them before anything is evicted. Moving an entry writes
-// the list links of it and its neighbours under the write lock; with a
-// million entries hit at random nearly every hit is a first within the
-// second, and one write lock per hit made the lock the tail
-// (bench/README.md). This way hits share a read lock, one in moveBatch
-// takes the write lock briefly, and recency is still known to within
-// moveEvery when it matters: at eviction.
-const (
-	exactBelow  = 64
-	moveEvery   = time.Second
-	moveBatch   = 64
-	moveStripes = 8
-)
-
-// moveBuf holds moves hits asked for and the LRU has not made yet.
-type moveBuf struct {
-	mu sync.Mutex
-	n  int
-	h  [moveBatch]uint64
-}
-
 // lookup finds key, holds it for the caller (who must Release it) and,
 // per the rule above, moves it to the front of the LRU: unlike the LRU's
 // own Peek, it counts as a use. The hold is taken under the read lock,
@@ -626,15 +431,11 @@ type moveBuf struct {
 func (c *Cache) lookup(key string, now time.Time) (Entry, bool) {
 	h := c.hash(key)
 	c.mu.RLock()
-	i, ok := c.lru.Peek(h)
-	var r *record
+	i, r, ok := c.st.find(h, key)
 	if ok {
-		r = c.recs.at(i)
-		if ok = c.keyIs(r, key); ok {
-			r.hold()
-		}
+		r.hold()
 	}
-	exact := c.lru.Len() < exactBelow
+	exact := c.st.lru.Len() < exactBelow
 	c.mu.RUnlock()
 	if !ok {
 		return Entry{}, false
@@ -643,60 +444,30 @@ func (c *Cache) lookup(key string, now time.Time) (Entry, bool) {
 	switch {
 	case exact:
 		c.mu.Lock()
-		if cur, ok := c.lru.Get(h); ok && cur == i {
+		if c.st.touch(h, int64(i)) {
 			r.moved.Store(t)
 		}
 		c.mu.Unlock()
 	case t-r.moved.Load() >= int64(moveEvery):
 		r.moved.Store(t)
-		c.noteMove(h)
+		if batch, full := c.recent.note(h); full {
+			c.mu.Lock()
+			for _, h := range batch {
+				c.st.touch(h, -1) // moves it, if it is still there
+			}
+			c.mu.Unlock()
+		}
 	}
 	return c.entry(i, r), true
-}
-
-// noteMove asks for h's entry to go to the front of the LRU, in a batch.
-func (c *Cache) noteMove(h uint64) {
-	b := &c.moves[h%moveStripes]
-	b.mu.Lock()
-	b.h[b.n] = h
-	if b.n++; b.n < moveBatch {
-		b.mu.Unlock()
-		return
-	}
-	batch := b.h
-	b.n = 0
-	b.mu.Unlock()
-	c.mu.Lock()
-	for _, h := range batch {
-		c.lru.Get(h) // moves it, if it is still there
-	}
-	c.mu.Unlock()
-}
-
-// drainMoves makes every move hits have asked for; under mu, before an
-// eviction, so that it evicts by what recency says.
-func (c *Cache) drainMoves() {
-	for j := range c.moves {
-		b := &c.moves[j]
-		b.mu.Lock()
-		for _, h := range b.h[:b.n] {
-			c.lru.Get(h)
-		}
-		b.n = 0
-		b.mu.Unlock()
-	}
 }
 
 func (c *Cache) hash(key string) uint64 { return maphash.String(c.seed, key) }
 
 // remove drops key's entry, if it is key's (see lru on collisions).
 func (c *Cache) remove(key string) {
-	h := c.hash(key)
 	c.mu.Lock()
-	if i, ok := c.lru.Peek(h); ok && c.keyIs(c.recs.at(i), key) {
-		c.lru.Remove(h)
-	}
-	bytes, objects := c.bytes, int64(c.lru.Len())
+	c.st.remove(c.hash(key), key)
+	bytes, objects := c.st.totals()
 	c.unlock()
 	c.changed(bytes, objects)
 }
@@ -706,33 +477,26 @@ func (c *Cache) remove(key string) {
 // tiles of tilesets it removed. It holds the write lock while it walks the
 // entries, so it is for rare events, not the request path.
 func (c *Cache) RemoveIf(drop func(key string) bool) int {
-	n := 0
 	c.mu.Lock()
-	for _, h := range c.lru.Keys() {
-		i, _ := c.lru.Peek(h)
-		r := c.recs.at(i)
-		if drop(string(c.arena.Bytes(r.blob, int(r.keyLen)))) {
-			c.lru.Remove(h) // its bytes leave through the callback
-			n++
-		}
-	}
-	c.removals[c.removed.Load()%maxRemovals] = drop
-	c.removed.Add(1)
-	bytes, objects := c.bytes, int64(c.lru.Len())
+	n := c.st.removeIf(drop)
+	bytes, objects := c.st.totals()
 	c.unlock()
 	c.changed(bytes, objects)
 	return n
 }
 
-// store keeps the loaded entry e (stamped now) and evicts
+// keep stores the loaded entry e (stamped now) and evicts
 // least-recently-used entries until the cache fits in max_bytes again.
 // Bodies over max_object_bytes are never stored: only a Large marker
 // is. Nor is anything a RemoveIf after since (the load's start) drops.
 // It returns what the flight's waiters read: the stored record, or e
 // itself when it cannot be kept.
-func (c *Cache) store(key string, e *Entry, now time.Time, since uint64) result {
+func (c *Cache) keep(key string, e *Entry, now time.Time, since uint64) result {
 	m := e.meta
-	vals := [5]string{m.ContentType, m.ContentEncoding, m.ETag, m.LastModified, m.ContentLength}
+	var vals [5]string
+	for j, f := range m.fields() {
+		vals[j] = *f
+	}
 	large := e.large || int64(len(e.body)) > c.cfg.MaxObjectBytes
 	for _, v := range vals {
 		large = large || len(v) > maxText
@@ -752,7 +516,7 @@ func (c *Cache) store(key string, e *Entry, now time.Time, since uint64) result 
 	}
 	if blobLen > arena.MaxBlock && body != nil {
 		// No memory file here, and too big for the arena: stream it.
-		return c.store(key, NewLargeEntry(), now, since)
+		return c.keep(key, NewLargeEntry(), now, since)
 	}
 	size := int64(entryOverhead + arena.ClassSize(blobLen))
 	if inFile {
@@ -826,7 +590,7 @@ func (c *Cache) renew(key string, prev *Entry, now time.Time, since uint64) {
 	r.moved.Store(now.UnixNano())
 	h := c.hash(key)
 	c.mu.Lock()
-	if i, ok := c.lru.Get(h); ok && i == prev.h.idx {
+	if c.st.touch(h, int64(prev.h.idx)) {
 		c.mu.Unlock()
 		return
 	}
@@ -835,55 +599,24 @@ func (c *Cache) renew(key string, prev *Entry, now time.Time, since uint64) {
 	c.insert(key, h, prev.h.idx, r, since)
 }
 
-// insert adds record i (held for the cache) under h, replacing what was
-// there, and evicts until the cache fits. It drops the cache's hold
-// instead, and reports false, when a RemoveIf since the load began
-// (since) drops key.
+// insert adds record i (held for the cache) under h and evicts until the
+// cache fits; false when a RemoveIf since the load began drops key.
 func (c *Cache) insert(key string, h uint64, i uint32, r *record, since uint64) bool {
-	evicted := 0
 	c.mu.Lock()
-	if c.removedSince(since, key) {
-		c.gone = append(c.gone, i)
-		c.unlock()
-		return false
-	}
-	c.lru.Remove(h) // replace: its bytes leave through the callback
-	c.lru.Add(h, i)
-	c.bytes += r.size
-	if c.bytes > c.cfg.MaxBytes {
-		c.drainMoves()
-	}
-	for c.bytes > c.cfg.MaxBytes {
-		if _, _, ok := c.lru.RemoveOldest(); !ok {
-			break
-		}
-		evicted++
-	}
-	bytes, objects := c.bytes, int64(c.lru.Len())
+	evicted, ok := c.st.insert(key, h, i, r, since, func() {
+		c.recent.drain(func(h uint64) { c.st.touch(h, -1) })
+	})
+	bytes, objects := c.st.totals()
 	c.unlock()
 	for range evicted {
 		if c.deps.OnEvict != nil {
 			c.deps.OnEvict()
 		}
 	}
-	c.changed(bytes, objects)
-	return true
-}
-
-// removedSince reports whether a RemoveIf after the since'th drops key;
-// beyond the predicates kept, it says yes (the load is that old). Called
-// under mu.
-func (c *Cache) removedSince(since uint64, key string) bool {
-	now := c.removed.Load()
-	if now-since > maxRemovals {
-		return true
+	if ok {
+		c.changed(bytes, objects)
 	}
-	for n := since; n < now; n++ {
-		if c.removals[n%maxRemovals](key) {
-			return true
-		}
-	}
-	return false
+	return ok
 }
 
 func (c *Cache) changed(bytes, objects int64) {
@@ -896,12 +629,12 @@ func (c *Cache) changed(bytes, objects int64) {
 func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.lru.Len()
+	return c.st.lru.Len()
 }
 
 // Bytes is the total size of the entries held.
 func (c *Cache) Bytes() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.bytes
+	return c.st.bytes
 }

@@ -343,7 +343,7 @@ func TestLooksAgainInsideFlight(t *testing.T) {
 	f := &flightThatFillsFirst{}
 	c, clk := newCache(t, defCfg, Deps{Flight: f})
 	f.fill = func() {
-		c.store("k", NewEntry([]byte("filled"), Meta{ETag: `"f"`}), clk.Now(), c.removed.Load())
+		c.keep("k", NewEntry([]byte("filled"), Meta{ETag: `"f"`}), clk.Now(), c.st.removed.Load())
 	}
 	var loads atomic.Int64
 	e, out, err := c.Get(t.Context(), "k", func(context.Context, string, *Entry) (*Entry, error) {
@@ -399,8 +399,8 @@ func TestRecency(t *testing.T) {
 				t.Fatalf("k0: %v, want a hit", out)
 			}
 			c.Get(t.Context(), "knew", load) // evicts one entry
-			_, kept := c.lru.Peek(c.hash("k000"))
-			_, k1 := c.lru.Peek(c.hash("k001"))
+			_, kept := c.st.lru.Peek(c.hash("k000"))
+			_, k1 := c.st.lru.Peek(c.hash("k001"))
 			if kept != tc.kept || k1 == tc.kept {
 				t.Fatalf("after the hit on k0 and one eviction: k0 kept %v, k1 kept %v; want k0 %v", kept, k1, tc.kept)
 			}
@@ -421,10 +421,10 @@ func TestHashCollision(t *testing.T) {
 	}
 	// Move "other"'s entry into the slot of "mine".
 	c.mu.Lock()
-	e, _ := c.lru.Peek(c.hash("other"))
-	c.lru.Remove(c.hash("other")) // the callback uncounts it
-	c.lru.Add(c.hash("mine"), e)
-	c.bytes += c.recs.at(e).size
+	e, _ := c.st.lru.Peek(c.hash("other"))
+	c.st.lru.Remove(c.hash("other")) // the callback uncounts it
+	c.st.lru.Add(c.hash("mine"), e)
+	c.st.bytes += c.recs.at(e).size
 	c.mu.Unlock()
 
 	c.remove("mine") // must not drop the other key's entry
@@ -543,7 +543,7 @@ func TestRemoveIfBeatsLoadInFlight(t *testing.T) {
 	if c.Len() != 2 {
 		t.Errorf("%d entries cached, want 2", c.Len())
 	}
-	if c.removedSince(c.removed.Load()-maxRemovals-1, "any") != true {
+	if c.st.removedSince(c.st.removed.Load()-maxRemovals-1, "any") != true {
 		t.Error("a load older than the predicates kept may store")
 	}
 }

@@ -101,8 +101,8 @@ func TestFileBody(t *testing.T) {
 func allocated(c *Cache) (file, cached int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, h := range c.lru.Keys() {
-		i, _ := c.lru.Peek(h)
+	for _, h := range c.st.lru.Keys() {
+		i, _ := c.st.lru.Peek(h)
 		if r := c.recs.at(i); r.is(fFile) {
 			cached += r.file.Memory()
 		}

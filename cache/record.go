@@ -117,13 +117,3 @@ func (s *slab) put(i uint32) {
 	s.free = append(s.free, i)
 	s.mu.Unlock()
 }
-
-// cutMeta cuts text into the header values whose lengths are lens
-// (ContentType, ContentEncoding, ETag, LastModified, ContentLength).
-func cutMeta(text string, lens [5]uint16) Meta {
-	var v [5]string
-	for j, n := range lens {
-		v[j], text = text[:n], text[n:]
-	}
-	return Meta{ContentType: v[0], ContentEncoding: v[1], ETag: v[2], LastModified: v[3], ContentLength: v[4]}
-}
