@@ -486,7 +486,7 @@ func (p *Principal) setGrants(c any) error {
 // sessionCookie finds the session cookie in the common case, a single
 // Cookie line whose first tileproxy_token cookie holds a JWT, without the
 // two allocations and per-byte validation of Request.Cookie (measured in
-// bench/README.md). It answers only when Request.Cookie would answer the same
+// bench/results/history-to-2026-12-02.md). It answers only when Request.Cookie would answer the same
 // (FuzzSessionCookie holds it to that, under the default GODEBUG
 // httpcookiemaxnum); ok is false for anything else, which Request.Cookie
 // then judges.

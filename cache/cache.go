@@ -46,7 +46,7 @@ var (
 // Bodies of fileMin bytes or more are kept in the memory file rather
 // than in the arena, so a hit can hand the kernel the file's pages with
 // sendfile (coalesce.ReadFrom) instead of having it copy the body from
-// user memory (bench/README.md has the measurement). Below it a body is
+// user memory (bench/results/history-to-2026-12-02.md has the measurement). Below it a body is
 // no more than the one write it already shares with the header, and a
 // page of file would mostly be waste.
 const fileMin = 8 << 10

@@ -13,7 +13,7 @@ import (
 // the list links of it and its neighbours under the write lock; with a
 // million entries hit at random nearly every hit is a first within the
 // second, and one write lock per hit made the lock the tail
-// (bench/README.md). This way hits share a read lock, one in moveBatch
+// (bench/results/history-to-2026-12-02.md). This way hits share a read lock, one in moveBatch
 // takes the write lock briefly, and recency is still known to within
 // moveEvery when it matters: at eviction.
 const (

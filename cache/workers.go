@@ -10,7 +10,7 @@ import (
 // through the AWS SDK runs a deep middleware stack: on a fresh goroutine
 // (8 KiB of stack, which singleflight starts per flight) the stack was
 // copied as it grew, several times per miss, a measurable share of a
-// miss's CPU (bench/README.md). A worker's stack grows once and stays
+// miss's CPU (bench/results/history-to-2026-12-02.md). A worker's stack grows once and stays
 // grown.
 type workers struct {
 	// jobs hands a job to an idle worker; unbuffered, so a send succeeds

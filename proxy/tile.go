@@ -17,7 +17,7 @@ const tilePattern = "/tiles/{tileset}/{path...}"
 // encoded slashes, and segments are the same decoded or not). ServeHTTP
 // routes tile requests with it: the mux's matching cost two allocations
 // per request and a few per cent of a cache hit (BenchmarkHandlerHit;
-// bench/README.md).
+// bench/results/history-to-2026-12-02.md).
 func tileRoute(path string) (tileset, rest string, ok bool) {
 	after, ok := strings.CutPrefix(path, "/tiles/")
 	if !ok {

@@ -9,7 +9,7 @@
 // CLI's cloud buckets, MBTiles conversion and server, so importing it
 // links GCS, Azure, gocloud, sqlite and more into tileproxy, which made
 // the binary twice as large and broke the soak's memory bound (figures in
-// bench/README.md), and registers two gauges in Prometheus' global
+// bench/results/history-to-2026-12-02.md), and registers two gauges in Prometheus' global
 // registry at init. TestMatchesGoPmtiles holds this copy to the module
 // itself, which the tests import; replace the copy with the import once
 // the format has a package of its own upstream.

@@ -40,7 +40,7 @@ type Config struct {
 // one write, and a larger one as that buffer plus the rest of the body in
 // one writev. Holding more would copy body bytes the kernel copies anyway:
 // with 16 KiB a 10 KB tile was copied twice, and hits cost more CPU
-// (bench/README.md has the figure).
+// (bench/results/history-to-2026-12-02.md has the figure).
 const DefaultHold = 4 << 10
 
 // Validate reports a config that cannot work.

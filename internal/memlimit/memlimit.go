@@ -14,7 +14,7 @@ import (
 // With the limit in place the heap may grow to five times its live data
 // (never past the limit) before a collection, instead of twice; fewer
 // (800, 1600) or more (100, 200) collections both made the tail worse
-// (bench/README.md), so 400 stays.
+// (bench/results/history-to-2026-12-02.md), so 400 stays.
 const GCPercent = 400
 
 // Limit keeps the soft memory limit at Base less what the cache's memory
