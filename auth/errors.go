@@ -33,6 +33,9 @@ var (
 	ErrBadIssuer    error = &invalidError{"bad_issuer"}
 	ErrBadAudience  error = &invalidError{"bad_audience"}
 	ErrBadGrants    error = &invalidError{"bad_grants"}
+	// ErrBadScope: a scoped grant is malformed (a bad zoom range, a bbox
+	// not four numbers in range, an area not configured).
+	ErrBadScope error = &invalidError{"bad_scope"}
 	// ErrLifetime: the token may be used for longer than
 	// auth.max_token_lifetime allows.
 	ErrLifetime error = &invalidError{"lifetime_too_long"}

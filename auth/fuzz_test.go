@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/tileproxy/tileproxy/area"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
@@ -192,9 +195,9 @@ func FuzzIssuerClaims(f *testing.F) {
 		audience: []string{"tileproxy"},
 		grants: []grantRule{
 			{claim: "scope", prefix: "tiles:"},
-			{claim: "realm_access.roles", values: map[string][]string{"analysts": {"roads"}, "admins": {"*"}}},
+			{claim: "realm_access.roles", values: map[string][]grantValue{"analysts": {{tileset: "roads"}}, "admins": {{tileset: "*"}}}},
 			{claim: "a.b.c", prefix: "", suffix: ""},
-			{claim: "cognito:groups", values: map[string][]string{"maps": {"city"}}},
+			{claim: "cognito:groups", values: map[string][]grantValue{"maps": {{tileset: "city"}}}},
 		},
 	}
 	f.Fuzz(func(t *testing.T, doc string) {
@@ -216,6 +219,46 @@ func FuzzIssuerClaims(f *testing.F) {
 		for _, n := range p.tilesets {
 			if !knownTileset(n) {
 				t.Fatalf("granted %q, which is no tileset", n)
+			}
+		}
+	})
+}
+
+// FuzzScopeClaim: a grants claim of any shape is read whole or refused
+// with a 401 (ErrInvalid), never half-understood or a panic; whatever a
+// scoped object grants is within the scopes it names.
+func FuzzScopeClaim(f *testing.F) {
+	f.Add(`{"city":{"zoom":"0-14","bbox":[-10,40,5,52],"areas":["north"],"layers":["roads"]},"roads":{}}`)
+	f.Add(`{"*":{"zoom":"3"}}`)
+	f.Add(`{"city":{"zoom":"14-0"}}`)
+	f.Add(`{"city":{"bbox":[1,2,3]}}`)
+	f.Add(`{"city":{"areas":["nowhere"]}}`)
+	f.Add(`{"city":{"zoom":7}}`)
+	f.Add(`{"city":{"extra":1}}`)
+	f.Add(`["city","*"]`)
+	north, err := area.Parse("north", []byte(`{"type":"Polygon","coordinates":[[[0,50],[10,50],[10,60],[0,60],[0,50]]]}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	areas := area.Set{"north": north}
+	f.Fuzz(func(t *testing.T, doc string) {
+		var claim any
+		if json.Unmarshal([]byte(doc), &claim) != nil {
+			return
+		}
+		p := &Principal{}
+		if err := p.setGrants(claim, areas); err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("%v is not a 401", err)
+			}
+			return
+		}
+		for name, gs := range p.scoped {
+			for _, g := range gs {
+				ok, _ := scope.Judge([]scope.Grant{g}, 31, 0, 0)
+				if ok {
+					t.Fatalf("%s: a scope allowed zoom 31", name)
+				}
 			}
 		}
 	})

@@ -17,7 +17,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
 
+	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 // issuer verifies the tokens of one auth.issuers entry: its own keys
@@ -35,11 +37,31 @@ type issuer struct {
 	grants        []grantRule
 }
 
-// grantRule is a config.GrantRule ready to apply.
+// grantRule is a config.GrantRule ready to apply, its scopes compiled.
 type grantRule struct {
 	claim          string
-	prefix, suffix string // around {tileset}, for a pattern rule
-	values         map[string][]string
+	prefix, suffix string       // around {tileset}, for a pattern rule
+	scope          *scope.Grant // narrows a pattern rule's grants; nil: unscoped
+	values         map[string][]grantValue
+}
+
+// grantValue is one tileset (or "*") a claim value grants, narrowed by
+// scope when that is not nil.
+type grantValue struct {
+	tileset string
+	scope   *scope.Grant
+}
+
+// compileScope compiles a configured scope; nil for an unconstrained one.
+func compileScope(s config.Scope, areas area.Set) (*scope.Grant, error) {
+	if s.Unconstrained() {
+		return nil, nil
+	}
+	g, err := scope.Compile(s, areas)
+	if err != nil {
+		return nil, err
+	}
+	return &g, nil
 }
 
 func newIssuer(ctx context.Context, cfg config.Issuer, v *Verifier, deps Deps) (*issuer, error) {
@@ -67,10 +89,27 @@ func newIssuer(ctx context.Context, cfg config.Issuer, v *Verifier, deps Deps) (
 			return nil, fmt.Errorf("auth: issuer %s: jwks: %w", cfg.Issuer, err)
 		}
 	}
-	for _, g := range cfg.Grants {
-		r := grantRule{claim: g.Claim, values: g.Values}
+	for i, g := range cfg.Grants {
+		r := grantRule{claim: g.Claim}
 		if g.Pattern != "" {
 			r.prefix, r.suffix, _ = strings.Cut(g.Pattern, "{tileset}")
+		}
+		if g.Scope != nil {
+			if r.scope, err = compileScope(*g.Scope, v.areas); err != nil {
+				return nil, fmt.Errorf("auth: issuer %s: grants[%d].scope: %w", cfg.Issuer, i, err)
+			}
+		}
+		if len(g.Values) > 0 {
+			r.values = map[string][]grantValue{}
+		}
+		for val, list := range g.Values {
+			for _, gv := range list {
+				sc, err := compileScope(gv.Scope, v.areas)
+				if err != nil {
+					return nil, fmt.Errorf("auth: issuer %s: grants[%d].values[%q]: %w", cfg.Issuer, i, val, err)
+				}
+				r.values[val] = append(r.values[val], grantValue{tileset: gv.Tileset, scope: sc})
+			}
 		}
 		is.grants = append(is.grants, r)
 	}
@@ -145,16 +184,12 @@ func (is *issuer) grant(claims jwt.MapClaims, known func(string) bool, p *Princi
 				rest, okPrefix := strings.CutPrefix(s, r.prefix)
 				name, okSuffix := strings.CutSuffix(rest, r.suffix)
 				if okPrefix && okSuffix && name != "" && known(name) {
-					p.tilesets = append(p.tilesets, name)
+					p.grant(name, r.scope)
 				}
 				continue
 			}
-			for _, name := range r.values[s] {
-				if name == "*" {
-					p.all = true
-					continue
-				}
-				p.tilesets = append(p.tilesets, name)
+			for _, gv := range r.values[s] {
+				p.grant(gv.tileset, gv.scope)
 			}
 		}
 	}

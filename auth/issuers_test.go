@@ -115,8 +115,8 @@ func TestIssuerRules(t *testing.T) {
 		Audience: config.StringList{"tileproxy"}, AuthorizedParties: []string{"maps-web"},
 		Grants: []config.GrantRule{
 			{Claim: "scope", Pattern: "tiles:{tileset}"},
-			{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"city", "roads"}, "admins": {"*"}}},
-			{Claim: "department", Values: map[string][]string{"admins": {"*"}}},
+			{Claim: "realm_access.roles", Values: map[string][]config.GrantValue{"analysts": config.Grants("city", "roads"), "admins": config.Grants("*")}},
+			{Claim: "department", Values: map[string][]config.GrantValue{"admins": config.Grants("*")}},
 		},
 	}
 	v := issuerVerifier(t, is)

@@ -1,13 +1,16 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,7 +21,9 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 // MaxTokenBytes bounds the token accepted from any source; real tokens are
@@ -69,6 +74,8 @@ type Deps struct {
 	// VerifiedCacheSize bounds the cache of verified tokens; 10,000 when 0,
 	// negative disables it.
 	VerifiedCacheSize int
+	// Areas are the configured areas scopes may name; nil: none.
+	Areas area.Set
 }
 
 // verifiedMaxAge bounds how long a verification is reused, so a key
@@ -104,6 +111,7 @@ type Verifier struct {
 	// issuers are the auth.issuers entries by iss.
 	issuers map[string]*issuer
 	known   func(string) bool
+	areas   area.Set    // what scopes may name
 	kmu     sync.Mutex  // protects keepers
 	keepers []*jwksKeys // every JWKS kept, for readiness and the key count
 	// seen caches successful verifications by SHA-256 of the token, so a
@@ -127,14 +135,52 @@ type Principal struct {
 	// Key identifies the principal for per-principal limits: a hash of
 	// issuer and subject, or of the token itself when it has no subject.
 	Key string
-	// all is true for a "*" grant.
+	// all is true for an unscoped "*" grant.
 	all      bool
-	tilesets []string
+	tilesets []string // unscoped grants
+	// scoped are the scoped grants by tileset ("*": every tileset).
+	scoped map[string][]scope.Grant
 }
 
-// Allows reports whether p may read tileset name.
+// Allows reports whether p may read some of tileset name.
 func (p *Principal) Allows(name string) bool {
-	return p.all || slices.Contains(p.tilesets, name)
+	_, ok := p.Scope(name)
+	return ok
+}
+
+// Scope returns what p may read of tileset name: ok is false when p
+// holds no grant for it, and grants nil when one of its grants is
+// unscoped (the whole tileset).
+func (p *Principal) Scope(name string) (grants []scope.Grant, ok bool) {
+	if p.all || slices.Contains(p.tilesets, name) {
+		return nil, true
+	}
+	own, all := p.scoped[name], p.scoped["*"]
+	switch {
+	case len(own) == 0 && len(all) == 0:
+		return nil, false
+	case len(all) == 0:
+		return own, true
+	case len(own) == 0:
+		return all, true
+	}
+	return append(slices.Clone(own), all...), true
+}
+
+// grant adds a grant of tileset name (or "*") narrowed by g, or the
+// whole tileset when g is nil.
+func (p *Principal) grant(name string, g *scope.Grant) {
+	switch {
+	case g == nil && name == "*":
+		p.all = true
+	case g == nil:
+		p.tilesets = append(p.tilesets, name)
+	default:
+		if p.scoped == nil {
+			p.scoped = map[string][]scope.Grant{}
+		}
+		p.scoped[name] = append(p.scoped[name], *g)
+	}
 }
 
 // New builds a Verifier. ctx bounds the JWKS background refresh: cancel it
@@ -160,6 +206,7 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		selfIssued:  len(cfg.Issuers) == 0 || cfg.SelfIssued(),
 		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
 		known:       deps.Tilesets,
+		areas:       deps.Areas,
 	}
 	if v.known == nil {
 		v.known = func(string) bool { return true }
@@ -310,7 +357,7 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Principal, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.setGrants(claims[v.grantsClaim]); err != nil {
+	if err := p.setGrants(claims[v.grantsClaim], v.areas); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -454,17 +501,19 @@ func (v *Verifier) classify(t *jwt.Token, claims jwt.MapClaims, err error, algor
 }
 
 // setGrants reads the grants claim: a list of tileset names, a single
-// name, or "*" (alone or in the list) for every tileset. A missing claim
-// grants nothing; a claim of any other shape is refused outright rather
-// than half-understood.
-func (p *Principal) setGrants(c any) error {
+// name, or "*" (alone or in the list) for every tileset; or an object
+// naming each tileset ("*" too) with its scope ({"city": {"zoom": "0-14",
+// "bbox": [...], "areas": ["north"], "layers": ["roads"]}, "roads": {}}).
+// A missing claim grants nothing; a claim of any other shape, or a scope
+// that is malformed or names an area not configured, is refused outright
+// (401), never read as a wider grant.
+func (p *Principal) setGrants(c any, areas area.Set) error {
 	switch g := c.(type) {
 	case nil:
 		return nil
 	case string:
-		p.all = g == "*"
-		if !p.all && g != "" {
-			p.tilesets = []string{g}
+		if g != "" {
+			p.grant(g, nil)
 		}
 		return nil
 	case []any:
@@ -473,14 +522,48 @@ func (p *Principal) setGrants(c any) error {
 			if !ok {
 				return ErrBadGrants
 			}
-			if s == "*" {
-				p.all = true
+			p.grant(s, nil)
+		}
+		return nil
+	case map[string]any:
+		for _, name := range slices.Sorted(maps.Keys(g)) {
+			sc, err := scopeClaim(g[name])
+			if err != nil {
+				return err
 			}
-			p.tilesets = append(p.tilesets, s)
+			if sc.Unconstrained() {
+				p.grant(name, nil)
+				continue
+			}
+			compiled, err := scope.Compile(sc, areas)
+			if err != nil {
+				return ErrBadScope
+			}
+			p.grant(name, &compiled)
 		}
 		return nil
 	}
 	return ErrBadGrants
+}
+
+// scopeClaim reads one tileset's scope from a grants object: an object
+// with only the scope's fields, each of its type.
+func scopeClaim(v any) (config.Scope, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return config.Scope{}, ErrBadGrants
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return config.Scope{}, ErrBadScope
+	}
+	var sc config.Scope
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sc); err != nil {
+		return config.Scope{}, ErrBadScope
+	}
+	return sc, nil
 }
 
 // sessionCookie finds the session cookie in the common case, a single

@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +47,25 @@ type Config struct {
 	S3       S3        `yaml:"s3"`
 	Cache    Cache     `yaml:"cache"`
 	Tilesets []Tileset `yaml:"tilesets"`
+	// Areas name GeoJSON files (Polygon, MultiPolygon, Feature or
+	// FeatureCollection of those, WGS 84) that grants can be scoped to;
+	// a relative path is relative to the configuration file (Dir).
+	Areas map[string]string `yaml:"areas"`
+	// Dir is the directory of the file the configuration was loaded
+	// from ("" for Parse): where relative area paths start.
+	Dir string `yaml:"-"`
+}
+
+// HasArea reports whether an area of that name is configured.
+func (c *Config) HasArea(name string) bool { _, ok := c.Areas[name]; return ok }
+
+// AreaPath is where area name's file is.
+func (c *Config) AreaPath(name string) string {
+	p := c.Areas[name]
+	if p == "" || filepath.IsAbs(p) || c.Dir == "" {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
 }
 
 // Log configures log/slog output.
@@ -153,9 +172,11 @@ type GrantRule struct {
 	// Pattern grants the tileset named by the part of a value matching
 	// {tileset} ("tiles:{tileset}"), when such a tileset exists.
 	Pattern string `yaml:"pattern"`
-	// Values maps a claim value to the tilesets it grants; "*" grants
-	// every tileset.
-	Values map[string][]string `yaml:"values"`
+	// Values maps a claim value to what it grants: tileset names ("*"
+	// grants every tileset) or scoped grants.
+	Values map[string][]GrantValue `yaml:"values"`
+	// Scope narrows every tileset a pattern rule grants.
+	Scope *Scope `yaml:"scope"`
 }
 
 // SelfIssued reports whether the fields for self-issued tokens hold any
@@ -266,18 +287,7 @@ type WarmTiles struct {
 const MaxWarmTiles = 10_000_000
 
 // ZoomRange parses Zoom.
-func (w WarmTiles) ZoomRange() (lo, hi int, err error) {
-	a, b, ok := strings.Cut(w.Zoom, "-")
-	if !ok {
-		b = a
-	}
-	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
-	hi, err2 := strconv.Atoi(strings.TrimSpace(b))
-	if err1 != nil || err2 != nil || lo < 0 || hi < lo || hi > 30 {
-		return 0, 0, fmt.Errorf("zoom %q is not a range like 0-8 within 0-30", w.Zoom)
-	}
-	return lo, hi, nil
-}
+func (w WarmTiles) ZoomRange() (lo, hi int, err error) { return parseZoomRange(w.Zoom, 30) }
 
 // Tileset maps a public tileset name onto a bucket prefix.
 type Tileset struct {
@@ -295,6 +305,9 @@ type Tileset struct {
 	CacheControl string `yaml:"cache_control"`
 	// Missing is "notfound" (404) or "empty" (204) for absent objects.
 	Missing string `yaml:"missing"`
+	// Outside is "forbidden" (403, error="outside_grant"; the default) or
+	// "empty" (204) for a tile outside a principal's scoped grant.
+	Outside string `yaml:"outside"`
 	// Format is the tile extension used in TileJSON: png, jpg, webp, pbf,
 	// mvt. An archive tileset takes its format, zoom range, bounds and
 	// attribution from the archive.
@@ -304,6 +317,12 @@ type Tileset struct {
 	Bounds      []float64 `yaml:"bounds"`
 	Attribution string    `yaml:"attribution"`
 }
+
+// Answers for a tile outside a scoped grant (Tileset.Outside).
+const (
+	OutsideForbidden = "forbidden"
+	OutsideEmpty     = "empty"
+)
 
 // Missing-object behaviours for Tileset.Missing.
 const (
@@ -386,7 +405,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, os.LookupEnv)
+	cfg, err := Parse(data, os.LookupEnv)
+	if err == nil {
+		cfg.Dir = filepath.Dir(path)
+	}
+	return cfg, err
 }
 
 // Parse is Load for bytes already read, with lookup standing in for the

@@ -355,9 +355,17 @@ tilesets:
 		{"no keys", func(i *Issuer) { i.Issuer = "http://idp.local"; i.Discovery = nil }, "needs keys"},
 		{"no rules", func(i *Issuer) { i.Grants = nil }, "at least one rule"},
 		{"pattern without placeholder", func(i *Issuer) { i.Grants[0].Pattern = "tiles:" }, "{tileset} exactly once"},
-		{"pattern and values", func(i *Issuer) { i.Grants[0].Values = map[string][]string{"a": {"city"}} }, "exactly one of pattern and values"},
+		{"pattern and values", func(i *Issuer) { i.Grants[0].Values = map[string][]GrantValue{"a": Grants("city")} }, "exactly one of pattern and values"},
 		{"no claim", func(i *Issuer) { i.Grants[0].Claim = "" }, "grants[0].claim"},
-		{"unknown tileset", func(i *Issuer) { i.Grants[1].Values = map[string][]string{"analysts": {"nosuch"}} }, `names no tileset "nosuch"`},
+		{"unknown tileset", func(i *Issuer) { i.Grants[1].Values = map[string][]GrantValue{"analysts": Grants("nosuch")} }, `names no tileset "nosuch"`},
+		{"bad scope zoom", func(i *Issuer) {
+			i.Grants[1].Values = map[string][]GrantValue{"analysts": {{Tileset: "city", Scope: Scope{Zoom: "9-3"}}}}
+		}, `zoom "9-3"`},
+		{"unknown area", func(i *Issuer) {
+			i.Grants[1].Values = map[string][]GrantValue{"analysts": {{Tileset: "city", Scope: Scope{Areas: []string{"north"}}}}}
+		}, `no area "north"`},
+		{"scope on a values rule", func(i *Issuer) { i.Grants[1].Scope = &Scope{Zoom: "0-3"} }, "goes with a pattern rule"},
+		{"bad bbox on a pattern", func(i *Issuer) { i.Grants[0].Scope = &Scope{BBox: []float64{0, 0, 1}} }, "four numbers"},
 		{"bad jwks_url", func(i *Issuer) { i.JWKSURL = "file:///etc/keys" }, "jwks_url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

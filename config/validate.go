@@ -55,6 +55,14 @@ func (c *Config) Validate() error {
 			bad(field, "%q is not host:port", addr)
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(c.Areas)) {
+		if name == "" || strings.ContainsAny(name, " \t,") {
+			bad("areas", "%q is not a name (no spaces or commas)", name)
+		}
+		if c.Areas[name] == "" {
+			bad("areas."+name, "needs a GeoJSON file")
+		}
+	}
 	checkAddr("listen", c.Listen, false)
 	checkAddr("metrics_listen", c.MetricsListen, true)
 	if c.MetricsListen != "" && c.MetricsListen == c.Listen {
@@ -218,6 +226,9 @@ func (c *Config) Validate() error {
 		}
 		if d := sharedCacheDirective(t.CacheControl); d != "" {
 			bad(f+".cache_control", "%q lets a CDN or shared proxy serve a granted tile to anyone without a token; use private", d)
+		}
+		if t.Outside != "" && t.Outside != OutsideForbidden && t.Outside != OutsideEmpty {
+			bad(f+".outside", "%q must be forbidden or empty", t.Outside)
 		}
 		if t.Missing != MissingNotFound && t.Missing != MissingEmpty {
 			bad(f+".missing", "%q must be notfound or empty", t.Missing)
@@ -429,10 +440,21 @@ func (c *Config) validateIssuers(bad func(field, format string, args ...any)) {
 				bad(gf+".pattern", "%q must hold {tileset} exactly once", g.Pattern)
 			}
 			for _, v := range slices.Sorted(maps.Keys(g.Values)) {
-				for _, name := range g.Values[v] {
-					if _, ok := c.Tileset(name); !ok && name != "*" {
-						bad(fmt.Sprintf("%s.values[%q]", gf, v), "names no tileset %q", name)
+				for _, gv := range g.Values[v] {
+					vf := fmt.Sprintf("%s.values[%q]", gf, v)
+					if _, ok := c.Tileset(gv.Tileset); !ok && gv.Tileset != "*" {
+						bad(vf, "names no tileset %q", gv.Tileset)
 					}
+					if err := gv.Scope.Validate(c.HasArea); err != nil {
+						bad(vf, "%v", err)
+					}
+				}
+			}
+			if g.Scope != nil {
+				if g.Pattern == "" {
+					bad(gf+".scope", "goes with a pattern rule; a values rule scopes each value")
+				} else if err := g.Scope.Validate(c.HasArea); err != nil {
+					bad(gf+".scope", "%v", err)
 				}
 			}
 		}

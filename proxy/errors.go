@@ -38,6 +38,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusForbidden, "origin not allowed"
 	case errors.Is(err, auth.ErrNotGranted):
 		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, core.ErrOutsideGrant):
+		return http.StatusForbidden, "outside grant"
 	case errors.Is(err, core.ErrUnknownTileset):
 		return http.StatusNotFound, "unknown tileset"
 	case errors.Is(err, core.ErrNotFound), errors.Is(err, origin.ErrNotFound):
@@ -62,6 +64,21 @@ func errorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "internal error"
 }
 
+// refusal is the bounded reason a request was refused for, as metrics and
+// the access line give it: "" when it was not refused.
+func refusal(err error) string {
+	if err == nil {
+		return ""
+	}
+	if errors.Is(err, core.ErrOutsideGrant) {
+		return "outside_grant"
+	}
+	if r := auth.Reason(err); r != "other" {
+		return r
+	}
+	return ""
+}
+
 // writeError answers err and returns the status it chose.
 func writeError(w http.ResponseWriter, err error, allow string) int {
 	code, msg := errorStatus(err)
@@ -79,6 +96,10 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 			h.Set("WWW-Authenticate", `Bearer realm="tileproxy"`)
 		} else {
 			h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		}
+	case http.StatusForbidden:
+		if errors.Is(err, core.ErrOutsideGrant) {
+			h.Set("WWW-Authenticate", `Bearer error="outside_grant"`)
 		}
 	case http.StatusMethodNotAllowed:
 		h.Set("Allow", allow)

@@ -27,6 +27,7 @@ import (
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy/core"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 // Deps are the proxy's collaborators.
@@ -167,10 +168,9 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	}
 	// The one place a refused token or grant is counted, whichever route
 	// refused it.
-	if rec.err != nil {
-		if reason := auth.Reason(rec.err); reason != "other" {
-			p.metrics.AuthFailure(reason)
-		}
+	reason := refusal(rec.err)
+	if reason != "" {
+		p.metrics.AuthFailure(reason)
 	}
 	if p.access == nil {
 		return
@@ -187,6 +187,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 		Tileset:  rec.tileset,
 		Cache:    rec.cache,
 		Subject:  rec.subject,
+		Reason:   reason,
 	}
 	if rec.err != nil && rec.status >= 500 {
 		line.Err = accesslog.RedactTokens(rec.err.Error())
@@ -204,23 +205,24 @@ func (p *Proxy) label(name string) string {
 
 // authorize runs token -> grant -> tileset for name, and returns the
 // principal's key.
-func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (string, error) {
+func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (string, []scope.Grant, error) {
 	tok, err := p.verifier.TokenFromRequest(r)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	pr, err := p.verifier.Verify(r.Context(), tok)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	rec.subject = pr.SubjectHash
+	grants, ok := pr.Scope(name)
 	switch {
-	case !pr.Allows(name):
-		return "", auth.ErrNotGranted
+	case !ok:
+		return "", nil, auth.ErrNotGranted
 	case !p.core.Has(name):
-		return "", core.ErrUnknownTileset
+		return "", nil, core.ErrUnknownTileset
 	}
-	return pr.Key, nil
+	return pr.Key, grants, nil
 }
 
 func (p *Proxy) serveHealth(w *recorder, r *http.Request) {

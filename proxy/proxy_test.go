@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -75,6 +76,9 @@ func (f *fixture) inFlight(t testing.TB) int {
 // withCache selects whether newFixture builds the proxy with a cache.
 var withCache = false
 
+// fixtureAreas are the areas newFixture's verifier knows.
+var fixtureAreas area.Set
+
 func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	t.Helper()
 	cfg := config.Default()
@@ -90,7 +94,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{})
+	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{Areas: fixtureAreas})
 	if err != nil {
 		t.Fatal(err)
 	}

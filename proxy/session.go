@@ -102,10 +102,11 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		w.fail(core.ErrNotFound, "")
 		return
 	}
-	if _, ok := p.tileRequest(w, r, name); !ok {
+	_, grants, ok := p.tileRequest(w, r, name)
+	if !ok {
 		return
 	}
-	doc, cacheControl, err := p.core.TileJSON(r.Context(), name)
+	doc, cacheControl, etag, err := p.core.ScopedTileJSON(r.Context(), name, grants)
 	if err != nil {
 		w.fail(err, "")
 		return
@@ -114,5 +115,15 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", cacheControl)
+	h.Set("Etag", etag)
+	if grants != nil {
+		// Each principal's document is its own: no shared cache may
+		// answer another principal with it.
+		h.Set("Vary", "Authorization, Cookie")
+	}
+	if inm := r.Header.Get("If-None-Match"); inm != "" && inm == etag {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
 	w.Write(doc)
 }

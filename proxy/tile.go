@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tileproxy/tileproxy/proxy/core"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 const tileMethods = "GET, HEAD"
@@ -32,11 +33,11 @@ func tileRoute(path string) (tileset, rest string, ok bool) {
 // the core decides (source -> cache or origin -> result), then the result
 // is written.
 func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
-	principal, ok := p.tileRequest(w, r, name)
+	principal, grants, ok := p.tileRequest(w, r, name)
 	if !ok {
 		return
 	}
-	req := core.Request{Tileset: name, Path: path, Principal: principal, Head: r.Method == http.MethodHead}
+	req := core.Request{Tileset: name, Path: path, Principal: principal, Head: r.Method == http.MethodHead, Scope: grants}
 	if !unconditional(r.Header) {
 		req.Cond = conditions(r.Header)
 	}
@@ -53,22 +54,23 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 // tileRequest runs what every tileset route does first: label the
 // request for metrics, allow only GET/HEAD, then token -> grant ->
 // tileset -> the principal's request rate. It returns the principal's
-// key, and answers the request itself when that fails.
-func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (string, bool) {
+// key and what its grants allow of the tileset (nil: all of it), and
+// answers the request itself when that fails.
+func (p *Proxy) tileRequest(w *recorder, r *http.Request, name string) (string, []scope.Grant, bool) {
 	w.tileset = p.label(name)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.fail(errMethod, tileMethods)
-		return "", false
+		return "", nil, false
 	}
-	key, err := p.authorize(w, r, name)
+	key, grants, err := p.authorize(w, r, name)
 	if err == nil {
 		err = p.core.Allow(key)
 	}
 	if err != nil {
 		w.fail(err, "")
-		return "", false
+		return "", nil, false
 	}
-	return key, true
+	return key, grants, true
 }
 
 // writeResult writes the core's answer: the header values (each a slice

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -83,6 +84,22 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 			Attribution: "tileproxy sample tiles"},
 		{Name: "vector", Bucket: demoBucket, Prefix: "vector/", Format: "pbf", MinZoom: 0, MaxZoom: 1},
 	}
+	// An area of one country, built from world-atlas at start, for the
+	// second link's scoped token (docs/entitlements.md).
+	outline, err := worldtiles.Country(demoCountry)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tileproxy-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	areaFile := filepath.Join(dir, "country.geojson")
+	if err := os.WriteFile(areaFile, outline, 0o600); err != nil {
+		return err
+	}
+	cfg.Areas = map[string]string{"country": areaFile}
 	cfg.ApplyDefaults()
 	// Resolve the address first so public_url and the printed link are right.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -111,14 +128,24 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 		return err
 	}
 	viewer := fmt.Sprintf("%s/#access_token=%s", cfg.PublicURL, tok)
+	scopedTok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), TTL: o.ttl, Subject: "demo-scoped",
+		Claims: map[string]any{"tilesets": map[string]any{"world": map[string]any{"zoom": "0-5", "areas": []any{"country"}}}}})
+	if err != nil {
+		return err
+	}
+	scoped := fmt.Sprintf("%s/#access_token=%s", cfg.PublicURL, scopedTok)
 	return app.run(ctx, func(string) {
 		fmt.Fprintf(stdout, "\ntileproxy demo is running. Open the map viewer:\n\n  %s\n\n", viewer)
+		fmt.Fprintf(stdout, "A token scoped to %s, zoom 0-5 (docs/entitlements.md):\n\n  %s\n\n", demoCountry, scoped)
 		fmt.Fprintf(stdout, "Or fetch a tile:\n\n  curl -H 'Authorization: Bearer %s' %s/tiles/demo/0/0/0.png -o tile.png\n\nCtrl-C stops it.\n", tok, cfg.PublicURL)
 		if ready != nil {
 			ready(viewer)
 		}
 	})
 }
+
+// demoCountry is the country the demo's second link is scoped to.
+const demoCountry = "Germany"
 
 // worldArchive is where the demo keeps the world countries archive.
 const worldArchive = "world/countries.pmtiles"

@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -235,8 +238,14 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	}
 	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
+		// Areas are read with the rest of the configuration, so a reload
+		// reloads them; a broken one refuses the configuration.
+		areas, err := loadAreas(cfg)
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithCancel(ctx)
-		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh,
+		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh, Areas: areas,
 			Tilesets: func(name string) bool { _, ok := cfg.Tileset(name); return ok }})
 		if err != nil {
 			cancel()
@@ -416,6 +425,12 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	if _, err := auth.LoadPublicKeys(cfg.Auth.PublicKeys); err != nil && len(cfg.Auth.PublicKeys) > 0 {
 		problems = append(problems, "auth.public_keys: "+err.Error())
 	}
+	if _, err := loadAreas(cfg); err != nil {
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	for _, w := range scopeWarnings(cfg) {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
 	if len(problems) > 0 {
 		fmt.Fprintf(stderr, "%s: %d problem(s):\n", *path, len(problems))
 		for _, p := range problems {
@@ -425,6 +440,46 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d tilesets, %d issuers)\n", *path, len(cfg.Tilesets), len(cfg.Auth.Issuers))
 	return 0
+}
+
+// loadAreas reads and indexes the configuration's areas; every problem
+// names its area.
+func loadAreas(cfg *config.Config) (area.Set, error) {
+	names := slices.Sorted(maps.Keys(cfg.Areas))
+	set, err := area.LoadSet(names, cfg.AreaPath)
+	if err != nil {
+		return nil, fmt.Errorf("areas: %w", err)
+	}
+	return set, nil
+}
+
+// scopeWarnings names the scoped grant rules on tilesets whose paths may
+// not be {z}/{x}/{y}.{ext} (a prefix tileset with no format): a scoped
+// grant answers 403 to any other path.
+func scopeWarnings(cfg *config.Config) []string {
+	var out []string
+	for i, is := range cfg.Auth.Issuers {
+		for j, g := range is.Grants {
+			scoped := map[string]bool{}
+			for _, vals := range g.Values {
+				for _, v := range vals {
+					if !v.Scope.Unconstrained() {
+						scoped[v.Tileset] = true
+					}
+				}
+			}
+			for _, t := range cfg.Tilesets {
+				if t.Archive != "" || t.Format != "" {
+					continue
+				}
+				if scoped[t.Name] || scoped["*"] || (g.Scope != nil && g.Pattern != "") {
+					out = append(out, fmt.Sprintf("auth.issuers[%d].grants[%d]: scoped grants on tileset %s, whose format is not set: "+
+						"only {z}/{x}/{y}.{ext} paths can be judged, any other answers 403", i, j, t.Name))
+				}
+			}
+		}
+	}
+	return out
 }
 
 func tokenCmd(args []string, stdout, stderr io.Writer) error {

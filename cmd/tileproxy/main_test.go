@@ -90,7 +90,7 @@ func TestToken(t *testing.T) {
 		Issuer: "https://idp.dev.example", Discovery: &no, PublicKeys: []string{"../../testdata/keys/rsa.pub.pem"},
 		Audience: config.StringList{"tileproxy"}, Grants: []config.GrantRule{
 			{Claim: "scope", Pattern: "tiles:{tileset}"},
-			{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"b"}}},
+			{Claim: "realm_access.roles", Values: map[string][]config.GrantValue{"analysts": config.Grants("b")}},
 		},
 	}}}, auth.Deps{})
 	if err != nil {

@@ -36,7 +36,7 @@ func ParseFormat(s string) Format {
 }
 
 // Line is what one request leaves in the log. Empty optional fields
-// (Tileset, Cache, Subject, Err) are left out of the line.
+// (Tileset, Cache, Subject, Reason, Err) are left out of the line.
 type Line struct {
 	Time     time.Time
 	Method   string
@@ -47,7 +47,10 @@ type Line struct {
 	Tileset  string
 	Cache    string
 	Subject  string
-	Err      string
+	// Reason is a refusal's bounded reason (expired, not_granted,
+	// outside_grant, ...), as tileproxy_auth_failures_total counts it.
+	Reason string
+	Err    string
 }
 
 // Logger appends Lines to an io.Writer; it is safe for concurrent use as
@@ -103,7 +106,7 @@ func appendJSON(b []byte, l *Line) []byte {
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(l.Duration), 10)
 	for _, f := range [...]struct{ key, val string }{
-		{`,"tileset":`, l.Tileset}, {`,"cache":`, l.Cache}, {`,"subject":`, l.Subject}, {`,"err":`, l.Err},
+		{`,"tileset":`, l.Tileset}, {`,"cache":`, l.Cache}, {`,"subject":`, l.Subject}, {`,"reason":`, l.Reason}, {`,"err":`, l.Err},
 	} {
 		if f.val != "" {
 			b = append(b, f.key...)
@@ -127,7 +130,7 @@ func appendText(b []byte, l *Line) []byte {
 	b = append(b, " duration="...)
 	b = appendTextString(b, l.Duration.String())
 	for _, f := range [...]struct{ key, val string }{
-		{" tileset=", l.Tileset}, {" cache=", l.Cache}, {" subject=", l.Subject}, {" err=", l.Err},
+		{" tileset=", l.Tileset}, {" cache=", l.Cache}, {" subject=", l.Subject}, {" reason=", l.Reason}, {" err=", l.Err},
 	} {
 		if f.val != "" {
 			b = append(b, f.key...)

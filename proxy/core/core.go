@@ -24,6 +24,7 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 // Deps are the core's collaborators.
@@ -72,7 +73,9 @@ type Core struct {
 type tileset struct {
 	cfg          *config.Tileset
 	src          Source
+	cache        *cache.Cache   // nil without one
 	load         cache.LoadFunc // built once, so a hit allocates no closure
+	filterLoad   cache.LoadFunc // the same for layer-filtered variants
 	cacheControl string
 	tileJSON     []byte
 }
@@ -140,7 +143,7 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 	}
 	for i := range cfg.Tilesets {
 		t := &cfg.Tilesets[i]
-		ts := &tileset{cfg: t, cacheControl: t.CacheControl}
+		ts := &tileset{cfg: t, cacheControl: t.CacheControl, cache: deps.Cache}
 		if ts.cacheControl == "" {
 			ts.cacheControl = config.DefaultCacheControl
 		}
@@ -154,6 +157,7 @@ func New(cfg *config.Config, deps Deps) (*Core, error) {
 			}
 		}
 		ts.load = ts.src.Load
+		ts.filterLoad = ts.filter
 		c.tilesets[t.Name] = ts
 	}
 	return c, nil
@@ -213,6 +217,9 @@ type Request struct {
 	Principal string
 	// Head asks for the headers only.
 	Head bool
+	// Scope is what the principal's grants allow of the tileset (judged
+	// before any cache or origin work); nil: the whole tileset.
+	Scope []scope.Grant
 	// Cond holds the request's conditional and range header values.
 	Cond Conditions
 }
@@ -296,14 +303,31 @@ func (c *Core) Get(ctx context.Context, req Request) (Result, error) {
 	if ts == nil {
 		return Result{}, ErrUnknownTileset
 	}
-	res, err := c.get(ctx, ts, req)
+	var layers []string
+	if req.Scope != nil {
+		var res Result
+		var done bool
+		var err error
+		if layers, res, done, err = c.scoped(ts, req); done {
+			return res, err
+		}
+	}
+	res, err := c.getLayers(ctx, ts, req, layers)
 	if errors.Is(err, ErrSourceChanged) {
 		// The archive was replaced under this request: once more, on the
 		// new version.
 		res.Release()
-		res, err = c.get(ctx, ts, req)
+		res, err = c.getLayers(ctx, ts, req, layers)
 	}
 	return res, err
+}
+
+// getLayers is get, or getFiltered when only some layers may be sent.
+func (c *Core) getLayers(ctx context.Context, ts *tileset, req Request, layers []string) (Result, error) {
+	if layers != nil {
+		return c.getFiltered(ctx, ts, req, layers)
+	}
+	return c.get(ctx, ts, req)
 }
 
 func (c *Core) get(ctx context.Context, ts *tileset, req Request) (Result, error) {

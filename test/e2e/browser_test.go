@@ -485,7 +485,7 @@ func TestSignInAtProviderThenMap(t *testing.T) {
 		cfg.Auth.HMACSecret = ""
 		cfg.Auth.Issuers = []config.Issuer{{
 			Issuer: idp.Issuer, Discovery: &yes, Audience: config.StringList{"maps-web"},
-			Grants: []config.GrantRule{{Claim: "realm_access.roles", Values: map[string][]string{"analysts": {"demo"}}}},
+			Grants: []config.GrantRule{{Claim: "realm_access.roles", Values: map[string][]config.GrantValue{"analysts": config.Grants("demo")}}},
 		}}
 	})
 	ctx, _ := browser(t)

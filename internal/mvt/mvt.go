@@ -1,0 +1,125 @@
+// Package mvt filters Mapbox Vector Tiles by layer at the protobuf wire
+// level: a tile is a sequence of fields, its layers are field 3, and a
+// layer's name is its field 1. Nothing else is decoded, so a layer's
+// geometry and attributes pass through byte for byte.
+package mvt
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// MaxInflated bounds a gzip'd tile's decompressed size: a tile bomb must
+// not cost more.
+const MaxInflated = 32 << 20
+
+// ErrMalformed: the bytes are not a vector tile (or not gzip).
+var ErrMalformed = errors.New("mvt: malformed tile")
+
+const (
+	tileLayers = 3 // Tile.layers
+	layerName  = 1 // Layer.name
+)
+
+// Filter returns tile holding only the layers whose names are in keep
+// (sorted), every other field of the tile kept as it was, and how many
+// layers it kept.
+func Filter(tile []byte, keep []string) ([]byte, int, error) {
+	out := make([]byte, 0, len(tile))
+	kept := 0
+	for b := tile; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
+		}
+		field := b[:n+m]
+		b = b[n+m:]
+		if num != tileLayers {
+			out = append(out, field...)
+			continue
+		}
+		if typ != protowire.BytesType {
+			return nil, 0, fmt.Errorf("%w: layer of wire type %d", ErrMalformed, typ)
+		}
+		layer, _ := protowire.ConsumeBytes(field[n:])
+		name, err := nameOf(layer)
+		if err != nil {
+			return nil, 0, err
+		}
+		if _, found := slices.BinarySearch(keep, name); found {
+			out = append(out, field...)
+			kept++
+		}
+	}
+	return out, kept, nil
+}
+
+// nameOf is a layer's name (its field 1); the last one wins, as protobuf
+// has it for a repeated scalar field.
+func nameOf(layer []byte) (string, error) {
+	var name []byte
+	seen := false
+	for b := layer; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return "", fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return "", fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
+		}
+		if num == layerName {
+			if typ != protowire.BytesType {
+				return "", fmt.Errorf("%w: layer name of wire type %d", ErrMalformed, typ)
+			}
+			name, _ = protowire.ConsumeBytes(b[n:])
+			seen = true
+		}
+		b = b[n+m:]
+	}
+	if !seen {
+		return "", fmt.Errorf("%w: a layer without a name", ErrMalformed)
+	}
+	return string(name), nil
+}
+
+// FilterEncoded is Filter for a tile as stored: gzip'd when gzipped is set
+// (Content-Encoding: gzip), decompressed within MaxInflated, filtered and
+// compressed again the same way.
+func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error) {
+	if !gzipped {
+		return Filter(tile, keep)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(tile))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	raw, err := io.ReadAll(io.LimitReader(zr, MaxInflated+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if len(raw) > MaxInflated {
+		return nil, 0, fmt.Errorf("%w: inflates past %d bytes", ErrMalformed, MaxInflated)
+	}
+	out, kept, err := Filter(raw, keep)
+	if err != nil || kept == 0 {
+		return nil, kept, err
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(out)
+	if err := zw.Close(); err != nil {
+		return nil, 0, err
+	}
+	return buf.Bytes(), kept, nil
+}

@@ -1,0 +1,159 @@
+package mvt
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"slices"
+	"testing"
+
+	"github.com/paulmach/orb"
+	orbmvt "github.com/paulmach/orb/encoding/mvt"
+	"github.com/paulmach/orb/geojson"
+)
+
+// sample is a tile of the named layers, each with a point and a line
+// carrying properties, as a full encoder writes it.
+func sample(t testing.TB, names ...string) []byte {
+	t.Helper()
+	var layers orbmvt.Layers
+	for i, n := range names {
+		fc := geojson.NewFeatureCollection()
+		p := geojson.NewFeature(orb.Point{float64(10 * i), 20})
+		p.Properties["name"] = n
+		p.Properties["rank"] = i
+		fc.Append(p)
+		fc.Append(geojson.NewFeature(orb.LineString{{0, 0}, {float64(100 + i), 4000}}))
+		layers = append(layers, &orbmvt.Layer{Name: n, Version: 2, Extent: 4096, Features: fc.Features})
+	}
+	b, err := orbmvt.Marshal(layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// orbDecode is orb's full decoder, which panics on some malformed input
+// (a nil-pointer dereference in v0.14.0): that is a refusal too.
+func orbDecode(tile []byte) (ls orbmvt.Layers, err error) {
+	defer func() {
+		if recover() != nil {
+			ls, err = nil, errors.New("orb panicked")
+		}
+	}()
+	return orbmvt.Unmarshal(tile)
+}
+
+// orbEncode is orb's encoder, guarded the same way.
+func orbEncode(ls orbmvt.Layers) (b []byte, err error) {
+	defer func() {
+		if recover() != nil {
+			b, err = nil, errors.New("orb panicked")
+		}
+	}()
+	return orbmvt.Marshal(ls)
+}
+
+func layerNames(t testing.TB, tile []byte) []string {
+	t.Helper()
+	ls, err := orbDecode(tile)
+	if err != nil {
+		t.Fatalf("the filtered tile does not decode: %v", err)
+	}
+	var out []string
+	for _, l := range ls {
+		out = append(out, l.Name)
+	}
+	return out
+}
+
+// TestFilter: only the granted layers stay, each exactly as it was (a full
+// decoder reads the same features), gzip'd tiles stay gzip'd.
+func TestFilter(t *testing.T) {
+	tile := sample(t, "roads", "water", "pipes")
+	for _, tc := range []struct {
+		keep []string
+		want []string
+	}{
+		{[]string{"roads"}, []string{"roads"}},
+		{[]string{"pipes", "roads"}, []string{"roads", "pipes"}},
+		{[]string{"nosuch"}, nil},
+		{[]string{"pipes", "roads", "water"}, []string{"roads", "water", "pipes"}},
+	} {
+		out, kept, err := Filter(tile, tc.keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := layerNames(t, out); !slices.Equal(got, tc.want) || kept != len(tc.want) {
+			t.Errorf("keep %v: layers %v (kept %d), want %v", tc.keep, got, kept, tc.want)
+		}
+		full, _ := orbmvt.Unmarshal(tile)
+		part, _ := orbmvt.Unmarshal(out)
+		for _, l := range part {
+			i := slices.IndexFunc(full, func(f *orbmvt.Layer) bool { return f.Name == l.Name })
+			if len(l.Features) != len(full[i].Features) || l.Features[0].Properties["rank"] != full[i].Features[0].Properties["rank"] {
+				t.Errorf("layer %s changed in the filter", l.Name)
+			}
+		}
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(tile)
+	zw.Close()
+	out, kept, err := FilterEncoded(gz.Bytes(), true, []string{"water"})
+	if err != nil || kept != 1 {
+		t.Fatal(err, kept)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(out))
+	if err != nil {
+		t.Fatalf("the filtered tile is not gzip'd: %v", err)
+	}
+	raw, _ := io.ReadAll(zr)
+	if got := layerNames(t, raw); !slices.Equal(got, []string{"water"}) {
+		t.Errorf("gzip'd: %v", got)
+	}
+	if _, _, err := FilterEncoded([]byte("not gzip"), true, []string{"water"}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("not gzip: %v", err)
+	}
+	if _, _, err := Filter([]byte{0x1a, 0x05, 0x0a}, []string{"a"}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("truncated: %v", err)
+	}
+}
+
+// FuzzFilter: whatever the bytes, Filter does not panic; whenever it
+// answers for a tile a full decoder reads, the output is a tile that
+// decoder reads too, holding exactly the input's layers that were asked
+// for.
+func FuzzFilter(f *testing.F) {
+	f.Add(sample(f, "roads", "water", "pipes"), "roads")
+	f.Add(sample(f, "a"), "b")
+	f.Add([]byte{0x1a, 0x03, 0x0a, 0x01, 'x'}, "x")
+	f.Fuzz(func(t *testing.T, tile []byte, keep string) {
+		Filter(tile, []string{keep}) // any bytes: no panic
+		// Valid tiles: what a full encoder writes of what the decoder
+		// read from the input.
+		in, err := orbDecode(tile)
+		if err != nil {
+			return
+		}
+		valid, err := orbEncode(in)
+		if err != nil {
+			return
+		}
+		out, kept, err := Filter(valid, []string{keep})
+		if err != nil {
+			t.Fatalf("Filter refused a valid tile: %v", err)
+		}
+		got := layerNames(t, out)
+		var want []string
+		for _, l := range in {
+			if l.Name == keep {
+				want = append(want, l.Name)
+			}
+		}
+		if !slices.Equal(got, want) || kept != len(want) {
+			t.Fatalf("layers %v (kept %d), want %v", got, kept, want)
+		}
+	})
+}
