@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paulmach/orb"
 	"github.com/paulmach/orb/geojson"
@@ -179,4 +181,46 @@ func TestParseRefuses(t *testing.T) {
 	if _, err := Load("gone", "/nonexistent/area.geojson"); !errors.Is(err, ErrBadArea) || !strings.Contains(err.Error(), "area gone") {
 		t.Fatalf("unreadable file: %v", err)
 	}
+}
+
+// BenchmarkIndex100k builds the index of a 100,000-vertex outline (a
+// country at full detail) and judges z18 tiles along its boundary; it
+// reports the index's memory and build time.
+func BenchmarkIndex100k(b *testing.B) {
+	var ring orb.Ring
+	const n = MaxVertices - 1
+	for i := range n {
+		a := float64(i) / n * 2 * math.Pi
+		r := 5 * (1 + 0.1*math.Sin(a*97) + 0.05*math.Sin(a*1013) + 0.01*math.Sin(a*9973))
+		ring = append(ring, orb.Point{10 + r*math.Cos(a), 50 + r*0.7*math.Sin(a)})
+	}
+	ring = append(ring, ring[0])
+	doc, _ := json.Marshal(geojson.NewGeometry(orb.Polygon{ring}))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	a, err := Parse("country", doc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	built := time.Since(start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	tiles := make([]maptile.Tile, 1024)
+	for i := range tiles {
+		tiles[i] = maptile.At(ring[i*(n/len(tiles))], 18)
+	}
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		tl := tiles[i%len(tiles)]
+		a.Intersects(18, tl.X, tl.Y)
+		i++
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap_MiB")
+	b.ReportMetric(float64(a.IndexBytes())/(1<<20), "index_MiB")
+	b.ReportMetric(float64(a.nodes), "nodes")
+	b.ReportMetric(float64(built.Milliseconds()), "build_ms")
+	runtime.KeepAlive(a)
 }

@@ -254,7 +254,7 @@ func FuzzScopeClaim(f *testing.F) {
 			return
 		}
 		for name, gs := range p.scoped {
-			for _, g := range gs {
+			for _, g := range append(gs, p.scopedAll...) {
 				ok, _ := scope.Judge([]scope.Grant{g}, 31, 0, 0)
 				if ok {
 					t.Fatalf("%s: a scope allowed zoom 31", name)

@@ -138,8 +138,10 @@ type Principal struct {
 	// all is true for an unscoped "*" grant.
 	all      bool
 	tilesets []string // unscoped grants
-	// scoped are the scoped grants by tileset ("*": every tileset).
-	scoped map[string][]scope.Grant
+	// scoped are the scoped grants by tileset; scopedAll those of "*"
+	// (every tileset).
+	scoped    map[string][]scope.Grant
+	scopedAll []scope.Grant
 }
 
 // Allows reports whether p may read some of tileset name.
@@ -155,7 +157,10 @@ func (p *Principal) Scope(name string) (grants []scope.Grant, ok bool) {
 	if p.all || slices.Contains(p.tilesets, name) {
 		return nil, true
 	}
-	own, all := p.scoped[name], p.scoped["*"]
+	if p.scoped == nil {
+		return nil, false
+	}
+	own, all := p.scoped[name], p.scopedAll
 	switch {
 	case len(own) == 0 && len(all) == 0:
 		return nil, false
@@ -179,7 +184,11 @@ func (p *Principal) grant(name string, g *scope.Grant) {
 		if p.scoped == nil {
 			p.scoped = map[string][]scope.Grant{}
 		}
-		p.scoped[name] = append(p.scoped[name], *g)
+		if name == "*" {
+			p.scopedAll = append(p.scopedAll, *g)
+		} else {
+			p.scoped[name] = append(p.scoped[name], *g)
+		}
 	}
 }
 

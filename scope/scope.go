@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/paulmach/orb"
-	"github.com/paulmach/orb/maptile"
 
 	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/config"
@@ -25,6 +24,10 @@ type Grant struct {
 	// boxes are the bbox, split in two when it crosses the antimeridian;
 	// none: no bbox constraint.
 	boxes []orb.Bound
+	// tboxes are boxes in Web Mercator tile space ([0,1]², y down), so
+	// that a request compares numbers instead of computing its tile's
+	// bounds in degrees.
+	tboxes []tbox
 	// areas: any one of them; none: no area constraint.
 	areas []*area.Area
 	// layers are the vector layers sent, sorted; nil: every layer.
@@ -48,6 +51,9 @@ func Compile(s config.Scope, areas area.Set) (Grant, error) {
 			}
 		}
 	}
+	for _, b := range g.boxes {
+		g.tboxes = append(g.tboxes, toTileSpace(b))
+	}
 	for _, name := range s.Areas {
 		g.areas = append(g.areas, areas[name])
 	}
@@ -65,13 +71,15 @@ func (g *Grant) allows(z uint8, x, y uint32) bool {
 	if z < g.zmin || z > g.zmax {
 		return false
 	}
-	if len(g.boxes) > 0 {
-		r := maptile.New(x, y, maptile.Zoom(z)).Bound()
+	if len(g.tboxes) > 0 {
+		scale := float64(uint64(1) << z)
+		x0, x1 := float64(x)/scale, float64(x+1)/scale
+		y0, y1 := float64(y)/scale, float64(y+1)/scale
 		in := false
-		for _, b := range g.boxes {
+		for _, b := range g.tboxes {
 			// The tile's bounds meet the box's interior: an overlap of
 			// positive area, not a shared side.
-			if r.Min[0] < b.Max[0] && r.Max[0] > b.Min[0] && r.Min[1] < b.Max[1] && r.Max[1] > b.Min[1] {
+			if x0 < b.x1 && x1 > b.x0 && y0 < b.y1 && y1 > b.y0 {
 				in = true
 				break
 			}
@@ -89,6 +97,21 @@ func (g *Grant) allows(z uint8, x, y uint32) bool {
 		}
 	}
 	return false
+}
+
+// tbox is a box in Web Mercator tile space: x and y in [0, 1], y down.
+type tbox struct{ x0, x1, y0, y1 float64 }
+
+// toTileSpace maps a box in degrees to tile space. Latitudes beyond Web
+// Mercator's ±85.0511° clamp to its edge.
+func toTileSpace(b orb.Bound) tbox {
+	tx := func(lon float64) float64 { return (lon + 180) / 360 }
+	ty := func(lat float64) float64 {
+		lat = max(-85.05112877980659, min(85.05112877980659, lat))
+		r := lat * math.Pi / 180
+		return (1 - math.Log(math.Tan(r)+1/math.Cos(r))/math.Pi) / 2
+	}
+	return tbox{x0: tx(b.Min[0]), x1: tx(b.Max[0]), y0: ty(b.Max[1]), y1: ty(b.Min[1])}
 }
 
 // Judge reports whether any of gs allows tile z/x/y and which layers go

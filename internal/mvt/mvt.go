@@ -6,12 +6,13 @@ package mvt
 
 import (
 	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 
+	"github.com/klauspost/compress/gzip"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -100,14 +101,25 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 	if !gzipped {
 		return Filter(tile, keep)
 	}
-	zr, err := gzip.NewReader(bytes.NewReader(tile))
+	zr, _ := readers.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(bytes.NewReader(tile))
+	} else {
+		err = zr.Reset(bytes.NewReader(tile))
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	raw, err := io.ReadAll(io.LimitReader(zr, MaxInflated+1))
-	if err != nil {
+	defer readers.Put(zr)
+	// Vector tiles inflate to a few times their gzip'd size: room for
+	// that at once, instead of ReadAll's doublings.
+	var in bytes.Buffer
+	in.Grow(min(4*len(tile), MaxInflated))
+	if _, err := in.ReadFrom(io.LimitReader(zr, MaxInflated+1)); err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
+	raw := in.Bytes()
 	if len(raw) > MaxInflated {
 		return nil, 0, fmt.Errorf("%w: inflates past %d bytes", ErrMalformed, MaxInflated)
 	}
@@ -116,10 +128,22 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 		return nil, kept, err
 	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	buf.Grow(len(tile))
+	zw := writers.Get().(*gzip.Writer)
+	defer writers.Put(zw)
+	zw.Reset(&buf)
 	zw.Write(out)
 	if err := zw.Close(); err != nil {
 		return nil, 0, err
 	}
 	return buf.Bytes(), kept, nil
 }
+
+// Inflating and deflating state is large (a deflater is most of a MiB):
+// reused, not made per tile. BestSpeed: a filtered variant is made once
+// and cached, and tiles are mostly coordinates, which compress about as
+// well at any level.
+var (
+	readers sync.Pool
+	writers = sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }}
+)

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -156,4 +157,41 @@ func FuzzFilter(f *testing.F) {
 			t.Fatalf("layers %v (kept %d), want %v", got, kept, want)
 		}
 	})
+}
+
+// BenchmarkFilterGzip50KB is the first filtering of a 50 KB gzip'd vector
+// tile (the work a layer-scoped miss adds): inflate, filter, deflate.
+func BenchmarkFilterGzip50KB(b *testing.B) {
+	var layers orbmvt.Layers
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []string{"roads", "water", "pipes", "buildings"} {
+		fc := geojson.NewFeatureCollection()
+		for i := range 700 {
+			ls := orb.LineString{}
+			x, y := rng.Float64()*4096, rng.Float64()*4096
+			for range 8 {
+				x, y = x+rng.Float64()*64-32, y+rng.Float64()*64-32
+				ls = append(ls, orb.Point{x, y})
+			}
+			f := geojson.NewFeature(ls)
+			f.Properties["id"] = i
+			f.Properties["kind"] = n
+			fc.Append(f)
+		}
+		layers = append(layers, &orbmvt.Layer{Name: n, Version: 2, Extent: 4096, Features: fc.Features})
+	}
+	tile, err := orbmvt.MarshalGzipped(layers)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw, _ := orbmvt.Marshal(layers)
+	b.SetBytes(int64(len(tile)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, kept, err := FilterEncoded(tile, true, []string{"roads", "water"}); err != nil || kept != 2 {
+			b.Fatal(err, kept)
+		}
+	}
+	b.ReportMetric(float64(len(tile)), "gzip_bytes")
+	b.ReportMetric(float64(len(raw)), "raw_bytes")
 }

@@ -33,31 +33,35 @@ const maxFilterBytes = 32 << 20
 const layersSep = "\x00layers="
 
 // parseTilePath reads "{z}/{x}/{y}.{ext}" with z, x and y a tile, and
-// reports whether the extension is a vector tile's.
+// reports whether the extension is a vector tile's. It runs on every
+// scoped hit, so it scans the bytes once, by hand.
 func parseTilePath(path string) (z uint8, x, y uint32, vector, ok bool) {
-	rest, ext, found := strings.Cut(path, ".")
-	if !found {
-		return 0, 0, 0, false, false
-	}
-	var zxy [3]uint64
-	for i := range zxy {
-		p := rest
-		if i < 2 {
-			if p, rest, found = strings.Cut(rest, "/"); !found {
+	var n [3]uint64
+	i := 0
+	for k := range n {
+		start := i
+		for i < len(path) && path[i] >= '0' && path[i] <= '9' {
+			n[k] = n[k]*10 + uint64(path[i]-'0')
+			if n[k] > 1<<32 {
 				return 0, 0, 0, false, false
 			}
+			i++
 		}
-		n, err := strconv.ParseUint(p, 10, 32)
-		if err != nil || (len(p) > 1 && p[0] == '0') {
+		sep := byte('/')
+		if k == 2 {
+			sep = '.'
+		}
+		if i == start || (i-start > 1 && path[start] == '0') || i >= len(path) || path[i] != sep {
 			return 0, 0, 0, false, false
 		}
-		zxy[i] = n
+		i++
 	}
-	if zxy[0] > config.MaxZoom || zxy[1] >= 1<<zxy[0] || zxy[2] >= 1<<zxy[0] {
+	ext := path[i:]
+	if n[0] > config.MaxZoom || n[1] >= 1<<n[0] || n[2] >= 1<<n[0] || ext == "" || strings.ContainsAny(ext, "/.") {
 		return 0, 0, 0, false, false
 	}
 	vector = strings.EqualFold(ext, "pbf") || strings.EqualFold(ext, "mvt")
-	return uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2]), vector, true
+	return uint8(n[0]), uint32(n[1]), uint32(n[2]), vector, true
 }
 
 // scoped judges a scoped request before any cache or origin work: a tile
