@@ -13,6 +13,7 @@
 package area
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,22 +193,12 @@ func check(mp orb.MultiPolygon) error {
 func distinct(r orb.Ring) int {
 	pts := slices.Clone(r[:len(r)-1])
 	slices.SortFunc(pts, func(a, b orb.Point) int {
-		if c := cmpFloat(a[0], b[0]); c != 0 {
+		if c := cmp.Compare(a[0], b[0]); c != 0 {
 			return c
 		}
-		return cmpFloat(a[1], b[1])
+		return cmp.Compare(a[1], b[1])
 	})
 	return len(slices.Compact(pts))
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Name is the area's name in the configuration.

@@ -14,11 +14,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/paulmach/orb"
 	orbmvt "github.com/paulmach/orb/encoding/mvt"
-	"github.com/paulmach/orb/geojson"
 	"github.com/paulmach/orb/maptile"
 
 	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/testkit/mvttest"
 	"github.com/tileproxy/tileproxy/origin/origintest"
 )
 
@@ -34,22 +34,7 @@ func scopedToken(t testing.TB, sub string, grants any) string {
 }
 
 // vectorTile is a gzip'd tile of the named layers.
-func vectorTile(t testing.TB, names ...string) []byte {
-	t.Helper()
-	var layers orbmvt.Layers
-	for _, n := range names {
-		fc := geojson.NewFeatureCollection()
-		f := geojson.NewFeature(orb.Point{100, 200})
-		f.Properties["layer"] = n
-		fc.Append(f)
-		layers = append(layers, &orbmvt.Layer{Name: n, Version: 2, Extent: 4096, Features: fc.Features})
-	}
-	b, err := orbmvt.MarshalGzipped(layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func vectorTile(_ testing.TB, names ...string) []byte { return mvttest.Tile(true, names...) }
 
 func layersOf(t testing.TB, body []byte) []string {
 	t.Helper()

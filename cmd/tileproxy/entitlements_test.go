@@ -18,12 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/paulmach/orb"
 	orbmvt "github.com/paulmach/orb/encoding/mvt"
-	"github.com/paulmach/orb/geojson"
 
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/logging"
+	"github.com/tileproxy/tileproxy/internal/testkit/mvttest"
 	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 )
@@ -39,16 +38,7 @@ func TestEntitlementsOnMinIO(t *testing.T) {
 	if _, err := env.Client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("maps")}); err != nil {
 		t.Fatal(err)
 	}
-	var layers orbmvt.Layers
-	for _, n := range []string{"roads", "water", "pipes"} {
-		fc := geojson.NewFeatureCollection()
-		fc.Append(geojson.NewFeature(orb.Point{10, 10}))
-		layers = append(layers, &orbmvt.Layer{Name: n, Version: 2, Extent: 4096, Features: fc.Features})
-	}
-	tile, err := orbmvt.MarshalGzipped(layers)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tile := mvttest.Tile(true, "roads", "water", "pipes")
 	env.Put(t, "maps", map[string]testenv.Object{
 		"v/3/4/2.pbf": {Body: tile, ContentType: "application/x-protobuf", ContentEncoding: "gzip"},
 		"v/3/0/0.pbf": {Body: tile, ContentType: "application/x-protobuf", ContentEncoding: "gzip"},

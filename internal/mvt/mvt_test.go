@@ -12,28 +12,12 @@ import (
 	"github.com/paulmach/orb"
 	orbmvt "github.com/paulmach/orb/encoding/mvt"
 	"github.com/paulmach/orb/geojson"
+
+	"github.com/tileproxy/tileproxy/internal/testkit/mvttest"
 )
 
-// sample is a tile of the named layers, each with a point and a line
-// carrying properties, as a full encoder writes it.
-func sample(t testing.TB, names ...string) []byte {
-	t.Helper()
-	var layers orbmvt.Layers
-	for i, n := range names {
-		fc := geojson.NewFeatureCollection()
-		p := geojson.NewFeature(orb.Point{float64(10 * i), 20})
-		p.Properties["name"] = n
-		p.Properties["rank"] = i
-		fc.Append(p)
-		fc.Append(geojson.NewFeature(orb.LineString{{0, 0}, {float64(100 + i), 4000}}))
-		layers = append(layers, &orbmvt.Layer{Name: n, Version: 2, Extent: 4096, Features: fc.Features})
-	}
-	b, err := orbmvt.Marshal(layers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+// sample is a tile of the named layers, as a full encoder writes it.
+func sample(_ testing.TB, names ...string) []byte { return mvttest.Tile(false, names...) }
 
 // orbDecode is orb's full decoder, which panics on some malformed input
 // (a nil-pointer dereference in v0.14.0): that is a refusal too.

@@ -5,6 +5,7 @@ package archivetest
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -39,7 +40,7 @@ func Build(tiles map[pmtiles.Zxy][]byte, o Options) []byte {
 	for k, v := range tiles {
 		list = append(list, tile{pmtiles.ZxyToID(k.Z, k.X, k.Y), v})
 	}
-	slices.SortFunc(list, func(a, b tile) int { return cmpU64(a.id, b.id) })
+	slices.SortFunc(list, func(a, b tile) int { return cmp.Compare(a.id, b.id) })
 	order := slices.Clone(list)
 	if o.Unclustered {
 		slices.Reverse(order)
@@ -99,16 +100,6 @@ func Build(tiles map[pmtiles.Zxy][]byte, o Options) []byte {
 	out.Write(leaves)
 	out.Write(data.Bytes())
 	return out.Bytes()
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Pyramid is every tile of zooms 0 to maxZ, each holding "version z/x/y":
