@@ -244,6 +244,11 @@ func readAll(obj *origin.Object, limit int64) ([]byte, error) {
 // be the archive's tile type's, and z/x/y a tile; the key names the tile
 // in this version of the archive.
 func (s *archiveSource) Key(ctx context.Context, path string) (string, error) {
+	return s.KeySuffixed(ctx, path, "", "")
+}
+
+// KeySuffixed is Key with sep and tail appended, in one allocation.
+func (s *archiveSource) KeySuffixed(ctx context.Context, path, sep, tail string) (string, error) {
 	rest, ext, ok := strings.Cut(path, ".")
 	if !ok {
 		return "", ErrNotFound
@@ -273,7 +278,8 @@ func (s *archiveSource) Key(ctx context.Context, path string) (string, error) {
 	if !containsFold(st.format.Extensions, ext) {
 		return "", ErrNotFound
 	}
-	return st.prefix + "t" + strconv.FormatUint(archive.ZxyToID(uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2])), 10), nil
+	var id [20]byte
+	return st.prefix + "t" + string(strconv.AppendUint(id[:0], archive.ZxyToID(uint8(zxy[0]), uint32(zxy[1]), uint32(zxy[2])), 10)) + sep + tail, nil
 }
 
 func containsFold(list []string, s string) bool {

@@ -98,11 +98,10 @@ func (c *Core) outside(ts *tileset) (Result, error) {
 // GET. Everything (Range, HEAD, 304, stale answers) is judged on the
 // variant: the origin's bytes never reach a layer-scoped principal.
 func (c *Core) getFiltered(ctx context.Context, ts *tileset, req Request, layers []string) (Result, error) {
-	key, err := ts.src.Key(ctx, req.Path)
+	fkey, err := ts.src.KeySuffixed(ctx, req.Path, layersSep, scope.LayerKey(layers))
 	if err != nil {
 		return Result{}, err
 	}
-	fkey := key + layersSep + scope.LayerKey(layers)
 	if c.cache == nil {
 		e, err := ts.filter(ctx, fkey, nil)
 		switch {

@@ -29,6 +29,9 @@ type Source interface {
 	// Open fetches it as a stream, passing the request's conditions to
 	// the origin: for objects too large to cache, or with no cache.
 	Open(ctx context.Context, key string, req Request) (*origin.Object, error)
+	// KeySuffixed is Key with sep and tail appended, in one allocation
+	// (a layer-filtered variant's key, on every filtered hit).
+	KeySuffixed(ctx context.Context, path, sep, tail string) (string, error)
 }
 
 // tileJSONSource is a Source that builds its own TileJSON (an archive,
@@ -55,14 +58,19 @@ func newPrefixSource(ts *config.Tileset, deps sourceDeps) *prefixSource {
 	return &prefixSource{ts: ts, keyPrefix: KeyPrefix(ts), deps: deps}
 }
 
-func (s *prefixSource) Key(_ context.Context, path string) (string, error) {
+func (s *prefixSource) Key(ctx context.Context, path string) (string, error) {
+	return s.KeySuffixed(ctx, path, "", "")
+}
+
+// KeySuffixed is Key with sep and tail appended, in one allocation.
+func (s *prefixSource) KeySuffixed(_ context.Context, path, sep, tail string) (string, error) {
 	if path == "" || strings.HasSuffix(path, "/") {
 		return "", fmt.Errorf("%w: no tile in path", ErrBadPath)
 	}
 	if len(s.ts.Prefix)+len(path) > MaxKeyBytes {
 		return "", fmt.Errorf("%w: key longer than %d bytes", ErrBadPath, MaxKeyBytes)
 	}
-	return s.keyPrefix + path, nil
+	return s.keyPrefix + path + sep + tail, nil
 }
 
 // objectKey is the S3 key of a cache key.
