@@ -174,7 +174,12 @@ func TestReloadStopsWarm(t *testing.T) {
 	reloaded.Store(true)
 	close(release)
 	// The warm's last line: stopped, or (wrongly) done.
-	for !strings.Contains(logs.String(), "cache warm stopped") && !strings.Contains(logs.String(), "cache warm done") {
+	// A bound on the wait, not a timing: a warm that never ends fails here
+	// rather than hanging until go test's timeout.
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(logs.String(), "cache warm stopped") && !strings.Contains(logs.String(), "cache warm done"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the warm neither stopped nor ended:\n%s", logs.String())
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !strings.Contains(logs.String(), "cache warm stopped") || !strings.Contains(logs.String(), "reloaded") {
