@@ -138,10 +138,17 @@ type Principal struct {
 	// all is true for an unscoped "*" grant.
 	all      bool
 	tilesets []string // unscoped grants
-	// scoped are the scoped grants by tileset; scopedAll those of "*"
-	// (every tileset).
-	scoped    map[string][]scope.Grant
+	// scoped are the scoped grants by tileset, each list holding those
+	// of "*" too, so that a request finds its list in one scan and
+	// allocates nothing; scopedAll are those of "*" (every tileset).
+	scoped    []scopedGrants
 	scopedAll []scope.Grant
+}
+
+// scopedGrants are the scoped grants of one tileset.
+type scopedGrants struct {
+	name   string
+	grants []scope.Grant
 }
 
 // Allows reports whether p may read some of tileset name.
@@ -157,19 +164,15 @@ func (p *Principal) Scope(name string) (grants []scope.Grant, ok bool) {
 	if p.all || slices.Contains(p.tilesets, name) {
 		return nil, true
 	}
-	if p.scoped == nil {
-		return nil, false
+	for i := range p.scoped {
+		if p.scoped[i].name == name {
+			return p.scoped[i].grants, true
+		}
 	}
-	own, all := p.scoped[name], p.scopedAll
-	switch {
-	case len(own) == 0 && len(all) == 0:
-		return nil, false
-	case len(all) == 0:
-		return own, true
-	case len(own) == 0:
-		return all, true
+	if len(p.scopedAll) > 0 {
+		return p.scopedAll, true
 	}
-	return append(slices.Clone(own), all...), true
+	return nil, false
 }
 
 // grant adds a grant of tileset name (or "*") narrowed by g, or the
@@ -180,15 +183,19 @@ func (p *Principal) grant(name string, g *scope.Grant) {
 		p.all = true
 	case g == nil:
 		p.tilesets = append(p.tilesets, name)
+	case name == "*":
+		p.scopedAll = append(p.scopedAll, *g)
+		for i := range p.scoped {
+			p.scoped[i].grants = append(p.scoped[i].grants, *g)
+		}
 	default:
-		if p.scoped == nil {
-			p.scoped = map[string][]scope.Grant{}
+		for i := range p.scoped {
+			if p.scoped[i].name == name {
+				p.scoped[i].grants = append(p.scoped[i].grants, *g)
+				return
+			}
 		}
-		if name == "*" {
-			p.scopedAll = append(p.scopedAll, *g)
-		} else {
-			p.scoped[name] = append(p.scoped[name], *g)
-		}
+		p.scoped = append(p.scoped, scopedGrants{name: name, grants: append(slices.Clone(p.scopedAll), *g)})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/scope"
 )
 
 var (
@@ -541,5 +543,44 @@ func waitReady(t *testing.T, v *Verifier) {
 			t.Fatal("the JWKS was never fetched")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestScopeMergesStar: a tileset's scoped grants include those of "*",
+// whichever came first, and a tileset without its own gets "*"'s.
+func TestScopeMergesStar(t *testing.T) {
+	z := func(lo, hi uint8) *scope.Grant {
+		g, err := scope.Compile(config.Scope{Zoom: fmt.Sprintf("%d-%d", lo, hi)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &g
+	}
+	for _, order := range [][]string{{"*", "city"}, {"city", "*"}} {
+		p := &Principal{}
+		for _, name := range order {
+			if name == "*" {
+				p.grant(name, z(0, 3))
+			} else {
+				p.grant(name, z(5, 6))
+			}
+		}
+		for _, tc := range []struct {
+			tileset string
+			zooms   map[uint8]bool
+		}{
+			{"city", map[uint8]bool{2: true, 4: false, 5: true, 7: false}},
+			{"other", map[uint8]bool{2: true, 5: false}},
+		} {
+			gs, ok := p.Scope(tc.tileset)
+			if !ok {
+				t.Fatalf("%v: %s not granted", order, tc.tileset)
+			}
+			for zoom, want := range tc.zooms {
+				if got, _ := scope.Judge(gs, zoom, 0, 0); got != want {
+					t.Errorf("%v: %s z%d allowed %v, want %v", order, tc.tileset, zoom, got, want)
+				}
+			}
+		}
 	}
 }

@@ -305,11 +305,13 @@ func (c *Core) Get(ctx context.Context, req Request) (Result, error) {
 	}
 	var layers []string
 	if req.Scope != nil {
-		var res Result
-		var done bool
+		var in bool
 		var err error
-		if layers, res, done, err = c.scoped(ts, req); done {
-			return res, err
+		switch layers, in, err = scoped(&req); {
+		case err != nil:
+			return Result{}, err
+		case !in:
+			return c.outside(ts)
 		}
 	}
 	res, err := c.getLayers(ctx, ts, req, layers)

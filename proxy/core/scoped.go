@@ -57,30 +57,42 @@ func parseTilePath(path string) (z uint8, x, y uint32, vector, ok bool) {
 		i++
 	}
 	ext := path[i:]
-	if n[0] > config.MaxZoom || n[1] >= 1<<n[0] || n[2] >= 1<<n[0] || ext == "" || strings.ContainsAny(ext, "/.") {
+	if n[0] > config.MaxZoom || n[1] >= 1<<n[0] || n[2] >= 1<<n[0] || !plainExt(ext) {
 		return 0, 0, 0, false, false
 	}
-	vector = strings.EqualFold(ext, "pbf") || strings.EqualFold(ext, "mvt")
+	vector = len(ext) == 3 && (ext[0]|0x20 == 'p' && ext[1]|0x20 == 'b' && ext[2]|0x20 == 'f' ||
+		ext[0]|0x20 == 'm' && ext[1]|0x20 == 'v' && ext[2]|0x20 == 't')
 	return uint8(n[0]), uint32(n[1]), uint32(n[2]), vector, true
 }
 
-// scoped judges a scoped request before any cache or origin work: a tile
-// outside every grant answers as the tileset's outside says; inside, it
-// returns the layers to send (nil: the tile as it is).
-func (c *Core) scoped(ts *tileset, req Request) (layers []string, res Result, done bool, err error) {
+// plainExt reports whether ext is a file extension: not empty, no "/"
+// and no ".".
+func plainExt(ext string) bool {
+	for i := range len(ext) {
+		if ext[i] == '/' || ext[i] == '.' {
+			return false
+		}
+	}
+	return ext != ""
+}
+
+// scoped judges a scoped request before any cache or origin work: it
+// reports a tile outside every grant (answered as the tileset's outside
+// says), and for one inside, the layers to send (nil: the tile as it
+// is). req is a pointer because this runs on every scoped hit.
+func scoped(req *Request) (layers []string, in bool, err error) {
 	z, x, y, vector, ok := parseTilePath(req.Path)
 	if !ok {
-		return nil, Result{}, true, ErrOutsideGrant
+		return nil, false, ErrOutsideGrant
 	}
 	allowed, layers := scope.Judge(req.Scope, z, x, y)
 	if !allowed {
-		res, err := c.outside(ts)
-		return nil, res, true, err
+		return nil, false, nil
 	}
 	if !vector {
 		layers = nil // raster tiles have no layers to take away
 	}
-	return layers, Result{}, false, nil
+	return layers, true, nil
 }
 
 // outside answers a tile outside the principal's grants: 204 with
