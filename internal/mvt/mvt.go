@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -32,7 +33,21 @@ const (
 // (sorted), every other field of the tile kept as it was, and how many
 // layers it kept.
 func Filter(tile []byte, keep []string) ([]byte, int, error) {
+	fields, kept, err := keptFields(tile, keep)
+	if err != nil {
+		return nil, 0, err
+	}
 	out := make([]byte, 0, len(tile))
+	for _, f := range fields {
+		out = append(out, f...)
+	}
+	return out, kept, nil
+}
+
+// keptFields are the fields of tile that a filtered tile holds, in order
+// (slices of tile), and how many of them are layers.
+func keptFields(tile []byte, keep []string) ([][]byte, int, error) {
+	fields := make([][]byte, 0, 16) // a tile has a few fields: its layers
 	kept := 0
 	for b := tile; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -43,10 +58,10 @@ func Filter(tile []byte, keep []string) ([]byte, int, error) {
 		if m < 0 {
 			return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
 		}
-		field := b[:n+m]
+		field := b[: n+m : n+m]
 		b = b[n+m:]
 		if num != tileLayers {
-			out = append(out, field...)
+			fields = append(fields, field)
 			continue
 		}
 		if typ != protowire.BytesType {
@@ -57,31 +72,31 @@ func Filter(tile []byte, keep []string) ([]byte, int, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		if _, found := slices.BinarySearch(keep, name); found {
-			out = append(out, field...)
+		if _, found := slices.BinarySearchFunc(keep, name, func(k string, name []byte) int { return strings.Compare(k, string(name)) }); found {
+			fields = append(fields, field)
 			kept++
 		}
 	}
-	return out, kept, nil
+	return fields, kept, nil
 }
 
 // nameOf is a layer's name (its field 1); the last one wins, as protobuf
 // has it for a repeated scalar field.
-func nameOf(layer []byte) (string, error) {
+func nameOf(layer []byte) ([]byte, error) {
 	var name []byte
 	seen := false
 	for b := layer; len(b) > 0; {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return "", fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(n))
 		}
 		m := protowire.ConsumeFieldValue(num, typ, b[n:])
 		if m < 0 {
-			return "", fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
+			return nil, fmt.Errorf("%w: %w", ErrMalformed, protowire.ParseError(m))
 		}
 		if num == layerName {
 			if typ != protowire.BytesType {
-				return "", fmt.Errorf("%w: layer name of wire type %d", ErrMalformed, typ)
+				return nil, fmt.Errorf("%w: layer name of wire type %d", ErrMalformed, typ)
 			}
 			name, _ = protowire.ConsumeBytes(b[n:])
 			seen = true
@@ -89,9 +104,9 @@ func nameOf(layer []byte) (string, error) {
 		b = b[n+m:]
 	}
 	if !seen {
-		return "", fmt.Errorf("%w: a layer without a name", ErrMalformed)
+		return nil, fmt.Errorf("%w: a layer without a name", ErrMalformed)
 	}
-	return string(name), nil
+	return name, nil
 }
 
 // FilterEncoded is Filter for a tile as stored: gzip'd when gzipped is set
@@ -112,9 +127,15 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	defer readers.Put(zr)
+	in := inflated.Get().(*bytes.Buffer)
+	defer func() {
+		if in.Cap() <= maxPooled { // a tile bomb's buffer is not kept
+			inflated.Put(in)
+		}
+	}()
+	in.Reset()
 	// Vector tiles inflate to a few times their gzip'd size: room for
 	// that at once, instead of ReadAll's doublings.
-	var in bytes.Buffer
 	in.Grow(min(4*len(tile), MaxInflated))
 	if _, err := in.ReadFrom(io.LimitReader(zr, MaxInflated+1)); err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -123,7 +144,9 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 	if len(raw) > MaxInflated {
 		return nil, 0, fmt.Errorf("%w: inflates past %d bytes", ErrMalformed, MaxInflated)
 	}
-	out, kept, err := Filter(raw, keep)
+	// The kept fields go to the deflater straight from the inflated
+	// bytes: no filtered copy in between.
+	fields, kept, err := keptFields(raw, keep)
 	if err != nil || kept == 0 {
 		return nil, kept, err
 	}
@@ -132,7 +155,9 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 	zw := writers.Get().(*gzip.Writer)
 	defer writers.Put(zw)
 	zw.Reset(&buf)
-	zw.Write(out)
+	for _, f := range fields {
+		zw.Write(f) // a bytes.Buffer takes every write
+	}
 	if err := zw.Close(); err != nil {
 		return nil, 0, err
 	}
@@ -143,7 +168,11 @@ func FilterEncoded(tile []byte, gzipped bool, keep []string) ([]byte, int, error
 // reused, not made per tile. BestSpeed: a filtered variant is made once
 // and cached, and tiles are mostly coordinates, which compress about as
 // well at any level.
+// maxPooled bounds the inflated buffers kept for reuse.
+const maxPooled = 4 << 20
+
 var (
-	readers sync.Pool
-	writers = sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }}
+	readers  sync.Pool
+	inflated = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+	writers  = sync.Pool{New: func() any { w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return w }}
 )
