@@ -39,6 +39,9 @@ var (
 	// ErrLifetime: the token may be used for longer than
 	// auth.max_token_lifetime allows.
 	ErrLifetime error = &invalidError{"lifetime_too_long"}
+	// ErrRevoked: the token's subject or ID is revoked (revocation.file,
+	// `tileproxy revoke`).
+	ErrRevoked error = &invalidError{"revoked"}
 )
 
 // Reason returns a short, bounded label for err, for metrics and logs:

@@ -76,6 +76,10 @@ type Deps struct {
 	VerifiedCacheSize int
 	// Areas are the configured areas scopes may name; nil: none.
 	Areas area.Set
+	// Revoked, when set, says whether a token of issuer iss ("" for a
+	// self-issued token), subject sub and ID jti is revoked; it is asked
+	// on every verification, the cached ones included.
+	Revoked func(iss, sub, jti string) bool
 }
 
 // verifiedMaxAge bounds how long a verification is reused, so a key
@@ -111,7 +115,8 @@ type Verifier struct {
 	// issuers are the auth.issuers entries by iss.
 	issuers map[string]*issuer
 	known   func(string) bool
-	areas   area.Set    // what scopes may name
+	areas   area.Set // what scopes may name
+	revoked func(iss, sub, jti string) bool
 	kmu     sync.Mutex  // protects keepers
 	keepers []*jwksKeys // every JWKS kept, for readiness and the key count
 	// seen caches successful verifications by SHA-256 of the token, so a
@@ -135,6 +140,9 @@ type Principal struct {
 	// Key identifies the principal for per-principal limits: a hash of
 	// issuer and subject, or of the token itself when it has no subject.
 	Key string
+	// issuer is the issuers entry that verified the token ("" for a
+	// self-issued one) and jti its ID: what revocations name.
+	issuer, jti string
 	// all is true for an unscoped "*" grant.
 	all      bool
 	tilesets []string // unscoped grants
@@ -223,6 +231,7 @@ func New(ctx context.Context, cfg config.Auth, deps Deps) (*Verifier, error) {
 		issuers:     make(map[string]*issuer, len(cfg.Issuers)),
 		known:       deps.Tilesets,
 		areas:       deps.Areas,
+		revoked:     deps.Revoked,
 	}
 	if v.known == nil {
 		v.known = func(string) bool { return true }
@@ -321,7 +330,11 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 		return nil, ErrMalformed
 	}
 	if v.seen == nil {
-		return v.verify(ctx, token)
+		p, err := v.verify(ctx, token)
+		if err == nil && v.revoked != nil && v.revoked(p.issuer, p.Subject, p.jti) {
+			return nil, ErrRevoked
+		}
+		return p, err
 	}
 	// Hash the token's bytes in place: Sum256 does not keep them, and a
 	// copy would be the only allocation on a cache hit.
@@ -329,6 +342,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	now := v.now()
 	if c, ok := v.seen.Peek(key); ok {
 		if now.Before(c.until) {
+			if v.revoked != nil && v.revoked(c.p.issuer, c.p.Subject, c.p.jti) {
+				return nil, ErrRevoked
+			}
 			return c.p, nil
 		}
 		v.seen.Remove(key)
@@ -336,6 +352,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Principal, error)
 	p, err := v.verify(ctx, token)
 	if err != nil {
 		return nil, err
+	}
+	if v.revoked != nil && v.revoked(p.issuer, p.Subject, p.jti) {
+		return nil, ErrRevoked
 	}
 	// Reuse never extends validity: exactly as long as verification itself
 	// would accept the token (exp plus leeway), and at most verifiedMaxAge.
@@ -394,6 +413,7 @@ func (v *Verifier) verifyIssued(ctx context.Context, is *issuer, token string) (
 	if err != nil {
 		return nil, err
 	}
+	p.issuer = is.iss
 	if err := is.grant(claims, v.known, p); err != nil {
 		return nil, err
 	}
@@ -420,6 +440,7 @@ func (v *Verifier) principal(claims jwt.MapClaims, token string) (*Principal, er
 		}
 	}
 	p.Subject, _ = claims.GetSubject()
+	p.jti, _ = claims["jti"].(string)
 	if p.Subject != "" {
 		h := sha256.Sum256([]byte(p.Subject))
 		p.SubjectHash = hex.EncodeToString(h[:6])

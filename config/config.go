@@ -51,6 +51,8 @@ type Config struct {
 	// FeatureCollection of those, WGS 84) that grants can be scoped to;
 	// a relative path is relative to the configuration file (Dir).
 	Areas map[string]string `yaml:"areas"`
+	// Revocation is the file of revoked subjects and token IDs.
+	Revocation Revocation `yaml:"revocation"`
 	// Dir is the directory of the file the configuration was loaded
 	// from ("" for Parse): where relative area paths start.
 	Dir string `yaml:"-"`
@@ -60,8 +62,13 @@ type Config struct {
 func (c *Config) HasArea(name string) bool { _, ok := c.Areas[name]; return ok }
 
 // AreaPath is where area name's file is.
-func (c *Config) AreaPath(name string) string {
-	p := c.Areas[name]
+func (c *Config) AreaPath(name string) string { return c.rel(c.Areas[name]) }
+
+// RevocationPath is revocation.file, relative to Dir; "" when unset.
+func (c *Config) RevocationPath() string { return c.rel(c.Revocation.File) }
+
+// rel resolves p against Dir.
+func (c *Config) rel(p string) string {
 	if p == "" || filepath.IsAbs(p) || c.Dir == "" {
 		return p
 	}
@@ -200,6 +207,17 @@ type Limits struct {
 	// MaxPrincipals bounds how many principals' buckets are tracked; the
 	// least recently seen is forgotten first.
 	MaxPrincipals int `yaml:"max_principals"`
+	// Store holds the counters, quotas and revocations replicas share:
+	// "memory" (this process alone) or a redis:// or rediss:// URL.
+	Store string `yaml:"store"`
+	// OnStoreError is allow (per-replica limits while the store is
+	// unreachable) or deny (503).
+	OnStoreError string `yaml:"on_store_error"`
+	// Quota bounds the tiles each principal is answered per tileset per
+	// window; a tileset's own quota overrides it.
+	Quota *Quota `yaml:"quota"`
+	// Sweep flags principals that ask for many distinct tiles.
+	Sweep *Sweep `yaml:"sweep"`
 }
 
 // Cookie configures the session cookie: __Host-tileproxy_token when
@@ -299,6 +317,8 @@ type Tileset struct {
 	// Archive names one PMTiles archive (an object key) that holds the
 	// whole tileset, instead of a Prefix.
 	Archive string `yaml:"archive"`
+	// Quota overrides limits.quota for this tileset.
+	Quota *Quota `yaml:"quota"`
 	// RoleARN overrides s3.role_arn for this tileset.
 	RoleARN string `yaml:"role_arn"`
 	// CacheControl is sent on every tile of this tileset.
@@ -352,7 +372,7 @@ func Default() Config {
 			QueryParam:  "access_token",
 			Cookie:      Cookie{Secure: true, SameSite: "lax"},
 		},
-		Limits: Limits{StreamsPerPrincipal: 4, MaxPrincipals: 10_000},
+		Limits: Limits{StreamsPerPrincipal: 4, MaxPrincipals: 10_000, Store: StoreMemory, OnStoreError: OnStoreErrorAllow},
 		S3: S3{
 			Region:          "us-east-1",
 			SessionDuration: Duration(time.Hour),

@@ -317,6 +317,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 	if l.MaxPrincipals < 1 || l.MaxPrincipals > 10_000_000 {
 		bad("limits.max_principals", "%d must be between 1 and 10000000", l.MaxPrincipals)
 	}
+	c.validateExfil(bad)
 }
 
 func (c *Config) validateAuth(bad func(field, format string, args ...any)) {

@@ -43,6 +43,9 @@ type Metrics struct {
 	jwksRefresh    *prometheus.CounterVec
 	jwksKeys       prometheus.Gauge
 	limited        *prometheus.CounterVec
+	sweeps         *prometheus.CounterVec
+	storeUp        prometheus.Gauge
+	storeErrors    prometheus.Counter
 	configReloads  *prometheus.CounterVec
 	configInfo     *prometheus.GaugeVec
 	warmPlanned    prometheus.Gauge
@@ -124,7 +127,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "limited_total",
-			Help: "Requests refused with 429 by a per-principal limit, by reason (streams, rate).",
+			Help: "Requests refused by a per-principal limit, by reason (streams, rate, quota, sweep, throttle: 429; store: 503).",
 		}, []string{"reason"}),
 		configReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "config_reloads_total",
@@ -141,6 +144,18 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		warmPlanned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "cache_warm_planned_tiles",
 			Help: "Tiles the cache warm at start plans to fetch (cache.warm); progress is cache_warm_tiles_total over it.",
+		}),
+		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "sweeps_total",
+			Help: "Principals flagged for sweeping (limits.sweep), by action (log, throttle, block).",
+		}, []string{"action"}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "limits_store_up",
+			Help: "1 while the last settle with limits.store reached it, 0 while it is unreachable (limits fall back as on_store_error says).",
+		}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "limits_store_errors_total",
+			Help: "Settles with limits.store that failed.",
 		}),
 		warmTiles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "cache_warm_tiles_total",
@@ -161,6 +176,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
 		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, m.warmPlanned, m.warmTiles, info,
+		m.sweeps, m.storeUp, m.storeErrors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -300,8 +316,29 @@ func (m *Metrics) JWKSRefresh(ok bool, keys int) {
 	m.jwksKeys.Set(float64(keys))
 }
 
+// Sweep records a principal flagged for sweeping.
+func (m *Metrics) Sweep(action string) {
+	if m == nil {
+		return
+	}
+	m.sweeps.WithLabelValues(action).Inc()
+}
+
+// StoreUp records whether a settle reached the limits store.
+func (m *Metrics) StoreUp(up bool) {
+	if m == nil {
+		return
+	}
+	if up {
+		m.storeUp.Set(1)
+	} else {
+		m.storeUp.Set(0)
+		m.storeErrors.Inc()
+	}
+}
+
 // Limited records a request refused by a per-principal limit; reason is
-// "streams" or "rate".
+// "streams", "rate", "quota", "sweep", "throttle" or "store".
 func (m *Metrics) Limited(reason string) {
 	if m == nil {
 		return

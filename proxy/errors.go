@@ -8,6 +8,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy/core"
 )
@@ -54,6 +55,12 @@ func errorStatus(err error) (int, string) {
 		return http.StatusPreconditionFailed, "precondition failed"
 	case errors.Is(err, core.ErrLimited):
 		return http.StatusTooManyRequests, "too many requests"
+	case errors.Is(err, exfil.ErrQuota):
+		return http.StatusTooManyRequests, "quota exceeded"
+	case errors.Is(err, exfil.ErrSweep), errors.Is(err, exfil.ErrThrottled):
+		return http.StatusTooManyRequests, "too many distinct tiles"
+	case errors.Is(err, exfil.ErrStoreDown):
+		return http.StatusServiceUnavailable, "limits unavailable"
 	case errors.Is(err, origin.ErrSaturated), errors.Is(err, cache.ErrChurn):
 		return http.StatusServiceUnavailable, "origin busy"
 	case errors.Is(err, origin.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
@@ -64,19 +71,24 @@ func errorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "internal error"
 }
 
-// refusal is the bounded reason a request was refused for, as metrics and
-// the access line give it: "" when it was not refused.
-func refusal(err error) string {
+// refusal is the bounded reason a request was refused for, as the access
+// line gives it ("" when it was not refused), and whether it is a token
+// or grant refusal (counted in auth_failures_total; the limits count
+// theirs in limited_total).
+func refusal(err error) (reason string, authFailure bool) {
 	if err == nil {
-		return ""
+		return "", false
 	}
 	if errors.Is(err, core.ErrOutsideGrant) {
-		return "outside_grant"
+		return "outside_grant", true
+	}
+	if r := exfil.Reason(err); r != "" {
+		return r, false
 	}
 	if r := auth.Reason(err); r != "other" {
-		return r
+		return r, true
 	}
-	return ""
+	return "", false
 }
 
 // writeError answers err and returns the status it chose.
@@ -107,8 +119,16 @@ func writeError(w http.ResponseWriter, err error, allow string) int {
 		h.Set("Retry-After", "1")
 	case http.StatusTooManyRequests:
 		var le *core.LimitedError
-		if errors.As(err, &le) {
+		var xr *exfil.Refusal
+		switch {
+		case errors.As(err, &le):
 			h.Set("Retry-After", strconv.Itoa(le.RetryAfterSeconds()))
+		case errors.As(err, &xr):
+			h.Set("Retry-After", strconv.Itoa(xr.RetryAfterSeconds()))
+			if xr.Policy != "" {
+				h.Set("RateLimit-Policy", xr.Policy)
+				h.Set("RateLimit", xr.Limit)
+			}
 		}
 	case http.StatusRequestedRangeNotSatisfiable:
 		var re *core.RangeError

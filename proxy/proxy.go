@@ -23,6 +23,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
@@ -43,6 +44,9 @@ type Deps struct {
 	CacheConfig cache.Config
 	Slots       *origin.Slots
 	Limits      *core.Limits
+	// Exfil enforces quotas and sweep detection (package exfil); nil
+	// enforces none. It outlives one configuration too.
+	Exfil *exfil.Limiter
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
 	// Logger receives origin errors and other events; slog.Default() when nil.
@@ -60,6 +64,7 @@ type Proxy struct {
 	verifier *auth.Verifier
 	core     *core.Core
 	cors     *cors // nil without allowed origins
+	exfil    *exfil.Limiter
 	metrics  *metrics.Metrics
 	// viewerPage and viewerFiles are rendered once when viewer is on.
 	viewerPage  []byte
@@ -95,6 +100,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		verifier: deps.Verifier,
 		core:     c,
 		cors:     newCORS(cfg.CORS.AllowedOrigins),
+		exfil:    deps.Exfil,
 		metrics:  deps.Metrics,
 		log:      deps.Logger,
 		access:   deps.AccessLog,
@@ -168,8 +174,8 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	}
 	// The one place a refused token or grant is counted, whichever route
 	// refused it.
-	reason := refusal(rec.err)
-	if reason != "" {
+	reason, authFailure := refusal(rec.err)
+	if authFailure {
 		p.metrics.AuthFailure(reason)
 	}
 	if p.access == nil {

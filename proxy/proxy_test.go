@@ -19,6 +19,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
 	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/metrics"
@@ -79,6 +80,13 @@ var withCache = false
 // fixtureAreas are the areas newFixture's verifier knows.
 var fixtureAreas area.Set
 
+// fixtureRevoked and fixtureExfil, when set, are newFixture's
+// revocations and exfiltration limits.
+var (
+	fixtureRevoked func(iss, sub, jti string) bool
+	fixtureExfil   *exfil.Limiter
+)
+
 func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	t.Helper()
 	cfg := config.Default()
@@ -94,7 +102,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{Areas: fixtureAreas})
+	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{Areas: fixtureAreas, Revoked: fixtureRevoked})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +126,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	f := &fixture{mem: mem, reg: reg, log: logs, cache: c, fetcher: &swapFetcher{}}
 	f.setFetcher(mem)
 	f.setClock(time.Now)
-	p, err := New(&cfg, Deps{Verifier: v, Fetcher: f.fetcher, Cache: c, Metrics: m, Now: func() time.Time { return (*f.now.Load())() },
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: f.fetcher, Cache: c, Metrics: m, Exfil: fixtureExfil, Now: func() time.Time { return (*f.now.Load())() },
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(accesslog.Text, logs)})
 	if err != nil {
 		t.Fatal(err)

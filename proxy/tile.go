@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/proxy/core"
 	"github.com/tileproxy/tileproxy/scope"
 )
@@ -37,6 +38,14 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 	if !ok {
 		return
 	}
+	var ticket exfil.Ticket
+	if p.exfil != nil {
+		var err error
+		if ticket, err = p.exfil.Take(r.Context(), principal, name, path); err != nil {
+			w.fail(err, "")
+			return
+		}
+	}
 	req := core.Request{Tileset: name, Path: path, Principal: principal, Head: r.Method == http.MethodHead, Scope: grants}
 	if !unconditional(r.Header) {
 		req.Cond = conditions(r.Header)
@@ -44,6 +53,9 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 	res, err := p.core.Get(r.Context(), req)
 	defer res.Release()
 	w.cache = res.Cache
+	if err != nil || req.Head || (res.Status != core.StatusOK && res.Status != core.StatusPartialContent) {
+		ticket.Return() // only tiles answered 200 or 206, with a body, count
+	}
 	if err != nil {
 		w.fail(err, "")
 		return

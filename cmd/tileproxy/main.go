@@ -38,6 +38,7 @@ import (
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
 	"github.com/tileproxy/tileproxy/proxy/core"
+	"github.com/tileproxy/tileproxy/revoke"
 	"github.com/tileproxy/tileproxy/warm"
 )
 
@@ -54,6 +55,8 @@ usage:
   tileproxy token -key idp.pem -kid k1 -iss URL -aud tileproxy -claim 'scope=tiles:a'
                                              mint one as an issuer would, for auth.issuers rules
   tileproxy check -config tileproxy.yaml     validate a config
+  tileproxy revoke -config F (-sub S [-iss I] | -jti J) [-ttl D]
+                                             revoke tokens on every replica (limits.store)
   tileproxy version                          print version information
 `
 
@@ -76,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args, stdout, stderr)
 	case "check":
 		return checkCmd(args, stdout, stderr)
+	case "revoke":
+		err = revokeCmd(args, stdout, stderr)
 	case "version":
 		b := buildInfo()
 		fmt.Fprintf(stdout, "tileproxy %s (revision %s, %s)\n", b.Version, b.Revision, b.GoVersion)
@@ -175,6 +180,9 @@ type app struct {
 	// build an app by hand).
 	slots      *origin.Slots
 	principals *core.Limits
+	// controls are the quotas, sweep detection and revocations (nil in
+	// tests that build an app by hand).
+	controls *controls
 }
 
 // serverLimits bound what one connection may hold: slow headers
@@ -236,7 +244,11 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			log.Info("cache keeps every body on the heap: this system has no memory files (memfd), so hits copy bodies instead of sending them with sendfile")
 		}
 	}
-	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits}
+	ctl, err := newControls(ctx, cfg, m, log)
+	if err != nil {
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		// Areas are read with the rest of the configuration, so a reload
 		// reloads them; a broken one refuses the configuration.
@@ -245,7 +257,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			return nil, err
 		}
 		ctx, cancel := context.WithCancel(ctx)
-		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh, Areas: areas,
+		v, err := auth.New(ctx, cfg.Auth, auth.Deps{Logger: log, OnJWKSRefresh: m.JWKSRefresh, Areas: areas, Revoked: ctl.revoked.Revoked,
 			Tilesets: func(name string) bool { _, ok := cfg.Tileset(name); return ok }})
 		if err != nil {
 			cancel()
@@ -257,7 +269,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			return nil, err
 		}
 		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, CacheConfig: cacheCfg, Slots: slots, Limits: limits,
-			Metrics: m, Logger: log, AccessLog: logs.Access})
+			Exfil: ctl.limiter, Metrics: m, Logger: log, AccessLog: logs.Access})
 		if err != nil {
 			cancel()
 			return nil, err
@@ -403,6 +415,9 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 			errs = append(errs, err)
 		}
 	}
+	if a.controls != nil {
+		a.controls.close() // after the last answer: what it counted is settled
+	}
 	return errors.Join(errs...)
 }
 
@@ -427,6 +442,9 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	if _, err := loadAreas(cfg); err != nil {
 		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	if _, err := revoke.New(cfg.RevocationPath(), revoke.Deps{}); err != nil {
+		problems = append(problems, err.Error())
 	}
 	for _, w := range scopeWarnings(cfg) {
 		fmt.Fprintln(stderr, "warning:", w)

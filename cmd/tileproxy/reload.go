@@ -132,6 +132,12 @@ func (a *app) apply(cfg *config.Config) error {
 	if a.slots != nil {
 		a.slots.SetLimit(cfg.S3.MaxInFlight)
 	}
+	if a.controls != nil {
+		if err := a.controls.configure(cfg); err != nil {
+			g.cancel()
+			return err
+		}
+	}
 	g.proxy.SetReady(true)
 	a.current.Store(g.proxy)
 	a.gen = g
@@ -165,8 +171,8 @@ func goneTilesets(old, cur []string) []string {
 }
 
 // needsRestart names the settings a reload cannot change: the listeners,
-// logging, the cache (built once at start) and its warm (which runs once,
-// at start).
+// logging, the cache (built once at start), its warm (which runs once,
+// at start) and the limits store (whose counts the process holds).
 func needsRestart(old, cfg *config.Config) []string {
 	var fields []string
 	for _, f := range []struct {
@@ -178,6 +184,7 @@ func needsRestart(old, cfg *config.Config) []string {
 		{"log", old.Log != cfg.Log},
 		{"cache", !cacheEqual(old.Cache, cfg.Cache)},
 		{"cache.warm", !reflect.DeepEqual(old.Cache.Warm, cfg.Cache.Warm)},
+		{"limits.store", old.Limits.Store != cfg.Limits.Store},
 	} {
 		if f.changed {
 			fields = append(fields, f.name)

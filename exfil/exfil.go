@@ -1,0 +1,585 @@
+// Package exfil limits what one principal takes, across every replica
+// that shares a store (docs/exfiltration.md): a quota of tiles per
+// tileset per window, and sweep detection (distinct tiles per window)
+// that logs, throttles or blocks.
+//
+// A request never waits on the store. Each replica counts locally and
+// settles with the store in the background, every SettleEvery or as soon
+// as Batch tiles are unsettled; it learns the cluster's totals from the
+// answers. A replica admits a principal while the total it knows plus
+// what it has not settled is under the quota, and never holds more than
+// MaxUnsettled unsettled tiles of one counter: at that point a request
+// waits for the settle. So each replica admits at most MaxUnsettled tiles
+// beyond a quota, and only in the moments after the quota is reached
+// elsewhere.
+package exfil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/hll"
+	"github.com/tileproxy/tileproxy/internal/store"
+)
+
+const (
+	// Batch unsettled tiles (or distinct tiles) start a settle early.
+	Batch = 16
+	// MaxUnsettled is the over-admission bound: at most this many tiles
+	// of one principal's quota are admitted by a replica before the
+	// store has counted them.
+	MaxUnsettled = 64
+	// SettleEvery is how often a replica settles what it counted.
+	SettleEvery = 100 * time.Millisecond
+	// settleTimeout bounds one settle's round trip.
+	settleTimeout = time.Second
+	// logEvery spaces the log lines of a store outage.
+	logEvery = time.Minute
+	// maxPending bounds the distinct tiles of one principal held for the
+	// next settle while the store is unreachable.
+	maxPending = 4096
+)
+
+// Refusals; each is returned as a *Refusal.
+var (
+	// ErrQuota: the principal's quota of the tileset is used up (429).
+	ErrQuota = errors.New("quota exceeded")
+	// ErrSweep: the principal is blocked for sweeping (429).
+	ErrSweep = errors.New("blocked for sweeping")
+	// ErrThrottled: a throttled sweeper asked faster than throttle_rate (429).
+	ErrThrottled = errors.New("throttled for sweeping")
+	// ErrStoreDown: the store is unreachable and on_store_error is deny (503).
+	ErrStoreDown = errors.New("limits store unavailable")
+)
+
+// Refusal is one refusal: why, when to come back, and for a quota the
+// RateLimit-Policy and RateLimit field values.
+type Refusal struct {
+	Err        error
+	RetryAfter time.Duration
+	// Policy and Limit are the IETF RateLimit-Policy and RateLimit field
+	// values (draft-ietf-httpapi-ratelimit-headers); "" but for quotas.
+	Policy, Limit string
+}
+
+func (r *Refusal) Error() string { return r.Err.Error() }
+
+// Unwrap makes errors.Is(err, ErrQuota) and the like hold.
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// RetryAfterSeconds is the Retry-After value: whole seconds, at least 1.
+func (r *Refusal) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(r.RetryAfter.Seconds())))
+}
+
+// Reason is the bounded name of a refusal, for metrics and logs: quota,
+// sweep, throttle or store; "" for other errors.
+func Reason(err error) string {
+	switch {
+	case errors.Is(err, ErrQuota):
+		return "quota"
+	case errors.Is(err, ErrSweep):
+		return "sweep"
+	case errors.Is(err, ErrThrottled):
+		return "throttle"
+	case errors.Is(err, ErrStoreDown):
+		return "store"
+	}
+	return ""
+}
+
+// Config is what the limits enforce.
+type Config struct {
+	// Quotas are by tileset; a tileset without one has no quota.
+	Quotas map[string]config.Quota
+	// Sweep detection is off when Distinct is 0.
+	Sweep config.Sweep
+	// Deny refuses requests (503) while the store is unreachable;
+	// otherwise each replica limits on its own counts until it is back.
+	Deny bool
+}
+
+// FromConfig is the Config of a tileproxy configuration.
+func FromConfig(c *config.Config) Config {
+	out := Config{Quotas: map[string]config.Quota{}, Deny: c.Limits.OnStoreError == config.OnStoreErrorDeny}
+	for i := range c.Tilesets {
+		if q := c.QuotaOf(&c.Tilesets[i]); q != nil {
+			out.Quotas[c.Tilesets[i].Name] = *q
+		}
+	}
+	if s := c.Limits.Sweep; s != nil && s.Distinct > 0 {
+		out.Sweep = *s
+	}
+	return out
+}
+
+// On reports whether any limit is on.
+func (c *Config) On() bool { return len(c.Quotas) > 0 || c.Sweep.Distinct > 0 }
+
+// Metrics is what the limits report.
+type Metrics interface {
+	// Limited counts a refusal by reason (quota, sweep, throttle, store).
+	Limited(reason string)
+	// Sweep counts a principal flagged for sweeping, by action.
+	Sweep(action string)
+	// StoreUp says whether the last settle reached the store.
+	StoreUp(up bool)
+}
+
+// Deps are what a Limiter works with.
+type Deps struct {
+	Store   store.Store
+	Now     func() time.Time
+	Metrics Metrics
+	Log     *slog.Logger
+}
+
+// Limiter enforces a Config. One Limiter serves every configuration a
+// process runs in turn (Configure): a reload changes the numbers, never
+// what was counted.
+type Limiter struct {
+	deps Deps
+	cfg  atomic.Pointer[Config]
+
+	principals sync.Map // principal key -> *principal
+
+	kick chan struct{} // a settle is wanted now
+	// settled is closed, and replaced, after every settle round.
+	settledMu sync.Mutex
+	settled   chan struct{}
+
+	down        atomic.Bool
+	lastDownLog time.Time // settle goroutine only
+	done        chan struct{}
+	stopped     chan struct{}
+}
+
+// principal is what a replica knows of one principal.
+type principal struct {
+	key string
+
+	mu sync.Mutex
+	// gone: dropped from the map while idle; a request that found it
+	// just before looks it up again.
+	gone     bool
+	counters []*counter // the current window's, one per tileset with a quota
+	retired  []*counter // earlier windows' with tiles not yet settled
+	lastSeen time.Time
+
+	sweepWindow int64
+	items       map[uint64]struct{} // distinct tiles not yet settled
+	local       hll.Sketch          // this window's tiles while the store is down
+	distinct    int64               // the store's count at the last settle
+	flagged     bool
+	throttle    *rate.Limiter
+}
+
+// counter is one principal's count of one tileset in one window.
+type counter struct {
+	tileset string
+	window  int64
+	per     time.Duration
+	// known is the store's total at the last settle; pending were
+	// admitted here since; inflight are being settled now.
+	known, pending, inflight int64
+	// learned: a settle has said the total. Until then requests wait
+	// for one, so that a replica new to a principal (or one that let it
+	// go while idle) does not admit it afresh.
+	learned bool
+}
+
+// New builds a Limiter; Run settles its counts.
+func New(cfg Config, deps Deps) *Limiter {
+	l := &Limiter{deps: deps, kick: make(chan struct{}, 1), settled: make(chan struct{}), done: make(chan struct{}), stopped: make(chan struct{})}
+	l.Configure(cfg)
+	deps.Metrics.StoreUp(true)
+	return l
+}
+
+// Configure applies cfg from the next request on.
+func (l *Limiter) Configure(cfg Config) { l.cfg.Store(&cfg) }
+
+// window is the number of the fixed window of length per that holds t:
+// windows start at multiples of per since the Unix epoch, the same on
+// every replica.
+func window(t time.Time, per time.Duration) int64 { return t.UnixNano() / int64(per) }
+
+// windowEnd is when window w of length per ends.
+func windowEnd(w int64, per time.Duration) time.Time { return time.Unix(0, (w+1)*int64(per)) }
+
+// Ticket is a tile admitted by Take; Return gives it back when the answer
+// was not a 200 or 206.
+type Ticket struct {
+	p *principal
+	c *counter
+}
+
+// Return uncounts the tile: its answer was not a tile (a 304, an error).
+func (t Ticket) Return() {
+	if t.c == nil {
+		return
+	}
+	t.p.mu.Lock()
+	t.c.pending--
+	t.p.mu.Unlock()
+}
+
+// Take admits one tile of tileset at path for the principal key, or
+// refuses it with a *Refusal. Its count stands unless the Ticket is
+// returned.
+func (l *Limiter) Take(ctx context.Context, key, tileset, path string) (Ticket, error) {
+	cfg := l.cfg.Load()
+	q, quota := cfg.Quotas[tileset]
+	sweep := cfg.Sweep.Distinct > 0
+	if !quota && !sweep {
+		return Ticket{}, nil
+	}
+	if cfg.Deny && l.down.Load() {
+		l.deps.Metrics.Limited("store")
+		return Ticket{}, &Refusal{Err: ErrStoreDown, RetryAfter: time.Second}
+	}
+	now := l.deps.Now()
+	p := l.principal(key)
+	for {
+		p.mu.Lock()
+		if p.gone {
+			p.mu.Unlock()
+			p = l.principal(key)
+			continue
+		}
+		p.lastSeen = now
+		var h uint64
+		if sweep {
+			if err := l.sweepCheck(p, &cfg.Sweep, now); err != nil {
+				p.mu.Unlock()
+				l.deps.Metrics.Limited(Reason(err))
+				return Ticket{}, err
+			}
+			h = tileHash(tileset, path)
+		}
+		var c *counter
+		if quota {
+			c = p.counter(tileset, &q, now)
+			if c.known+c.pending+c.inflight >= q.Tiles {
+				p.mu.Unlock()
+				l.deps.Metrics.Limited("quota")
+				return Ticket{}, quotaRefusal(&q, c, now)
+			}
+			if (!c.learned || c.pending+c.inflight >= MaxUnsettled) && !l.down.Load() && !l.isClosed() {
+				// The bound: no more until the store has counted these
+				// (or said what it holds).
+				wait := l.settledChan()
+				p.mu.Unlock()
+				l.kickSettle()
+				select {
+				case <-wait:
+					continue
+				case <-ctx.Done():
+					return Ticket{}, ctx.Err()
+				}
+			}
+			c.pending++
+		}
+		kick := c != nil && c.pending == Batch
+		if sweep {
+			if len(p.items) < maxPending {
+				p.items[h] = struct{}{}
+			}
+			if l.down.Load() {
+				p.local.Add(hll.Mix(h))
+			}
+			kick = kick || len(p.items) == Batch*4
+		}
+		p.mu.Unlock()
+		if kick {
+			l.kickSettle()
+		}
+		return Ticket{p: p, c: c}, nil
+	}
+}
+
+// principal is key's state, made on its first request.
+func (l *Limiter) principal(key string) *principal {
+	if v, ok := l.principals.Load(key); ok {
+		return v.(*principal)
+	}
+	v, _ := l.principals.LoadOrStore(key, &principal{key: key, items: map[uint64]struct{}{}})
+	return v.(*principal)
+}
+
+// counter is p's counter of tileset for now's window (p.mu held).
+func (p *principal) counter(tileset string, q *config.Quota, now time.Time) *counter {
+	per := q.Per.Duration()
+	w := window(now, per)
+	for i, c := range p.counters {
+		if c.tileset != tileset {
+			continue
+		}
+		if c.window == w && c.per == per {
+			return c
+		}
+		if c.pending != 0 || c.inflight != 0 {
+			p.retired = append(p.retired, c)
+		}
+		p.counters[i] = &counter{tileset: tileset, window: w, per: per}
+		return p.counters[i]
+	}
+	c := &counter{tileset: tileset, window: w, per: per}
+	p.counters = append(p.counters, c)
+	return c
+}
+
+// quotaRefusal is the 429 of a used-up quota: back when the window ends.
+func quotaRefusal(q *config.Quota, c *counter, now time.Time) *Refusal {
+	reset := windowEnd(c.window, c.per).Sub(now)
+	secs := max(1, int64(math.Ceil(reset.Seconds())))
+	return &Refusal{
+		Err:        ErrQuota,
+		RetryAfter: reset,
+		Policy:     `"quota";q=` + strconv.FormatInt(q.Tiles, 10) + ";w=" + strconv.FormatInt(int64(c.per/time.Second), 10),
+		Limit:      `"quota";r=0;t=` + strconv.FormatInt(secs, 10),
+	}
+}
+
+// sweepCheck rolls p's sweep window over and refuses a flagged principal
+// as the action says (p.mu held).
+func (l *Limiter) sweepCheck(p *principal, s *config.Sweep, now time.Time) error {
+	per := s.Per.Duration()
+	if w := window(now, per); w != p.sweepWindow {
+		p.sweepWindow, p.flagged, p.throttle, p.distinct, p.local = w, false, nil, 0, hll.Sketch{}
+		clear(p.items)
+	}
+	if !p.flagged {
+		return nil
+	}
+	switch s.Action {
+	case config.SweepBlock:
+		return &Refusal{Err: ErrSweep, RetryAfter: windowEnd(p.sweepWindow, per).Sub(now)}
+	case config.SweepThrottle:
+		if p.throttle == nil {
+			p.throttle = rate.NewLimiter(rate.Limit(s.ThrottleRate), max(1, int(math.Ceil(s.ThrottleRate))))
+		}
+		if r := p.throttle.ReserveN(now, 1); r.DelayFrom(now) > 0 {
+			wait := r.DelayFrom(now)
+			r.CancelAt(now)
+			return &Refusal{Err: ErrThrottled, RetryAfter: wait}
+		}
+	}
+	return nil
+}
+
+// tileHash names a tile for sweep detection, the same on every replica
+// (FNV-1a: no per-process seed).
+func tileHash(tileset, path string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := range len(tileset) {
+		h = (h ^ uint64(tileset[i])) * 1099511628211
+	}
+	h = (h ^ '/') * 1099511628211
+	for i := range len(path) {
+		h = (h ^ uint64(path[i])) * 1099511628211
+	}
+	return h
+}
+
+func (l *Limiter) kickSettle() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Limiter) settledChan() chan struct{} {
+	l.settledMu.Lock()
+	defer l.settledMu.Unlock()
+	return l.settled
+}
+
+// Run settles every SettleEvery, or when asked, until ctx ends or Close
+// is called; then it settles once more, so that what was counted is not
+// lost.
+func (l *Limiter) Run(ctx context.Context) {
+	defer close(l.stopped)
+	t := time.NewTicker(SettleEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.Settle(context.WithoutCancel(ctx))
+			return
+		case <-l.done:
+			l.Settle(ctx)
+			return
+		case <-t.C:
+		case <-l.kick:
+		}
+		l.Settle(ctx)
+	}
+}
+
+// Close stops Run after a last settle.
+func (l *Limiter) Close() {
+	select {
+	case <-l.done:
+	default:
+		close(l.done)
+	}
+	<-l.stopped
+}
+
+// settling is one op of a settle and what it came from.
+type settling struct {
+	p     *principal
+	c     *counter // nil for the principal's distinct tiles
+	n     int64
+	items int
+}
+
+// Settle sends what was counted since the last settle to the store in
+// one round trip and learns the totals. Run calls it; tests call it to
+// step.
+func (l *Limiter) Settle(ctx context.Context) {
+	cfg := l.cfg.Load()
+	now := l.deps.Now()
+	var ops []store.Op
+	var from []settling
+	l.principals.Range(func(k, v any) bool {
+		p := v.(*principal)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		idle := now.Sub(p.lastSeen) > 2*time.Minute
+		kept := p.retired[:0]
+		for _, list := range [][]*counter{p.counters, p.retired} {
+			for _, c := range list {
+				if c.pending == 0 && c.learned {
+					continue
+				}
+				ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: c.pending, TTL: c.per + time.Minute})
+				from = append(from, settling{p: p, c: c, n: c.pending})
+				c.inflight, c.pending = c.inflight+c.pending, 0
+			}
+		}
+		for _, c := range p.retired {
+			if c.inflight != 0 {
+				kept = append(kept, c) // dropped once settled
+			}
+		}
+		p.retired = kept
+		if s := cfg.Sweep; s.Distinct > 0 && len(p.items) > 0 {
+			items := make([]uint64, 0, len(p.items))
+			for h := range p.items {
+				items = append(items, h)
+			}
+			clear(p.items)
+			ops = append(ops, store.Op{Key: "s:" + p.key + ":" + strconv.FormatInt(int64(s.Per.Duration()/time.Second), 10) + ":" + strconv.FormatInt(p.sweepWindow, 10), Distinct: true, Items: items, TTL: s.Per.Duration() + time.Minute})
+			from = append(from, settling{p: p, items: len(items)})
+		}
+		if idle && len(p.retired) == 0 && len(p.items) == 0 && !p.flagged && allSettled(p.counters) {
+			p.gone = true
+			l.principals.Delete(k) // back as new: its totals are in the store
+		}
+		return true
+	})
+	var res []int64
+	var err error
+	if len(ops) > 0 {
+		actx, cancel := context.WithTimeout(ctx, settleTimeout)
+		res, err = l.deps.Store.Apply(actx, ops)
+		cancel()
+	}
+	l.settledResult(cfg, from, res, err, now)
+	l.settledMu.Lock()
+	close(l.settled)
+	l.settled = make(chan struct{})
+	l.settledMu.Unlock()
+}
+
+// quotaKey names c in the store: principal, tileset, window length and
+// number, so that a reload that changes per starts a counter of its own.
+func quotaKey(principal string, c *counter) string {
+	return "q:" + principal + ":" + c.tileset + ":" + strconv.FormatInt(int64(c.per/time.Second), 10) + ":" + strconv.FormatInt(c.window, 10)
+}
+
+func allSettled(cs []*counter) bool {
+	for _, c := range cs {
+		if c.pending != 0 || c.inflight != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// settledResult applies a settle's answer, or its failure: the counts go
+// back to pending, to be sent again, and the replica limits on its own.
+func (l *Limiter) settledResult(cfg *Config, from []settling, res []int64, err error, now time.Time) {
+	if err != nil {
+		if !l.down.Swap(true) || now.Sub(l.lastDownLog) >= logEvery {
+			mode := "per-replica limits until it is back (on_store_error: allow)"
+			if cfg.Deny {
+				mode = "refusing limited requests with 503 (on_store_error: deny)"
+			}
+			l.deps.Log.Warn("limits store unreachable: "+mode, "err", err)
+			l.lastDownLog = now
+		}
+		l.deps.Metrics.StoreUp(false)
+	} else if l.down.Swap(false) {
+		l.deps.Log.Info("limits store reachable again: counting resumes")
+		l.deps.Metrics.StoreUp(true)
+	}
+	for i, s := range from {
+		s.p.mu.Lock()
+		switch {
+		case s.c != nil && err != nil:
+			s.c.inflight -= s.n
+			s.c.pending += s.n
+		case s.c != nil:
+			s.c.inflight -= s.n
+			s.c.known, s.c.learned = res[i], true
+		case err != nil:
+			// Distinct tiles of an outage are judged by this replica's
+			// own sketch (added to from now on, see Take).
+			if cfg.Sweep.Distinct > 0 && s.p.local.Count() >= cfg.Sweep.Distinct {
+				l.flag(s.p, cfg, s.p.local.Count())
+			}
+		default:
+			s.p.distinct = res[i]
+			if cfg.Sweep.Distinct > 0 && res[i] >= cfg.Sweep.Distinct {
+				l.flag(s.p, cfg, res[i])
+			}
+		}
+		s.p.mu.Unlock()
+	}
+}
+
+// flag marks p a sweeper for the rest of its window (p.mu held).
+func (l *Limiter) flag(p *principal, cfg *Config, distinct int64) {
+	if p.flagged {
+		return
+	}
+	p.flagged = true
+	l.deps.Metrics.Sweep(cfg.Sweep.Action)
+	l.deps.Log.Warn("sweep detected", "principal", p.key, "distinct", distinct,
+		"window", fmt.Sprint(cfg.Sweep.Per.Duration()), "action", cfg.Sweep.Action)
+}
+
+func (l *Limiter) isClosed() bool {
+	select {
+	case <-l.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// Down reports whether the last settle failed to reach the store.
+func (l *Limiter) Down() bool { return l.down.Load() }
