@@ -104,7 +104,9 @@ func (s *set) add(line string) error {
 }
 
 // Check validates one entry, as `tileproxy revoke` writes it.
-func Check(entry string) error { return (&set{subs: map[[2]string]struct{}{}, jtis: map[string]struct{}{}}).add(entry) }
+func Check(entry string) error {
+	return (&set{subs: map[[2]string]struct{}{}, jtis: map[string]struct{}{}}).add(entry)
+}
 
 // Deps are what a List works with.
 type Deps struct {
