@@ -13,6 +13,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/store"
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // clock is a fake clock tests step by hand.
@@ -55,14 +56,15 @@ func (f *flaky) Apply(ctx context.Context, ops []store.Op) ([]int64, error) {
 }
 
 type rig struct {
-	clk     *clock
-	metrics *fakeMetrics
-	st      store.Store
+	clk       *clock
+	metrics   *fakeMetrics
+	st        store.Store
+	principal string
 }
 
 func newRig() *rig {
 	clk := &clock{t: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
-	return &rig{clk: clk, metrics: &fakeMetrics{limited: map[string]int{}, sweeps: map[string]int{}}, st: store.NewMemory(clk.now)}
+	return &rig{principal: "alice", clk: clk, metrics: &fakeMetrics{limited: map[string]int{}, sweeps: map[string]int{}}, st: store.NewMemory(clk.now)}
 }
 
 // limiter is a Limiter on the rig's store, settling in the background.
@@ -141,8 +143,22 @@ func TestReturned(t *testing.T) {
 // they can from concurrent requests, admit at least the quota and at
 // most MaxUnsettled beyond it each.
 func TestOverAdmissionBound(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { overAdmission(t, newRig()) })
+	t.Run("redis", func(t *testing.T) {
+		st, err := store.NewRedis(testenv.Redis(t, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		r := newRig()
+		r.st = st
+		r.principal = fmt.Sprint("alice-", time.Now().UnixNano()) // the shared Redis outlives a run
+		overAdmission(t, r)
+	})
+}
+
+func overAdmission(t *testing.T, r *rig) {
 	const q, replicas, workers = 1000, 3, 4
-	r := newRig()
 	var admitted atomic.Int64
 	var wg sync.WaitGroup
 	for range replicas {
@@ -152,7 +168,7 @@ func TestOverAdmissionBound(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for i := 0; i < 10*q; i++ { // bounded: refusals end it long before
-					if _, err := l.Take(t.Context(), "alice", "city", "0/0/0.png"); err != nil {
+					if _, err := l.Take(t.Context(), r.principal, "city", "0/0/0.png"); err != nil {
 						if !errors.Is(err, ErrQuota) {
 							t.Error(err)
 						}
@@ -164,6 +180,7 @@ func TestOverAdmissionBound(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	t.Logf("admitted %d on a quota of %d over %d replicas", admitted.Load(), q, replicas)
 	if got := admitted.Load(); got < q || got > q+replicas*MaxUnsettled {
 		t.Errorf("admitted %d of a quota of %d over %d replicas; want %d to %d", got, q, replicas, q, q+replicas*MaxUnsettled)
 	}

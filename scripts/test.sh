@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The test command. On a fresh machine it installs what is missing (the
 # pinned MinIO, mc and Helm, built with `go install` the first time;
-# Debian's prometheus, docker-compose, chromium and haproxy for the
-# operations, browser and scale-out tests), starts a throwaway MinIO on
-# 127.0.0.1, runs gofmt, vet, staticcheck, `go test ./...` and the
-# concurrent packages again under -race against it, and stops MinIO again
+# Debian's prometheus, docker-compose, chromium, haproxy and redis-server
+# for the operations, browser, scale-out and limits tests), starts a
+# throwaway MinIO and Redis on 127.0.0.1, runs gofmt, vet, staticcheck, `go test ./...` and the
+# concurrent packages again under -race against them, and stops both again
 # whatever happened.
 #
 #   ./scripts/test.sh                 everything, then each fuzz target for FUZZTIME
@@ -29,7 +29,7 @@ need_apt() { # command:package ...
 		echo "test.sh: missing ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
 	fi
 }
-need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium haproxy:haproxy
+need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium haproxy:haproxy redis-server:redis-server
 
 # Helm, for the chart's lint, template and strict-decode tests: built from
 # the module proxy the first time (a few minutes), as the README says.
@@ -39,8 +39,26 @@ if ! helm version --short 2>/dev/null | grep -q '^v3\.22'; then
 fi
 
 export TILEPROXY_MINIO_STATE="${TMPDIR:-/tmp}/tileproxy-minio-test-$$"
-trap './scripts/minio.sh stop' EXIT
+redis_pid=
+cleanup() {
+	./scripts/minio.sh stop
+	if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 ./scripts/minio.sh start
+# A throwaway Redis for the limits store's tests (tests that stop and
+# restart one start their own, on a free port).
+if command -v redis-server >/dev/null 2>&1; then
+	redis_port=${TILEPROXY_TEST_REDIS_PORT:-19379}
+	redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no --loglevel warning >"${TMPDIR:-/tmp}/tileproxy-redis-test-$$.log" 2>&1 &
+	redis_pid=$!
+	for _ in $(seq 100); do
+		redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	redis-cli -p "$redis_port" ping >/dev/null
+	export TILEPROXY_TEST_REDIS_ADDR="127.0.0.1:$redis_port"
+fi
 # shellcheck disable=SC1090
 source <(./scripts/minio.sh env)
 
@@ -67,7 +85,7 @@ go test -count=1 -timeout "$timeout" "$@" ./...
 # the browser tests are left out: they test the binary and the browser).
 if [ $# -eq 0 ]; then
 	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./proxy/core ./config \
-		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt
+		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt ./exfil ./revoke ./internal/store
 fi
 
 # Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).
