@@ -3,15 +3,16 @@
 // tileset per window, and sweep detection (distinct tiles per window)
 // that logs, throttles or blocks.
 //
-// A request never waits on the store. Each replica counts locally and
-// settles with the store in the background, every SettleEvery or as soon
-// as Batch tiles are unsettled; it learns the cluster's totals from the
-// answers. A replica admits a principal while the total it knows plus
-// what it has not settled is under the quota, and never holds more than
-// MaxUnsettled unsettled tiles of one counter: at that point a request
-// waits for the settle. So each replica admits at most MaxUnsettled tiles
-// beyond a quota, and only in the moments after the quota is reached
-// elsewhere.
+// A request never waits on the store but once per lease. A replica
+// leases tiles of a principal's quota from the store, which grants them
+// atomically and never past the quota, and admits from its lease locally;
+// it asks for the next lease in the background before this one runs out.
+// So no replica admits a tile beyond the quota while the store answers
+// (the over-admission bound is 0); what a lease leaves unused when a
+// principal goes quiet is given back. Distinct tiles are settled with
+// the store every SettleEvery. While the store is unreachable each
+// replica counts on its own, as on_store_error says, and settles those
+// counts when it is back.
 package exfil
 
 import (
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,21 +35,22 @@ import (
 )
 
 const (
-	// Batch unsettled tiles (or distinct tiles) start a settle early.
-	Batch = 16
-	// MaxUnsettled is the over-admission bound: at most this many tiles
-	// of one principal's quota are admitted by a replica before the
-	// store has counted them.
-	MaxUnsettled = 64
+	// MaxLease bounds one lease; a lease is also at most an eighth of
+	// what is left of the quota, so that little sits unused on one
+	// replica while another is refused.
+	MaxLease = 1024
 	// SettleEvery is how often a replica settles what it counted.
 	SettleEvery = 100 * time.Millisecond
 	// settleTimeout bounds one settle's round trip.
 	settleTimeout = time.Second
 	// logEvery spaces the log lines of a store outage.
 	logEvery = time.Minute
-	// maxPending bounds the distinct tiles of one principal held for the
-	// next settle while the store is unreachable.
+	// sweepKick distinct tiles unsettled start a settle early; at most
+	// maxPending are held for the next one.
+	sweepKick  = 1024
 	maxPending = 4096
+	// idleAfter: a principal unseen this long gives its lease back.
+	idleAfter = 2 * time.Minute
 )
 
 // Refusals; each is returned as a *Refusal.
@@ -107,6 +110,8 @@ type Config struct {
 	// Deny refuses requests (503) while the store is unreachable;
 	// otherwise each replica limits on its own counts until it is back.
 	Deny bool
+
+	byTileset []namedQuota // Quotas, as Configure compiles them
 }
 
 // FromConfig is the Config of a tileproxy configuration.
@@ -125,6 +130,22 @@ func FromConfig(c *config.Config) Config {
 
 // On reports whether any limit is on.
 func (c *Config) On() bool { return len(c.Quotas) > 0 || c.Sweep.Distinct > 0 }
+
+// quota is tileset's quota. A scan, not a map: a configuration has a
+// few tilesets, and this runs on every hit.
+func (c *Config) quota(tileset string) (config.Quota, bool) {
+	for i := range c.byTileset {
+		if c.byTileset[i].name == tileset {
+			return c.byTileset[i].q, true
+		}
+	}
+	return config.Quota{}, false
+}
+
+type namedQuota struct {
+	name string
+	q    config.Quota
+}
 
 // Metrics is what the limits report.
 type Metrics interface {
@@ -158,8 +179,10 @@ type Limiter struct {
 	settledMu sync.Mutex
 	settled   chan struct{}
 
+	// settleMu makes settles one at a time (Run's, and tests' own).
+	settleMu    sync.Mutex
 	down        atomic.Bool
-	lastDownLog time.Time // settle goroutine only
+	lastDownLog time.Time // under settleMu
 	done        chan struct{}
 	stopped     chan struct{}
 }
@@ -177,7 +200,7 @@ type principal struct {
 	lastSeen time.Time
 
 	sweepWindow int64
-	items       map[uint64]struct{} // distinct tiles not yet settled
+	items       hashSet    // distinct tiles not yet settled
 	local       hll.Sketch          // this window's tiles while the store is down
 	distinct    int64               // the store's count at the last settle
 	flagged     bool
@@ -189,13 +212,20 @@ type counter struct {
 	tileset string
 	window  int64
 	per     time.Duration
-	// known is the store's total at the last settle; pending were
-	// admitted here since; inflight are being settled now.
-	known, pending, inflight int64
-	// learned: a settle has said the total. Until then requests wait
-	// for one, so that a replica new to a principal (or one that let it
-	// go while idle) does not admit it afresh.
-	learned bool
+	quota   int64
+	// known is the store's total at the last settle, leases of every
+	// replica included; lease is what this replica may still admit of
+	// what the store granted it; unsettled were admitted while the store
+	// was unreachable, to be added when it is back.
+	known, lease, unsettled int64
+	// asked: a lease is being asked for (or is wanted at the next
+	// settle); learned: a settle has answered for this counter.
+	asked, learned bool
+}
+
+// wantLease is the next lease to ask for.
+func (c *counter) wantLease() int64 {
+	return max(1, min(MaxLease, (c.quota-c.known)/8))
 }
 
 // New builds a Limiter; Run settles its counts.
@@ -207,7 +237,13 @@ func New(cfg Config, deps Deps) *Limiter {
 }
 
 // Configure applies cfg from the next request on.
-func (l *Limiter) Configure(cfg Config) { l.cfg.Store(&cfg) }
+func (l *Limiter) Configure(cfg Config) {
+	cfg.byTileset = nil
+	for name, q := range cfg.Quotas {
+		cfg.byTileset = append(cfg.byTileset, namedQuota{name, q})
+	}
+	l.cfg.Store(&cfg)
+}
 
 // window is the number of the fixed window of length per that holds t:
 // windows start at multiples of per since the Unix epoch, the same on
@@ -222,6 +258,9 @@ func windowEnd(w int64, per time.Duration) time.Time { return time.Unix(0, (w+1)
 type Ticket struct {
 	p *principal
 	c *counter
+	// unsettled: admitted while the store was unreachable, not from a
+	// lease.
+	unsettled bool
 }
 
 // Return uncounts the tile: its answer was not a tile (a 304, an error).
@@ -230,16 +269,21 @@ func (t Ticket) Return() {
 		return
 	}
 	t.p.mu.Lock()
-	t.c.pending--
+	if t.unsettled {
+		t.c.unsettled--
+	} else {
+		t.c.lease++
+	}
 	t.p.mu.Unlock()
 }
 
-// Take admits one tile of tileset at path for the principal key, or
+// Take admits one tile of tileset at path for the principal key at now
+// (the request's start: the caller has read the clock already), or
 // refuses it with a *Refusal. Its count stands unless the Ticket is
 // returned.
-func (l *Limiter) Take(ctx context.Context, key, tileset, path string) (Ticket, error) {
+func (l *Limiter) Take(ctx context.Context, now time.Time, key, tileset, path string) (Ticket, error) {
 	cfg := l.cfg.Load()
-	q, quota := cfg.Quotas[tileset]
+	q, quota := cfg.quota(tileset)
 	sweep := cfg.Sweep.Distinct > 0
 	if !quota && !sweep {
 		return Ticket{}, nil
@@ -248,7 +292,6 @@ func (l *Limiter) Take(ctx context.Context, key, tileset, path string) (Ticket, 
 		l.deps.Metrics.Limited("store")
 		return Ticket{}, &Refusal{Err: ErrStoreDown, RetryAfter: time.Second}
 	}
-	now := l.deps.Now()
 	p := l.principal(key)
 	for {
 		p.mu.Lock()
@@ -268,16 +311,24 @@ func (l *Limiter) Take(ctx context.Context, key, tileset, path string) (Ticket, 
 			h = tileHash(tileset, path)
 		}
 		var c *counter
+		unsettled, kick := false, false
 		if quota {
 			c = p.counter(tileset, &q, now)
-			if c.known+c.pending+c.inflight >= q.Tiles {
+			switch {
+			case c.lease > 0:
+				c.lease--
+				if !c.asked && c.lease < c.wantLease()/2 {
+					c.asked, kick = true, true // the next lease, before this one runs out
+				}
+			case c.learned && c.known >= c.quota:
+				ref := quotaRefusal(c, now)
 				p.mu.Unlock()
 				l.deps.Metrics.Limited("quota")
-				return Ticket{}, quotaRefusal(&q, c, now)
-			}
-			if (!c.learned || c.pending+c.inflight >= MaxUnsettled) && !l.down.Load() && !l.isClosed() {
-				// The bound: no more until the store has counted these
-				// (or said what it holds).
+				return Ticket{}, ref
+			case !l.down.Load() && !l.isClosed():
+				// No lease: wait for one (the first request of a
+				// principal on a replica, or one faster than leases).
+				c.asked = true
 				wait := l.settledChan()
 				p.mu.Unlock()
 				l.kickSettle()
@@ -287,24 +338,31 @@ func (l *Limiter) Take(ctx context.Context, key, tileset, path string) (Ticket, 
 				case <-ctx.Done():
 					return Ticket{}, ctx.Err()
 				}
+			case c.known+c.unsettled >= c.quota:
+				// The store is unreachable: this replica's own count.
+				ref := quotaRefusal(c, now)
+				p.mu.Unlock()
+				l.deps.Metrics.Limited("quota")
+				return Ticket{}, ref
+			default:
+				c.unsettled++
+				unsettled = true
 			}
-			c.pending++
 		}
-		kick := c != nil && c.pending == Batch
 		if sweep {
-			if len(p.items) < maxPending {
-				p.items[h] = struct{}{}
+			if p.items.len() < maxPending {
+				p.items.add(h)
 			}
 			if l.down.Load() {
 				p.local.Add(hll.Mix(h))
 			}
-			kick = kick || len(p.items) == Batch*4
+			kick = kick || p.items.len() == sweepKick
 		}
 		p.mu.Unlock()
 		if kick {
 			l.kickSettle()
 		}
-		return Ticket{p: p, c: c}, nil
+		return Ticket{p: p, c: c, unsettled: unsettled}, nil
 	}
 }
 
@@ -313,7 +371,7 @@ func (l *Limiter) principal(key string) *principal {
 	if v, ok := l.principals.Load(key); ok {
 		return v.(*principal)
 	}
-	v, _ := l.principals.LoadOrStore(key, &principal{key: key, items: map[uint64]struct{}{}})
+	v, _ := l.principals.LoadOrStore(key, &principal{key: key})
 	return v.(*principal)
 }
 
@@ -326,27 +384,29 @@ func (p *principal) counter(tileset string, q *config.Quota, now time.Time) *cou
 			continue
 		}
 		if c.window == w && c.per == per {
+			c.quota = q.Tiles // a reload may change it
 			return c
 		}
-		if c.pending != 0 || c.inflight != 0 {
-			p.retired = append(p.retired, c)
+		if c.unsettled != 0 {
+			p.retired = append(p.retired, c) // settled once the store answers
 		}
-		p.counters[i] = &counter{tileset: tileset, window: w, per: per}
+		p.counters[i] = &counter{tileset: tileset, window: w, per: per, quota: q.Tiles}
 		return p.counters[i]
 	}
-	c := &counter{tileset: tileset, window: w, per: per}
+	c := &counter{tileset: tileset, window: w, per: per, quota: q.Tiles}
 	p.counters = append(p.counters, c)
 	return c
 }
 
-// quotaRefusal is the 429 of a used-up quota: back when the window ends.
-func quotaRefusal(q *config.Quota, c *counter, now time.Time) *Refusal {
+// quotaRefusal is the 429 of a used-up quota: back when the window ends
+// (p.mu held).
+func quotaRefusal(c *counter, now time.Time) *Refusal {
 	reset := windowEnd(c.window, c.per).Sub(now)
 	secs := max(1, int64(math.Ceil(reset.Seconds())))
 	return &Refusal{
 		Err:        ErrQuota,
 		RetryAfter: reset,
-		Policy:     `"quota";q=` + strconv.FormatInt(q.Tiles, 10) + ";w=" + strconv.FormatInt(int64(c.per/time.Second), 10),
+		Policy:     `"quota";q=` + strconv.FormatInt(c.quota, 10) + ";w=" + strconv.FormatInt(int64(c.per/time.Second), 10),
 		Limit:      `"quota";r=0;t=` + strconv.FormatInt(secs, 10),
 	}
 }
@@ -357,7 +417,7 @@ func (l *Limiter) sweepCheck(p *principal, s *config.Sweep, now time.Time) error
 	per := s.Per.Duration()
 	if w := window(now, per); w != p.sweepWindow {
 		p.sweepWindow, p.flagged, p.throttle, p.distinct, p.local = w, false, nil, 0, hll.Sketch{}
-		clear(p.items)
+		p.items.reset()
 	}
 	if !p.flagged {
 		return nil
@@ -439,16 +499,20 @@ func (l *Limiter) Close() {
 
 // settling is one op of a settle and what it came from.
 type settling struct {
-	p     *principal
-	c     *counter // nil for the principal's distinct tiles
+	p *principal
+	c *counter // nil for the principal's distinct tiles
+	// lease: the op asks for a lease (else it adds n unsettled or
+	// returned tiles).
+	lease bool
 	n     int64
-	items int
 }
 
 // Settle sends what was counted since the last settle to the store in
 // one round trip and learns the totals. Run calls it; tests call it to
 // step.
 func (l *Limiter) Settle(ctx context.Context) {
+	l.settleMu.Lock()
+	defer l.settleMu.Unlock()
 	cfg := l.cfg.Load()
 	now := l.deps.Now()
 	var ops []store.Op
@@ -457,46 +521,50 @@ func (l *Limiter) Settle(ctx context.Context) {
 		p := v.(*principal)
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		idle := now.Sub(p.lastSeen) > 2*time.Minute
-		kept := p.retired[:0]
-		for _, list := range [][]*counter{p.counters, p.retired} {
-			for _, c := range list {
-				if c.pending == 0 && c.learned {
-					continue
-				}
-				ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: c.pending, TTL: c.per + time.Minute})
-				from = append(from, settling{p: p, c: c, n: c.pending})
-				c.inflight, c.pending = c.inflight+c.pending, 0
+		idle := now.Sub(p.lastSeen) > idleAfter
+		for _, c := range p.counters {
+			switch {
+			case c.unsettled != 0:
+				// Counted while the store was away: added as it is, past
+				// the quota or not, so counting resumes where it was.
+				ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: c.unsettled, TTL: c.per + time.Minute})
+				from = append(from, settling{p: p, c: c, n: c.unsettled})
+			case idle && c.lease > 0:
+				// A quiet principal's lease goes back, so other
+				// replicas can use it.
+				ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: -c.lease, TTL: c.per + time.Minute})
+				from = append(from, settling{p: p, c: c, n: -c.lease})
+			case c.asked:
+				ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: c.wantLease(), Cap: c.quota, TTL: c.per + time.Minute})
+				from = append(from, settling{p: p, c: c, lease: true})
 			}
 		}
 		for _, c := range p.retired {
-			if c.inflight != 0 {
-				kept = append(kept, c) // dropped once settled
-			}
+			ops = append(ops, store.Op{Key: quotaKey(p.key, c), Add: c.unsettled, TTL: c.per + time.Minute})
+			from = append(from, settling{p: p, c: c, n: c.unsettled})
 		}
-		p.retired = kept
-		if s := cfg.Sweep; s.Distinct > 0 && len(p.items) > 0 {
-			items := make([]uint64, 0, len(p.items))
-			for h := range p.items {
-				items = append(items, h)
-			}
-			clear(p.items)
+		if s := cfg.Sweep; s.Distinct > 0 && p.items.len() > 0 {
+			items := p.items.appendTo(make([]uint64, 0, p.items.len()))
+			p.items.reset()
 			ops = append(ops, store.Op{Key: "s:" + p.key + ":" + strconv.FormatInt(int64(s.Per.Duration()/time.Second), 10) + ":" + strconv.FormatInt(p.sweepWindow, 10), Distinct: true, Items: items, TTL: s.Per.Duration() + time.Minute})
-			from = append(from, settling{p: p, items: len(items)})
+			from = append(from, settling{p: p})
 		}
-		if idle && len(p.retired) == 0 && len(p.items) == 0 && !p.flagged && allSettled(p.counters) {
+		if idle && len(p.retired) == 0 && p.items.len() == 0 && !p.flagged && allSettled(p.counters) && !hasOps(from, p) {
 			p.gone = true
 			l.principals.Delete(k) // back as new: its totals are in the store
 		}
 		return true
 	})
-	var res []int64
+	var res []store.Result
 	var err error
-	if len(ops) > 0 {
-		actx, cancel := context.WithTimeout(ctx, settleTimeout)
-		res, err = l.deps.Store.Apply(actx, ops)
-		cancel()
+	if len(ops) == 0 {
+		// Nothing to send: a probe, so that an outage (and the end of
+		// one) shows even while nothing is counted, as under deny.
+		ops = []store.Op{{Key: "probe", TTL: time.Minute}}
 	}
+	actx, cancel := context.WithTimeout(ctx, settleTimeout)
+	res, err = l.deps.Store.Apply(actx, ops)
+	cancel()
 	l.settledResult(cfg, from, res, err, now)
 	l.settledMu.Lock()
 	close(l.settled)
@@ -512,16 +580,21 @@ func quotaKey(principal string, c *counter) string {
 
 func allSettled(cs []*counter) bool {
 	for _, c := range cs {
-		if c.pending != 0 || c.inflight != 0 {
+		if c.unsettled != 0 || c.lease != 0 || c.asked {
 			return false
 		}
 	}
 	return true
 }
 
+// hasOps reports whether this settle sends something of p's.
+func hasOps(from []settling, p *principal) bool {
+	return len(from) > 0 && from[len(from)-1].p == p
+}
+
 // settledResult applies a settle's answer, or its failure: the counts go
 // back to pending, to be sent again, and the replica limits on its own.
-func (l *Limiter) settledResult(cfg *Config, from []settling, res []int64, err error, now time.Time) {
+func (l *Limiter) settledResult(cfg *Config, from []settling, res []store.Result, err error, now time.Time) {
 	if err != nil {
 		if !l.down.Swap(true) || now.Sub(l.lastDownLog) >= logEvery {
 			mode := "per-replica limits until it is back (on_store_error: allow)"
@@ -540,11 +613,19 @@ func (l *Limiter) settledResult(cfg *Config, from []settling, res []int64, err e
 		s.p.mu.Lock()
 		switch {
 		case s.c != nil && err != nil:
-			s.c.inflight -= s.n
-			s.c.pending += s.n
+			// Asked again at the next settle; counts stay unsettled.
+		case s.c != nil && s.lease:
+			s.c.asked = false
+			s.c.lease += res[i].Added
+			s.c.known, s.c.learned = res[i].Total, true
 		case s.c != nil:
-			s.c.inflight -= s.n
-			s.c.known, s.c.learned = res[i], true
+			if s.n > 0 {
+				s.c.unsettled -= s.n
+			} else {
+				s.c.lease += s.n // given back
+			}
+			s.c.known, s.c.learned = res[i].Total, true
+			s.p.retired = slices.DeleteFunc(s.p.retired, func(c *counter) bool { return c == s.c && c.unsettled == 0 })
 		case err != nil:
 			// Distinct tiles of an outage are judged by this replica's
 			// own sketch (added to from now on, see Take).
@@ -552,9 +633,9 @@ func (l *Limiter) settledResult(cfg *Config, from []settling, res []int64, err e
 				l.flag(s.p, cfg, s.p.local.Count())
 			}
 		default:
-			s.p.distinct = res[i]
-			if cfg.Sweep.Distinct > 0 && res[i] >= cfg.Sweep.Distinct {
-				l.flag(s.p, cfg, res[i])
+			s.p.distinct = res[i].Total
+			if cfg.Sweep.Distinct > 0 && res[i].Total >= cfg.Sweep.Distinct {
+				l.flag(s.p, cfg, res[i].Total)
 			}
 		}
 		s.p.mu.Unlock()

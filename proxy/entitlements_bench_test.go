@@ -104,40 +104,15 @@ func BenchmarkEntitlements(b *testing.B) {
 			b.Fatalf("%s: %d", v.name, rec.Code)
 		}
 	}
-	// Variants take turns in chunks of 1,000 hits, so that what the
-	// neighbours do to the machine lands on all of them alike.
-	const rounds, chunks, chunk = 6, 60, 1_000
-	ns := make([][]float64, len(vs)) // per variant, per round
-	for r := range rounds {
-		total := make([]time.Duration, len(vs))
-		for c := range chunks {
-			for k := range vs {
-				i := (k + c + r) % len(vs)
-				start := time.Now()
-				for range chunk {
-					clear(w.h)
-					f.p.ServeHTTP(w, reqs[i])
-				}
-				total[i] += time.Since(start)
-			}
-		}
-		for i := range vs {
-			ns[i] = append(ns[i], float64(total[i].Nanoseconds())/(chunks*chunk))
-		}
-	}
-	ratio := func(num, den int) (mean, lo, hi float64) {
-		lo, hi, sum := math.Inf(1), 0.0, 0.0
-		for r := range rounds {
-			q := ns[den][r] / ns[num][r] // req/s of num over req/s of den
-			lo, hi, sum = min(lo, q), max(hi, q), sum+math.Log(q)
-		}
-		return math.Exp(sum / rounds), lo, hi
-	}
+	ns := interleaved(len(vs), func(i int) {
+		clear(w.h)
+		f.p.ServeHTTP(w, reqs[i])
+	})
 	var out strings.Builder
 	for _, p := range [][3]any{
 		{1, 0, "zoom+bbox/unscoped"}, {2, 0, "area-10k-inside/unscoped"}, {3, 4, "area-10k-edge/unscoped-edge"}, {6, 5, "filtered/unfiltered"},
 	} {
-		m, lo, hi := ratio(p[0].(int), p[1].(int))
+		m, lo, hi := ratio(ns, p[0].(int), p[1].(int))
 		fmt.Fprintf(&out, "req/s %s %.3f (%.3f-%.3f)\n", p[2], m, lo, hi)
 		b.ReportMetric(m, strings.ReplaceAll(p[2].(string), "/", "_per_"))
 	}
@@ -146,4 +121,43 @@ func BenchmarkEntitlements(b *testing.B) {
 		fmt.Fprintf(&out, " %s %.0f", v.name, slices.Min(ns[i]))
 	}
 	b.Logf("\n%s", out.String())
+}
+
+// Interleaving: variants take turns in chunks of 1,000 requests, the
+// order turned every chunk and round, so that what the neighbours do to
+// the machine lands on all of them alike.
+const rounds, chunks, chunk = 6, 60, 1_000
+
+// interleaved runs serve(i) for each of n variants, round by round, and
+// returns the mean ns per request of each variant in each round.
+func interleaved(n int, serve func(i int)) [][]float64 {
+	ns := make([][]float64, n)
+	for r := range rounds {
+		total := make([]time.Duration, n)
+		for c := range chunks {
+			for k := range n {
+				i := (k + c + r) % n
+				start := time.Now()
+				for range chunk {
+					serve(i)
+				}
+				total[i] += time.Since(start)
+			}
+		}
+		for i := range n {
+			ns[i] = append(ns[i], float64(total[i].Nanoseconds())/(chunks*chunk))
+		}
+	}
+	return ns
+}
+
+// ratio is the requests per second of variant num over variant den,
+// paired by round: the geometric mean, the lowest and the highest round.
+func ratio(ns [][]float64, num, den int) (mean, lo, hi float64) {
+	lo, hi, sum := math.Inf(1), 0.0, 0.0
+	for r := range rounds {
+		q := ns[den][r] / ns[num][r]
+		lo, hi, sum = min(lo, q), max(hi, q), sum+math.Log(q)
+	}
+	return math.Exp(sum / rounds), lo, hi
 }

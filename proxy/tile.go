@@ -41,7 +41,7 @@ func (p *Proxy) serveTile(w *recorder, r *http.Request, name, path string) {
 	var ticket exfil.Ticket
 	if p.exfil != nil {
 		var err error
-		if ticket, err = p.exfil.Take(r.Context(), principal, name, path); err != nil {
+		if ticket, err = p.exfil.Take(r.Context(), w.start, principal, name, path); err != nil {
 			w.fail(err, "")
 			return
 		}

@@ -18,6 +18,21 @@ const (
 	revokedVersion = keyPrefix + "revoked:version"
 )
 
+// leaseScript adds ARGV[1] to counter KEYS[1], or less when the counter
+// would pass ARGV[2] (a quota: the lease is what is left of it), gives a
+// new key its lifetime (ARGV[3] ms), and returns what it added and the
+// total. Atomic on the server, so replicas never lease one tile twice.
+var leaseScript = redis.NewScript(`
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local add = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+if add > cap - cur then add = cap - cur end
+if add < 0 then add = 0 end
+local total = redis.call('INCRBY', KEYS[1], add)
+redis.call('PEXPIRE', KEYS[1], ARGV[3], 'NX')
+return {add, total}
+`)
+
 // Redis is a Store on a Redis 7 or Valkey server.
 type Redis struct {
 	c *redis.Client
@@ -43,9 +58,10 @@ func NewRedis(url string) (*Redis, error) {
 
 // Apply implements Store: one pipeline, INCRBY or PFADD and PFCOUNT per
 // op, each key given its TTL when it is created (EXPIRE NX).
-func (r *Redis) Apply(ctx context.Context, ops []Op) ([]int64, error) {
+func (r *Redis) Apply(ctx context.Context, ops []Op) ([]Result, error) {
 	pipe := r.c.Pipeline()
 	res := make([]*redis.IntCmd, len(ops))
+	leases := make([]*redis.Cmd, len(ops))
 	var buf []byte
 	for i, op := range ops {
 		key := keyPrefix + op.Key
@@ -62,15 +78,32 @@ func (r *Redis) Apply(ctx context.Context, ops []Op) ([]int64, error) {
 			res[i] = pipe.PFCount(ctx, key)
 			continue
 		}
+		if op.Cap > 0 && op.Add > 0 {
+			// The whole script each time (EVAL): a pipeline cannot fall
+			// back from EVALSHA, and leases are rare.
+			leases[i] = leaseScript.Eval(ctx, pipe, []string{key}, op.Add, op.Cap, op.TTL.Milliseconds())
+			continue
+		}
 		res[i] = pipe.IncrBy(ctx, key, op.Add)
 		pipe.ExpireNX(ctx, key, op.TTL)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	out := make([]int64, len(ops))
-	for i, c := range res {
-		out[i] = c.Val()
+	out := make([]Result, len(ops))
+	for i, op := range ops {
+		switch {
+		case leases[i] != nil:
+			v, err := leases[i].Int64Slice()
+			if err != nil || len(v) != 2 {
+				return nil, fmt.Errorf("%w: lease: %v", ErrUnavailable, err)
+			}
+			out[i] = Result{Added: v[0], Total: v[1]}
+		case op.Distinct:
+			out[i] = Result{Total: res[i].Val()}
+		default:
+			out[i] = Result{Total: res[i].Val(), Added: op.Add}
+		}
 	}
 	return out, nil
 }

@@ -22,19 +22,39 @@ type Op struct {
 	// Key names a counter, or a distinct set when Distinct is set.
 	Key      string
 	Distinct bool
-	// Add is added to a counter.
+	// Add is added to a counter. With Cap set, at most what keeps the
+	// counter within Cap is added (a lease of tiles under a quota), and
+	// the result says how much was.
 	Add int64
+	Cap int64
 	// Items are added to a distinct set (tile hashes).
 	Items []uint64
 	// TTL is the key's lifetime, counted from its creation.
 	TTL time.Duration
 }
 
+// Result is what one Op did.
+type Result struct {
+	// Total is what the key holds after the op.
+	Total int64
+	// Added is what a counter op added: Add, or less under a Cap.
+	Added int64
+}
+
+// grant is what a capped op of add may add to a counter at cur.
+func grant(add, limit, cur int64) int64 {
+	if limit <= 0 || add <= 0 {
+		return add
+	}
+	return max(0, min(add, limit-cur))
+}
+
 // Store is the shared state.
 type Store interface {
 	// Apply applies ops in one round trip and returns, for each, what its
-	// key now holds: a counter's total, a distinct set's estimated size.
-	Apply(ctx context.Context, ops []Op) ([]int64, error)
+	// key now holds (a counter's total, a distinct set's estimated size)
+	// and what was added.
+	Apply(ctx context.Context, ops []Op) ([]Result, error)
 	// Revoke records entry ("sub <iss> <sub>" or "jti <jti>") until then.
 	Revoke(ctx context.Context, entry string, until time.Time) error
 	// Revocations returns the entries in force and the version they are
@@ -73,14 +93,14 @@ func NewMemory(now func() time.Time) *Memory {
 }
 
 // Apply implements Store.
-func (m *Memory) Apply(_ context.Context, ops []Op) ([]int64, error) {
+func (m *Memory) Apply(_ context.Context, ops []Op) ([]Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	if m.applied++; m.applied >= 1024 {
 		m.purge(now)
 	}
-	out := make([]int64, len(ops))
+	out := make([]Result, len(ops))
 	for i, op := range ops {
 		if op.Distinct {
 			s := m.sets[op.Key]
@@ -91,7 +111,7 @@ func (m *Memory) Apply(_ context.Context, ops []Op) ([]int64, error) {
 			for _, h := range op.Items {
 				s.s.Add(hll.Mix(h))
 			}
-			out[i] = s.s.Count()
+			out[i].Total = s.s.Count()
 			continue
 		}
 		c := m.counters[op.Key]
@@ -99,8 +119,9 @@ func (m *Memory) Apply(_ context.Context, ops []Op) ([]int64, error) {
 			c = &counter{expires: now.Add(op.TTL)}
 			m.counters[op.Key] = c
 		}
-		c.n += op.Add
-		out[i] = c.n
+		g := grant(op.Add, op.Cap, c.n)
+		c.n += g
+		out[i] = Result{Total: c.n, Added: g}
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,8 +38,8 @@ func TestApply(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res[0] != 5 {
-				t.Errorf("counter: %d", res[0])
+			if res[0].Total != 5 || res[0].Added != 5 {
+				t.Errorf("counter: %+v", res[0])
 			}
 			res, err = st.Apply(ctx, []Op{
 				{Key: "c1", Add: -2, TTL: time.Minute},
@@ -49,11 +50,35 @@ func TestApply(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res[0] != 3 || res[1] != 0 || res[3] != 0 {
-				t.Errorf("counters %d %d, empty set %d", res[0], res[1], res[3])
+			if res[0].Total != 3 || res[1].Total != 0 || res[3].Total != 0 {
+				t.Errorf("counters %+v %+v, empty set %+v", res[0], res[1], res[3])
 			}
-			if rel := math.Abs(float64(res[2])-3000) / 3000; rel > 0.05 {
-				t.Errorf("distinct: %d of 3000", res[2])
+			if rel := math.Abs(float64(res[2].Total)-3000) / 3000; rel > 0.05 {
+				t.Errorf("distinct: %d of 3000", res[2].Total)
+			}
+		})
+	}
+}
+
+// TestLeases: a capped add never takes a counter past its cap.
+func TestLeases(t *testing.T) {
+	for name, st := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			var got []Result
+			for range 4 {
+				res, err := st.Apply(t.Context(), []Op{{Key: "lease", Add: 6, Cap: 10, TTL: time.Minute}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, res[0])
+			}
+			want := []Result{{Total: 6, Added: 6}, {Total: 10, Added: 4}, {Total: 10, Added: 0}, {Total: 10, Added: 0}}
+			if !slices.Equal(got, want) {
+				t.Errorf("leases %+v, want %+v", got, want)
+			}
+			// Given back, uncapped.
+			if res, _ := st.Apply(t.Context(), []Op{{Key: "lease", Add: -3, Cap: 10, TTL: time.Minute}}); res[0].Total != 7 {
+				t.Errorf("after giving 3 back: %+v", res[0])
 			}
 		})
 	}
