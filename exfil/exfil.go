@@ -201,8 +201,8 @@ type principal struct {
 
 	sweepWindow int64
 	items       hashSet    // distinct tiles not yet settled
-	local       hll.Sketch          // this window's tiles while the store is down
-	distinct    int64               // the store's count at the last settle
+	local       hll.Sketch // this window's tiles while the store is down
+	distinct    int64      // the store's count at the last settle
 	flagged     bool
 	throttle    *rate.Limiter
 }

@@ -25,6 +25,7 @@ func TestQuotaAnswers(t *testing.T) {
 	fixtureExfil = l
 	defer func() { fixtureExfil = nil }()
 	f := newFixture(t, nil)
+	f.setClock(clock)
 	tok := token(t, time.Hour, "a")
 	bearer := map[string]string{"Authorization": "Bearer " + tok}
 	first := f.do("GET", "/tiles/a/0/0/0.png", bearer)
