@@ -27,8 +27,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/hll"
 	"github.com/tileproxy/tileproxy/internal/store"
@@ -61,6 +59,8 @@ var (
 	ErrSweep = errors.New("blocked for sweeping")
 	// ErrThrottled: a throttled sweeper asked faster than throttle_rate (429).
 	ErrThrottled = errors.New("throttled for sweeping")
+	// ErrRate: over limits.rate, counted across replicas (429).
+	ErrRate = errors.New("rate exceeded")
 	// ErrStoreDown: the store is unreachable and on_store_error is deny (503).
 	ErrStoreDown = errors.New("limits store unavailable")
 )
@@ -95,6 +95,8 @@ func Reason(err error) string {
 		return "sweep"
 	case errors.Is(err, ErrThrottled):
 		return "throttle"
+	case errors.Is(err, ErrRate):
+		return "rate"
 	case errors.Is(err, ErrStoreDown):
 		return "store"
 	}
@@ -110,6 +112,10 @@ type Config struct {
 	// Deny refuses requests (503) while the store is unreachable;
 	// otherwise each replica limits on its own counts until it is back.
 	Deny bool
+	// Rate is limits.rate counted across replicas (in windows of a
+	// second): set with a shared store; 0 leaves the rate to each
+	// replica's token bucket.
+	Rate float64
 
 	byTileset []namedQuota // Quotas, as Configure compiles them
 }
@@ -125,11 +131,14 @@ func FromConfig(c *config.Config) Config {
 	if s := c.Limits.Sweep; s != nil && s.Distinct > 0 {
 		out.Sweep = *s
 	}
+	if c.Limits.RedisStore() {
+		out.Rate = c.Limits.Rate
+	}
 	return out
 }
 
 // On reports whether any limit is on.
-func (c *Config) On() bool { return len(c.Quotas) > 0 || c.Sweep.Distinct > 0 }
+func (c *Config) On() bool { return len(c.Quotas) > 0 || c.Sweep.Distinct > 0 || c.Rate > 0 }
 
 // quota is tileset's quota. A scan, not a map: a configuration has a
 // few tilesets, and this runs on every hit.
@@ -204,7 +213,6 @@ type principal struct {
 	local       hll.Sketch // this window's tiles while the store is down
 	distinct    int64      // the store's count at the last settle
 	flagged     bool
-	throttle    *rate.Limiter
 }
 
 // counter is one principal's count of one tileset in one window.
@@ -285,7 +293,7 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, key, tileset, path st
 	cfg := l.cfg.Load()
 	q, quota := cfg.quota(tileset)
 	sweep := cfg.Sweep.Distinct > 0
-	if !quota && !sweep {
+	if !quota && !sweep && cfg.Rate == 0 {
 		return Ticket{}, nil
 	}
 	if cfg.Deny && l.down.Load() {
@@ -310,44 +318,61 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, key, tileset, path st
 			}
 			h = tileHash(tileset, path)
 		}
-		var c *counter
-		unsettled, kick := false, false
+		// Each counter that applies takes one: the throttle of a flagged
+		// sweeper, the cluster-wide rate, the tileset's quota.
+		var checks [3]check
+		n := 0
+		if p.flagged && cfg.Sweep.Action == config.SweepThrottle {
+			checks[n] = check{c: p.counter(throttleName, perSecond(cfg.Sweep.ThrottleRate), now), err: ErrThrottled}
+			n++
+		}
+		if cfg.Rate > 0 {
+			checks[n] = check{c: p.counter(rateName, perSecond(cfg.Rate), now), err: ErrRate}
+			n++
+		}
 		if quota {
-			c = p.counter(tileset, &q, now)
-			switch {
-			case c.lease > 0:
-				c.lease--
-				if !c.asked && c.lease < c.wantLease()/2 {
-					c.asked, kick = true, true // the next lease, before this one runs out
-				}
-			case c.learned && c.known >= c.quota:
-				ref := quotaRefusal(c, now)
-				p.mu.Unlock()
-				l.deps.Metrics.Limited("quota")
-				return Ticket{}, ref
-			case !l.down.Load() && !l.isClosed():
-				// No lease: wait for one (the first request of a
-				// principal on a replica, or one faster than leases).
-				c.asked = true
-				wait := l.settledChan()
-				p.mu.Unlock()
-				l.kickSettle()
-				select {
-				case <-wait:
-					continue
-				case <-ctx.Done():
-					return Ticket{}, ctx.Err()
-				}
-			case c.known+c.unsettled >= c.quota:
-				// The store is unreachable: this replica's own count.
-				ref := quotaRefusal(c, now)
-				p.mu.Unlock()
-				l.deps.Metrics.Limited("quota")
-				return Ticket{}, ref
-			default:
-				c.unsettled++
-				unsettled = true
+			checks[n] = check{c: p.counter(tileset, &q, now), err: ErrQuota}
+			n++
+		}
+		kick := false
+		var refused error
+		wait := false
+		for i := range n {
+			checks[i].got = l.take(checks[i].c, &kick)
+			switch checks[i].got {
+			case mustWait:
+				wait = true
+			case refusedTile:
+				refused = limitRefusal(checks[i].err, checks[i].c, now)
 			}
+			if wait || refused != nil {
+				for j := range i {
+					checks[j].c.giveBack(checks[j].got)
+				}
+				break
+			}
+		}
+		if refused != nil {
+			p.mu.Unlock()
+			l.deps.Metrics.Limited(Reason(refused))
+			return Ticket{}, refused
+		}
+		if wait {
+			// No lease: wait for one (the first request of a principal
+			// on a replica in a window, or one faster than leases).
+			done := l.settledChan()
+			p.mu.Unlock()
+			l.kickSettle()
+			select {
+			case <-done:
+				continue
+			case <-ctx.Done():
+				return Ticket{}, ctx.Err()
+			}
+		}
+		var t Ticket
+		if quota {
+			t = Ticket{p: p, c: checks[n-1].c, unsettled: checks[n-1].got == admittedUnsettled}
 		}
 		if sweep {
 			if p.items.len() < maxPending {
@@ -362,7 +387,72 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, key, tileset, path st
 		if kick {
 			l.kickSettle()
 		}
-		return Ticket{p: p, c: c, unsettled: unsettled}, nil
+		return t, nil
+	}
+}
+
+// The counters of the rate and the throttle, beside the tilesets' (whose
+// names never start with ~).
+const (
+	rateName     = "~rate"
+	throttleName = "~throttle"
+)
+
+// perSecond is the window of a rate of r requests per second: r of them
+// a second, or one every 1/r seconds when r < 1.
+func perSecond(r float64) *config.Quota {
+	if r >= 1 {
+		return &config.Quota{Tiles: int64(math.Ceil(r)), Per: config.Duration(time.Second)}
+	}
+	return &config.Quota{Tiles: 1, Per: config.Duration(time.Duration(math.Ceil(1/r)) * time.Second)}
+}
+
+// check is one counter a request takes from.
+type check struct {
+	c   *counter
+	err error // the refusal when the counter is used up
+	got outcome
+}
+
+// outcome is what take did.
+type outcome int
+
+const (
+	admitted          outcome = iota // from the lease
+	admittedUnsettled                // counted here alone: the store is unreachable
+	refusedTile                      // the counter is used up
+	mustWait                         // no lease: one is asked for
+)
+
+// take takes one from c (p.mu held), and sets kick when the next lease
+// should be asked for now.
+func (l *Limiter) take(c *counter, kick *bool) outcome {
+	switch {
+	case c.lease > 0:
+		c.lease--
+		if !c.asked && c.lease < c.wantLease()/2 {
+			c.asked, *kick = true, true // the next lease, before this one runs out
+		}
+		return admitted
+	case c.learned && c.known >= c.quota:
+		return refusedTile
+	case !l.down.Load() && !l.isClosed():
+		c.asked = true
+		return mustWait
+	case c.known+c.unsettled >= c.quota:
+		return refusedTile // the store is unreachable: this replica's own count
+	}
+	c.unsettled++
+	return admittedUnsettled
+}
+
+// giveBack undoes a take that admitted.
+func (c *counter) giveBack(o outcome) {
+	switch o {
+	case admitted:
+		c.lease++
+	case admittedUnsettled:
+		c.unsettled--
 	}
 }
 
@@ -398,17 +488,17 @@ func (p *principal) counter(tileset string, q *config.Quota, now time.Time) *cou
 	return c
 }
 
-// quotaRefusal is the 429 of a used-up quota: back when the window ends
-// (p.mu held).
-func quotaRefusal(c *counter, now time.Time) *Refusal {
+// limitRefusal is the 429 of a used-up counter: back when its window
+// ends; a quota's carries the RateLimit fields (p.mu held).
+func limitRefusal(err error, c *counter, now time.Time) *Refusal {
 	reset := windowEnd(c.window, c.per).Sub(now)
-	secs := max(1, int64(math.Ceil(reset.Seconds())))
-	return &Refusal{
-		Err:        ErrQuota,
-		RetryAfter: reset,
-		Policy:     `"quota";q=` + strconv.FormatInt(c.quota, 10) + ";w=" + strconv.FormatInt(int64(c.per/time.Second), 10),
-		Limit:      `"quota";r=0;t=` + strconv.FormatInt(secs, 10),
+	r := &Refusal{Err: err, RetryAfter: reset}
+	if err == ErrQuota {
+		secs := max(1, int64(math.Ceil(reset.Seconds())))
+		r.Policy = `"quota";q=` + strconv.FormatInt(c.quota, 10) + ";w=" + strconv.FormatInt(int64(c.per/time.Second), 10)
+		r.Limit = `"quota";r=0;t=` + strconv.FormatInt(secs, 10)
 	}
+	return r
 }
 
 // sweepCheck rolls p's sweep window over and refuses a flagged principal
@@ -416,26 +506,16 @@ func quotaRefusal(c *counter, now time.Time) *Refusal {
 func (l *Limiter) sweepCheck(p *principal, s *config.Sweep, now time.Time) error {
 	per := s.Per.Duration()
 	if w := window(now, per); w != p.sweepWindow {
-		p.sweepWindow, p.flagged, p.throttle, p.distinct, p.local = w, false, nil, 0, hll.Sketch{}
+		p.sweepWindow, p.flagged, p.distinct, p.local = w, false, 0, hll.Sketch{}
 		p.items.reset()
 	}
 	if !p.flagged {
 		return nil
 	}
-	switch s.Action {
-	case config.SweepBlock:
+	if s.Action == config.SweepBlock {
 		return &Refusal{Err: ErrSweep, RetryAfter: windowEnd(p.sweepWindow, per).Sub(now)}
-	case config.SweepThrottle:
-		if p.throttle == nil {
-			p.throttle = rate.NewLimiter(rate.Limit(s.ThrottleRate), max(1, int(math.Ceil(s.ThrottleRate))))
-		}
-		if r := p.throttle.ReserveN(now, 1); r.DelayFrom(now) > 0 {
-			wait := r.DelayFrom(now)
-			r.CancelAt(now)
-			return &Refusal{Err: ErrThrottled, RetryAfter: wait}
-		}
 	}
-	return nil
+	return nil // throttle: a counter of its own (Take)
 }
 
 // tileHash names a tile for sweep detection, the same on every replica

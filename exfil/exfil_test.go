@@ -350,3 +350,29 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestRateAcrossReplicas: with a shared store, limits.rate holds for the
+// cluster: two replicas admit rate requests a second between them.
+func TestRateAcrossReplicas(t *testing.T) {
+	r := newRig()
+	a, b := r.limiter(t, Config{Rate: 10}), r.limiter(t, Config{Rate: 10})
+	ok := 0
+	for i := range 100 {
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		if _, err := l.Take(t.Context(), r.clk.now(), "alice", "city", "0/0/0.png"); err == nil {
+			ok++
+		} else if !errors.Is(err, ErrRate) || Reason(err) != "rate" {
+			t.Fatal(err)
+		}
+	}
+	if ok != 10 {
+		t.Errorf("%d of 100 admitted in one second at rate 10 over two replicas", ok)
+	}
+	r.clk.add(time.Second)
+	if _, err := a.Take(t.Context(), r.clk.now(), "alice", "city", "0/0/0.png"); err != nil {
+		t.Errorf("the next second: %v", err)
+	}
+}

@@ -53,7 +53,7 @@ func errorStatus(err error) (int, string) {
 		return StatusClientClosed, ""
 	case errors.Is(err, core.ErrPreconditionFailed):
 		return http.StatusPreconditionFailed, "precondition failed"
-	case errors.Is(err, core.ErrLimited):
+	case errors.Is(err, core.ErrLimited), errors.Is(err, exfil.ErrRate):
 		return http.StatusTooManyRequests, "too many requests"
 	case errors.Is(err, exfil.ErrQuota):
 		return http.StatusTooManyRequests, "quota exceeded"
