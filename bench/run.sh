@@ -8,12 +8,14 @@
 #   DURATION=30s ./bench/run.sh
 #   PIN=0 ./bench/run.sh      # servers and wrk share every core (the old way)
 #   ./bench/run.sh size       # the cache at 10k, 100k and 1M tiles (bench/size.sh)
+#   ./bench/run.sh exfil      # hits with quota and sweep on, memory and Redis (bench/exfil.sh)
 #
 # Needs root for apt-get (wrk, nginx-light) the first time, and the pinned
 # MinIO (scripts/minio.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = size ]; then exec ./bench/size.sh; fi
+if [ "${1:-}" = exfil ]; then exec ./bench/exfil.sh; fi
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin:/usr/sbin"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
