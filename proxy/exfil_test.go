@@ -65,20 +65,27 @@ func TestQuotaAnswers(t *testing.T) {
 }
 
 // TestRevokedCachedToken: a revocation reaches tokens already in the
-// verified-token cache: 401 invalid_token, reason revoked.
+// verified-token cache, in a header or a session cookie: 401
+// invalid_token, reason revoked.
 func TestRevokedCachedToken(t *testing.T) {
 	var revoked atomic.Bool
 	fixtureRevoked = func(iss, sub, jti string) bool { return revoked.Load() && iss == "" && sub == "alice" }
 	defer func() { fixtureRevoked = nil }()
 	f := newFixture(t, nil)
-	bearer := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")}
-	if rec := f.do("GET", "/tiles/a/0/0/0.png", bearer); rec.Code != 200 {
-		t.Fatalf("before: %d", rec.Code)
+	tok := token(t, time.Hour, "a")
+	bearer := map[string]string{"Authorization": "Bearer " + tok}
+	cookie := map[string]string{"Cookie": "__Host-tileproxy_token=" + tok}
+	for _, h := range []map[string]string{bearer, cookie} {
+		if rec := f.do("GET", "/tiles/a/0/0/0.png", h); rec.Code != 200 {
+			t.Fatalf("before: %d", rec.Code)
+		}
 	}
 	revoked.Store(true)
-	rec := f.do("GET", "/tiles/a/0/0/0.png", bearer)
-	if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
-		t.Fatalf("after: %d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
+	for i, h := range []map[string]string{bearer, cookie} {
+		rec := f.do("GET", "/tiles/a/0/0/0.png", h)
+		if rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != `Bearer error="invalid_token"` {
+			t.Fatalf("after (%s): %d %q", []string{"header", "cookie"}[i], rec.Code, rec.Header().Get("WWW-Authenticate"))
+		}
 	}
 	if !strings.Contains(f.log.String(), "reason=revoked") {
 		t.Errorf("the access line does not say reason=revoked")
