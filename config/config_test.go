@@ -268,6 +268,19 @@ func TestValidateLimitsAndLifetime(t *testing.T) {
 			c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "1"}}
 			c.Cache.Warm.Concurrency = c.S3.MaxInFlight + 1
 		}, "cache.warm.concurrency"},
+		{"redis store", func(c *Config) { c.Limits.Store = "rediss://u:p@redis:6380/1"; c.Limits.OnStoreError = "deny" }, ""},
+		{"unknown store", func(c *Config) { c.Limits.Store = "memcached://x" }, "limits.store"},
+		{"store without a host", func(c *Config) { c.Limits.Store = "redis://" }, "limits.store"},
+		{"on_store_error", func(c *Config) { c.Limits.OnStoreError = "retry" }, "limits.on_store_error"},
+		{"quota", func(c *Config) { c.Limits.Quota = &Quota{Tiles: 5000, Per: Duration(24 * time.Hour)} }, ""},
+		{"quota without per", func(c *Config) { c.Limits.Quota = &Quota{Tiles: 5000} }, "limits.quota.per"},
+		{"negative quota", func(c *Config) { c.Limits.Quota = &Quota{Tiles: -1} }, "limits.quota.tiles"},
+		{"tileset quota", func(c *Config) { c.Tilesets[0].Quota = &Quota{Tiles: 1, Per: Duration(0)} }, "tilesets[0].quota.per"},
+		{"sweep", func(c *Config) { c.Limits.Sweep = &Sweep{Distinct: 100, Per: Duration(time.Hour), Action: SweepBlock} }, ""},
+		{"sweep action", func(c *Config) { c.Limits.Sweep = &Sweep{Distinct: 100, Per: Duration(time.Hour), Action: "ban"} }, "limits.sweep.action"},
+		{"throttle without a rate", func(c *Config) {
+			c.Limits.Sweep = &Sweep{Distinct: 100, Per: Duration(time.Hour), Action: SweepThrottle}
+		}, "limits.sweep.throttle_rate"},
 		{"warm without a cache", func(c *Config) {
 			c.Cache.Warm.Tiles = []WarmTiles{{Tileset: "a", Zoom: "1"}}
 			c.Cache.MaxBytes, c.Cache.MaxObjectBytes = 0, 0
@@ -414,5 +427,19 @@ func TestArchiveTilesets(t *testing.T) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestStoreNameHidesThePassword: what the logs say of limits.store.
+func TestStoreNameHidesThePassword(t *testing.T) {
+	for store, want := range map[string]string{
+		"memory":                           "memory",
+		"redis://:hunter2@redis:6379/0":    "redis://:xxxxx@redis:6379/0",
+		"rediss://app:hunter2@redis:6380/": "rediss://app:xxxxx@redis:6380/",
+	} {
+		l := Limits{Store: store}
+		if got := l.StoreName(); got != want || strings.Contains(got, "hunter2") {
+			t.Errorf("StoreName(%q) = %q, want %q", store, got, want)
+		}
 	}
 }

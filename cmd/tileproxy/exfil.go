@@ -92,12 +92,9 @@ func revokeCmd(args []string, stdout, stderr io.Writer) error {
 	if *jti != "" && *iss != "" {
 		return errors.New("revoke: -iss goes with -sub")
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := loadValid(*path)
 	if err != nil {
 		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
 	if !cfg.Limits.RedisStore() {
 		return errors.New("revoke: limits.store is memory, which only the running process sees; set limits.store to a redis:// URL, or add the line to revocation.file and send SIGHUP")

@@ -122,12 +122,9 @@ func serveCmd(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := loadValid(*path)
 	if err != nil {
 		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config %s:\n%w", *path, err)
 	}
 	logs := logging.New(cfg.Log, stderr)
 	defer logs.Close()
@@ -419,6 +416,18 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		a.controls.close() // after the last answer: what it counted is settled
 	}
 	return errors.Join(errs...)
+}
+
+// loadValid loads the configuration file at path and validates it.
+func loadValid(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid config %s:\n%w", path, err)
+	}
+	return cfg, nil
 }
 
 func checkCmd(args []string, stdout, stderr io.Writer) int {
