@@ -53,6 +53,8 @@ type Config struct {
 	Areas map[string]string `yaml:"areas"`
 	// Revocation is the file of revoked subjects and token IDs.
 	Revocation Revocation `yaml:"revocation"`
+	// Audit is the audit trail; off without a path.
+	Audit Audit `yaml:"audit"`
 	// Dir is the directory of the file the configuration was loaded
 	// from ("" for Parse): where relative area paths start.
 	Dir string `yaml:"-"`
@@ -373,6 +375,7 @@ func Default() Config {
 			Cookie:      Cookie{Secure: true, SameSite: "lax"},
 		},
 		Limits: Limits{StreamsPerPrincipal: 4, MaxPrincipals: 10_000, Store: StoreMemory, OnStoreError: OnStoreErrorAllow},
+		Audit:  Audit{MaxBytes: 256 << 20, Keep: 10, Subjects: SubjectsHash},
 		S3: S3{
 			Region:          "us-east-1",
 			SessionDuration: Duration(time.Hour),

@@ -318,6 +318,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 		bad("limits.max_principals", "%d must be between 1 and 10000000", l.MaxPrincipals)
 	}
 	c.validateExfil(bad)
+	c.validateAudit(bad)
 }
 
 func (c *Config) validateAuth(bad func(field, format string, args ...any)) {

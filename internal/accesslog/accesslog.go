@@ -96,9 +96,9 @@ func appendJSON(b []byte, l *Line) []byte {
 	b = append(b, `{"time":"`...)
 	b = l.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"request","method":`...)
-	b = appendJSONString(b, l.Method)
+	b = AppendJSONString(b, l.Method)
 	b = append(b, `,"path":`...)
-	b = appendJSONString(b, l.Path)
+	b = AppendJSONString(b, l.Path)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(l.Status), 10)
 	b = append(b, `,"bytes":`...)
@@ -110,7 +110,7 @@ func appendJSON(b []byte, l *Line) []byte {
 	} {
 		if f.val != "" {
 			b = append(b, f.key...)
-			b = appendJSONString(b, f.val)
+			b = AppendJSONString(b, f.val)
 		}
 	}
 	return append(b, "}\n"...)
@@ -173,10 +173,10 @@ func needsQuoting(s string) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString writes s as a JSON string the way slog does: control
+// AppendJSONString writes s as a JSON string the way slog does: control
 // characters, quotes and backslashes escaped, invalid UTF-8 as U+FFFD,
-// U+2028/9 escaped.
-func appendJSONString(b []byte, s string) []byte {
+// U+2028/9 escaped. The audit trail writes its strings with it too.
+func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
