@@ -15,8 +15,9 @@ import (
 // Line is one audited answer.
 type Line struct {
 	Time time.Time
-	// ID is the request's ID, unique per replica and process.
-	ID string
+	// Seq numbers the request within its process; the line's id is the
+	// writer's per-process prefix and Seq.
+	Seq uint64
 	// Principal is the principal's key (a hash of issuer and subject),
 	// "" when no token was verified; Issuer and Subject are written only
 	// with subjects: clear.
@@ -33,13 +34,16 @@ type Line struct {
 }
 
 // appendLine writes l as one JSON object and a newline.
-func appendLine(b []byte, l *Line, replica string, clear bool) []byte {
+func appendLine(b []byte, l *Line, replica, idPrefix string, clear bool) []byte {
 	b = append(b, `{"time":"`...)
 	b = l.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
 	b = append(b, `","replica":`...)
 	b = accesslog.AppendJSONString(b, replica)
-	b = append(b, `,"id":`...)
-	b = accesslog.AppendJSONString(b, l.ID)
+	b = append(b, `,"id":"`...)
+	b = append(b, idPrefix...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, l.Seq, 36)
+	b = append(b, '"')
 	if l.Principal != "" {
 		b = append(b, `,"principal":`...)
 		b = accesslog.AppendJSONString(b, l.Principal)

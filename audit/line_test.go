@@ -16,9 +16,9 @@ func FuzzLine(f *testing.F) {
 		f.Add(s, s, s, s)
 	}
 	f.Fuzz(func(t *testing.T, tileset, path, iss, sub string) {
-		l := &Line{Time: time.Unix(1764842400, 123e6), ID: "id-1", Principal: "p", Issuer: iss, Subject: sub,
+		l := &Line{Time: time.Unix(1764842400, 123e6), Seq: 1, Principal: "p", Issuer: iss, Subject: sub,
 			Tileset: tileset, Path: path, Status: 200, Bytes: 7, Cache: "HIT", Reason: tileset}
-		b := appendLine(nil, l, "r1", true)
+		b := appendLine(nil, l, "r1", "abc", true)
 		if bytes.IndexByte(b, 0) >= 0 {
 			t.Fatalf("a NUL in %q", b)
 		}

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -64,12 +67,22 @@ type Writer struct {
 	last  time.Time
 	err   error // the last disk error, until a rotation succeeds
 	bufs  sync.Pool
+	// idPrefix starts every line's id: random per process, so ids of
+	// several processes (and restarts) never collide.
+	idPrefix string
+	seq      atomic.Uint64
 }
+
+// Next is the sequence number of the next request.
+func (w *Writer) Next() uint64 { return w.seq.Add(1) }
 
 // Open recovers what a crash left at cfg.Path (its used part becomes a
 // rotated file, handed to Rotated) and starts a new active file.
 func Open(cfg Config, deps Deps) (*Writer, error) {
 	w := &Writer{cfg: cfg, deps: deps, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+	var id [6]byte
+	rand.Read(id[:])
+	w.idPrefix = hex.EncodeToString(id[:])
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
@@ -92,7 +105,7 @@ func Open(cfg Config, deps Deps) (*Writer, error) {
 // readiness (Err) and counted.
 func (w *Writer) Record(l *Line) error {
 	bp := w.bufs.Get().(*[]byte)
-	b := appendLine((*bp)[:0], l, w.cfg.Replica, w.cfg.Clear)
+	b := appendLine((*bp)[:0], l, w.cfg.Replica, w.idPrefix, w.cfg.Clear)
 	err := w.write(b, l.Time)
 	*bp = b
 	w.bufs.Put(bp)

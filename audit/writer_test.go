@@ -31,7 +31,7 @@ func newWriter(t *testing.T, dir string, maxBytes int64, rotated func(string)) *
 }
 
 func line(i int) *Line {
-	return &Line{Time: time.Date(2026, 12, 4, 10, 0, 0, i*int(time.Millisecond), time.UTC), ID: fmt.Sprint("req-", i),
+	return &Line{Time: time.Date(2026, 12, 4, 10, 0, 0, i*int(time.Millisecond), time.UTC), Seq: uint64(i),
 		Principal: "abc123", Tileset: "city", Path: fmt.Sprintf("14/%d/5447.png", i), Status: 200, Bytes: 4096, Cache: "HIT"}
 }
 
@@ -75,7 +75,7 @@ func TestCrashLosesNoLine(t *testing.T) {
 		t.Fatalf("recovered %v", files)
 	}
 	lines := readLines(t, files...)
-	if len(lines) != 500 || lines[499]["id"] != "req-499" || lines[0]["z"] != 14.0 {
+	if len(lines) != 500 || !strings.HasSuffix(lines[499]["id"].(string), "-dv") || lines[0]["z"] != 14.0 {
 		t.Fatalf("%d lines recovered, last %v", len(lines), lines[len(lines)-1])
 	}
 }

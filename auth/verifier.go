@@ -159,6 +159,10 @@ type scopedGrants struct {
 	grants []scope.Grant
 }
 
+// Issuer is the issuer of the auth.issuers entry that verified p's
+// token, "" for a self-issued one.
+func (p *Principal) Issuer() string { return p.issuer }
+
 // Allows reports whether p may read some of tileset name.
 func (p *Principal) Allows(name string) bool {
 	_, ok := p.Scope(name)

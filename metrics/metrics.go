@@ -44,6 +44,8 @@ type Metrics struct {
 	jwksKeys       prometheus.Gauge
 	limited        *prometheus.CounterVec
 	sweeps         *prometheus.CounterVec
+	auditLines     *prometheus.CounterVec
+	auditWritten   prometheus.Counter
 	storeUp        prometheus.Gauge
 	storeErrors    prometheus.Counter
 	configReloads  *prometheus.CounterVec
@@ -145,6 +147,10 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "cache_warm_planned_tiles",
 			Help: "Tiles the cache warm at start plans to fetch (cache.warm); progress is cache_warm_tiles_total over it.",
 		}),
+		auditLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "audit_lines_total",
+			Help: "Audit trail lines by result: written, or error (the answer was refused with 503 instead).",
+		}, []string{"result"}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "sweeps_total",
 			Help: "Principals flagged for sweeping (limits.sweep), by action (log, throttle, block).",
@@ -162,6 +168,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Help: "Tiles the cache warm has done, by result (cached, missing, failed).",
 		}, []string{"result"}),
 	}
+	m.auditWritten = m.auditLines.WithLabelValues("written")
 	m.cacheByRes = map[string]prometheus.Counter{}
 	for _, r := range []string{"hit", "miss", "stale", "negative"} {
 		m.cacheByRes[r] = m.cacheRequests.WithLabelValues(r)
@@ -176,7 +183,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
 		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, m.warmPlanned, m.warmTiles, info,
-		m.sweeps, m.storeUp, m.storeErrors,
+		m.sweeps, m.storeUp, m.storeErrors, m.auditLines,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -314,6 +321,18 @@ func (m *Metrics) JWKSRefresh(ok bool, keys int) {
 		m.jwksRefresh.WithLabelValues("error").Inc()
 	}
 	m.jwksKeys.Set(float64(keys))
+}
+
+// AuditLine counts an audit line by result (written, error).
+func (m *Metrics) AuditLine(result string) {
+	if m == nil {
+		return
+	}
+	if result == "written" {
+		m.auditWritten.Inc()
+		return
+	}
+	m.auditLines.WithLabelValues(result).Inc()
 }
 
 // Sweep records a principal flagged for sweeping.

@@ -17,9 +17,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -47,6 +50,9 @@ type Deps struct {
 	// Exfil enforces quotas and sweep detection (package exfil); nil
 	// enforces none. It outlives one configuration too.
 	Exfil *exfil.Limiter
+	// Audit records every tile answer and denial before it is sent;
+	// nil records none.
+	Audit *audit.Writer
 	// Metrics records requests; nil records nothing.
 	Metrics *metrics.Metrics
 	// Logger receives origin errors and other events; slog.Default() when nil.
@@ -65,6 +71,7 @@ type Proxy struct {
 	core     *core.Core
 	cors     *cors // nil without allowed origins
 	exfil    *exfil.Limiter
+	audit    *audit.Writer
 	metrics  *metrics.Metrics
 	// viewerPage and viewerFiles are rendered once when viewer is on.
 	viewerPage  []byte
@@ -101,6 +108,7 @@ func New(cfg *config.Config, deps Deps) (*Proxy, error) {
 		core:     c,
 		cors:     newCORS(cfg.CORS.AllowedOrigins),
 		exfil:    deps.Exfil,
+		audit:    deps.Audit,
 		metrics:  deps.Metrics,
 		log:      deps.Logger,
 		access:   deps.AccessLog,
@@ -146,6 +154,10 @@ func (p *Proxy) Drain() { p.draining.Store(true) }
 // ServeHTTP judges the raw path, routes, and records the outcome.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &recorder{ResponseWriter: w, start: p.now()}
+	if p.audit != nil {
+		rec.audit, rec.head = p.audit, r.Method == http.MethodHead
+		rec.path, _ = strings.CutPrefix(r.URL.Path, "/tiles/")
+	}
 	if err := checkPath(rawPath(r)); err != nil {
 		// Counted, so a flood of hostile paths shows in requests_total,
 		// under _unknown: the path is not trusted to name a tileset.
@@ -220,7 +232,7 @@ func (p *Proxy) authorize(rec *recorder, r *http.Request, name string) (string, 
 	if err != nil {
 		return "", nil, err
 	}
-	rec.subject = pr.SubjectHash
+	rec.subject, rec.principal = pr.SubjectHash, pr
 	grants, ok := pr.Scope(name)
 	switch {
 	case !ok:
@@ -247,6 +259,11 @@ func (p *Proxy) serveReady(w *recorder, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("not ready\n"))
 		return
+	case p.audit != nil && p.audit.Err() != nil:
+		// Tile answers would be refused: a balancer should look elsewhere.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("audit trail cannot be written\n"))
+		return
 	}
 	w.Write([]byte("ready\n"))
 }
@@ -259,7 +276,8 @@ func (p *Proxy) serveRoot(w *recorder, r *http.Request) {
 	w.fail(core.ErrNotFound, "")
 }
 
-// recorder notes what was answered, for metrics and the access log.
+// recorder notes what was answered, for metrics, the access log and the
+// audit trail.
 type recorder struct {
 	http.ResponseWriter
 	start   time.Time
@@ -272,18 +290,63 @@ type recorder struct {
 	vals    [8]string
 	subject string
 	err     error
+	// audit, when set, records tile routes' answers (tileset and path
+	// set) before they are sent; unaudited, the answer became a 503.
+	audit     *audit.Writer
+	path      string
+	principal *auth.Principal
+	head      bool
+	unaudited bool
 }
 
 func (w *recorder) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+	if w.status != 0 {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.status = code
+	if w.audit != nil && w.tileset != "" && !w.record(code) {
+		// No line, no answer: the audit cannot be written (a full or
+		// failing disk), so the answer it would record is not sent.
+		w.unaudited, w.status = true, http.StatusServiceUnavailable
+		h := w.Header()
+		clear(h)
+		h.Set("Retry-After", "1")
+		h.Set("Cache-Control", "no-store")
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.ResponseWriter.WriteHeader(http.StatusServiceUnavailable)
+		w.ResponseWriter.Write([]byte("audit unavailable\n"))
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// record writes the audit line of an answer with status code, and
+// reports whether it was written.
+func (w *recorder) record(code int) bool {
+	path := w.path // after /tiles/: the tileset's name, then its path
+	if rest, ok := strings.CutPrefix(path, w.tileset); ok && strings.HasPrefix(rest, "/") {
+		path = rest[1:]
+	}
+	l := audit.Line{Time: w.start, Seq: w.audit.Next(), Tileset: w.tileset, Path: accesslog.RedactTokens(path), Status: code, Cache: w.cache}
+	if pr := w.principal; pr != nil {
+		l.Principal, l.Issuer, l.Subject = pr.Key, pr.Issuer(), pr.Subject
+	}
+	l.Reason, _ = refusal(w.err)
+	if !w.head && code != http.StatusNotModified && code != http.StatusNoContent {
+		if v := w.Header()["Content-Length"]; len(v) == 1 {
+			l.Bytes, _ = strconv.ParseInt(v[0], 10, 64)
+		}
+	}
+	return w.audit.Record(&l) == nil
+}
+
 func (w *recorder) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.unaudited {
+		return len(b), nil // the answer was replaced by a 503
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
@@ -295,7 +358,10 @@ func (w *recorder) Write(b []byte) (int, error) {
 // body kept in a file with sendfile instead of copying it.
 func (w *recorder) ReadFrom(src io.Reader) (int64, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.unaudited {
+		return io.Copy(io.Discard, src)
 	}
 	var n int64
 	var err error

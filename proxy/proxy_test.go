@@ -18,6 +18,7 @@ import (
 	"github.com/tileproxy/tileproxy/area"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
+	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
@@ -85,6 +86,7 @@ var fixtureAreas area.Set
 var (
 	fixtureRevoked func(iss, sub, jti string) bool
 	fixtureExfil   *exfil.Limiter
+	fixtureAudit   *audit.Writer
 )
 
 func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
@@ -126,7 +128,7 @@ func newFixture(t testing.TB, mod func(*config.Config)) *fixture {
 	f := &fixture{mem: mem, reg: reg, log: logs, cache: c, fetcher: &swapFetcher{}}
 	f.setFetcher(mem)
 	f.setClock(time.Now)
-	p, err := New(&cfg, Deps{Verifier: v, Fetcher: f.fetcher, Cache: c, Metrics: m, Exfil: fixtureExfil, Now: func() time.Time { return (*f.now.Load())() },
+	p, err := New(&cfg, Deps{Verifier: v, Fetcher: f.fetcher, Cache: c, Metrics: m, Exfil: fixtureExfil, Audit: fixtureAudit, Now: func() time.Time { return (*f.now.Load())() },
 		Logger: slog.New(slog.NewTextHandler(logs, nil)), AccessLog: accesslog.New(accesslog.Text, logs)})
 	if err != nil {
 		t.Fatal(err)

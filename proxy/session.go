@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/tileproxy/tileproxy/auth"
@@ -125,5 +126,6 @@ func (p *Proxy) serveTileJSON(w *recorder, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
+	h.Set("Content-Length", strconv.Itoa(len(doc)))
 	w.Write(doc)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tileproxy/tileproxy/area"
+	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
@@ -180,6 +181,9 @@ type app struct {
 	// controls are the quotas, sweep detection and revocations (nil in
 	// tests that build an app by hand).
 	controls *controls
+	// audit is the audit trail (nil when off); it outlives a
+	// configuration (audit changes need a restart).
+	audit *audit.Writer
 }
 
 // serverLimits bound what one connection may hold: slow headers
@@ -245,7 +249,12 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl}
+	aw, err := openAudit(cfg, m, log)
+	if err != nil {
+		ctl.close()
+		return nil, err
+	}
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl, audit: aw}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		// Areas are read with the rest of the configuration, so a reload
 		// reloads them; a broken one refuses the configuration.
@@ -266,7 +275,7 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 			return nil, err
 		}
 		p, err := proxy.New(cfg, proxy.Deps{Verifier: v, Fetcher: o, Cache: c, CacheConfig: cacheCfg, Slots: slots, Limits: limits,
-			Exfil: ctl.limiter, Metrics: m, Logger: log, AccessLog: logs.Access})
+			Exfil: ctl.limiter, Audit: aw, Metrics: m, Logger: log, AccessLog: logs.Access})
 		if err != nil {
 			cancel()
 			return nil, err
@@ -414,6 +423,11 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	}
 	if a.controls != nil {
 		a.controls.close() // after the last answer: what it counted is settled
+	}
+	if a.audit != nil {
+		if err := a.audit.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -185,6 +185,7 @@ func needsRestart(old, cfg *config.Config) []string {
 		{"cache", !cacheEqual(old.Cache, cfg.Cache)},
 		{"cache.warm", !reflect.DeepEqual(old.Cache.Warm, cfg.Cache.Warm)},
 		{"limits.store", old.Limits.Store != cfg.Limits.Store},
+		{"audit", !reflect.DeepEqual(old.Audit, cfg.Audit)},
 	} {
 		if f.changed {
 			fields = append(fields, f.name)
