@@ -18,7 +18,7 @@ func FuzzLine(f *testing.F) {
 	f.Fuzz(func(t *testing.T, tileset, path, iss, sub string) {
 		l := &Line{Time: time.Unix(1764842400, 123e6), Seq: 1, Principal: "p", Issuer: iss, Subject: sub,
 			Tileset: tileset, Path: path, Status: 200, Bytes: 7, Cache: "HIT", Reason: tileset}
-		b := appendLine(nil, l, "r1", "abc", true)
+		b := appendLine(nil, l, lineHead("r1", "abc"), &timeText{}, true)
 		if bytes.IndexByte(b, 0) >= 0 {
 			t.Fatalf("a NUL in %q", b)
 		}
@@ -41,10 +41,11 @@ func FuzzLine(f *testing.F) {
 	})
 }
 
-func TestTileOf(t *testing.T) {
-	for path, want := range map[string]bool{"14/8190/5447.png": true, "0/0/0.pbf": true, "3/8/0.png": false, "a/b/c": false, "metadata.json": false, "1/0/0": false} {
-		if _, _, _, ok := tileOf(path); ok != want {
-			t.Errorf("tileOf(%q) ok = %v", path, ok)
+func TestAppendTime(t *testing.T) {
+	for _, tm := range []time.Time{time.Unix(0, 0), time.Date(2026, 12, 4, 9, 5, 7, 89e6, time.UTC), time.Date(999, 1, 2, 23, 59, 59, 999999999, time.FixedZone("x", 3600))} {
+		want := tm.UTC().Format("2006-01-02T15:04:05.000Z")
+		if got := string(appendTime(nil, tm)); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", tm, got, want)
 		}
 	}
 }

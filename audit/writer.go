@@ -51,26 +51,60 @@ type Deps struct {
 
 // Writer appends lines to the trail. The active file is allocated whole
 // (max_bytes, fallocate: a full disk is an error at rotation, not a
-// SIGBUS at a write) and mapped shared: a line is in the page cache once
-// copied, before its answer is sent, and a crash of the process loses
-// none. Lines never hold a NUL, so the used part of a file ends at its
-// first NUL byte.
+// SIGBUS at a write) and mapped shared, one segment at a time: a line is
+// in the page cache once copied, before its answer is sent, and a crash
+// of the process loses none. The next segment is mapped and its pages
+// faulted in ahead, by a goroutine of its own, so that no request pays a
+// page fault. Lines never hold a NUL, so the used part of a file ends at
+// its first NUL byte; a segment's unused tail is newlines.
 type Writer struct {
 	cfg  Config
 	deps Deps
 
-	mu    sync.Mutex
-	f     *os.File
-	m     []byte // the mapping; nil after a failed rotation
-	off   int
-	first time.Time // of the first line in the active file
+	mu     sync.Mutex
+	f      *os.File
+	size   int64  // the active file's allocated size: whole segments
+	segLen int    // a segment's size: segSize, or max_bytes when smaller
+	seg    []byte // the segment being written; nil after a failed rotation
+	segOff int64  // its offset in the file
+	off    int    // the write offset in seg
+	next   chan segment
+	first  time.Time // of the first line in the active file
 	last  time.Time
 	err   error // the last disk error, until a rotation succeeds
 	bufs  sync.Pool
 	// idPrefix starts every line's id: random per process, so ids of
 	// several processes (and restarts) never collide.
 	idPrefix string
+	head     string // lineHead
+	times    timeText
 	seq      atomic.Uint64
+}
+
+// segSize is one mapped segment of the active file.
+const segSize = 4 << 20
+
+// segment is a mapped, faulted-in segment of the active file.
+type segment struct {
+	b   []byte
+	off int64
+	err error
+}
+
+// madvPopulateWrite is MADV_POPULATE_WRITE (Linux 5.14): fault the pages
+// in, writable, now.
+const madvPopulateWrite = 23
+
+// prepare maps the segment at off of f and faults its pages in, then
+// hands it to next.
+func prepare(f *os.File, off int64, n int, next chan<- segment) {
+	b, err := syscall.Mmap(int(f.Fd()), off, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err == nil && syscall.Madvise(b, madvPopulateWrite) != nil {
+		for i := 0; i < len(b); i += os.Getpagesize() {
+			b[i] = 0 // older kernels: touch each page (it is zero already)
+		}
+	}
+	next <- segment{b: b, off: off, err: err}
 }
 
 // Next is the sequence number of the next request.
@@ -83,6 +117,7 @@ func Open(cfg Config, deps Deps) (*Writer, error) {
 	var id [6]byte
 	rand.Read(id[:])
 	w.idPrefix = hex.EncodeToString(id[:])
+	w.head = lineHead(cfg.Replica, w.idPrefix)
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o750); err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
@@ -105,7 +140,7 @@ func Open(cfg Config, deps Deps) (*Writer, error) {
 // readiness (Err) and counted.
 func (w *Writer) Record(l *Line) error {
 	bp := w.bufs.Get().(*[]byte)
-	b := appendLine((*bp)[:0], l, w.cfg.Replica, w.idPrefix, w.cfg.Clear)
+	b := appendLine((*bp)[:0], l, w.head, &w.times, w.cfg.Clear)
 	err := w.write(b, l.Time)
 	*bp = b
 	w.bufs.Put(bp)
@@ -118,17 +153,17 @@ func (w *Writer) Record(l *Line) error {
 }
 
 func (w *Writer) write(b []byte, t time.Time) error {
-	if len(b) > int(w.cfg.MaxBytes) {
+	if len(b) > min(segSize, int(w.cfg.MaxBytes)) {
 		return ErrFull
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.m == nil || w.off+len(b) > len(w.m) {
-		if err := w.rotateLocked(); err != nil {
+	if w.seg == nil || w.off+len(b) > len(w.seg) {
+		if err := w.nextSegment(); err != nil {
 			return err
 		}
 	}
-	copy(w.m[w.off:], b)
+	copy(w.seg[w.off:], b)
 	w.off += len(b)
 	if w.first.IsZero() {
 		w.first = t
@@ -136,6 +171,31 @@ func (w *Writer) write(b []byte, t time.Time) error {
 	w.last = t
 	return nil
 }
+
+// nextSegment moves to the next segment (prepared ahead), or rotates
+// when the file is full.
+func (w *Writer) nextSegment() error {
+	if w.seg == nil || w.segOff+int64(w.segLen) >= w.size {
+		return w.rotateLocked()
+	}
+	for i := w.off; i < len(w.seg); i++ {
+		w.seg[i] = '\n' // the unused tail: empty lines, never a NUL
+	}
+	s := <-w.next
+	if s.err != nil {
+		w.next <- s // closeActive drains it
+		return w.fail(s.err)
+	}
+	syscall.Munmap(w.seg)
+	w.seg, w.segOff, w.off = s.b, s.off, 0
+	if w.segOff+int64(w.segLen) < w.size {
+		go prepare(w.f, w.segOff+int64(w.segLen), w.segLen, w.next)
+	}
+	return nil
+}
+
+// used is how much of the active file holds lines.
+func (w *Writer) used() int64 { return w.segOff + int64(w.off) }
 
 // Err is the last disk error, nil once writing works again.
 func (w *Writer) Err() error {
@@ -165,11 +225,17 @@ func (w *Writer) closeActive() error {
 		return nil
 	}
 	var errs []error
-	if w.m != nil {
-		errs = append(errs, syscall.Munmap(w.m))
-		w.m = nil
+	if w.seg != nil {
+		errs = append(errs, syscall.Munmap(w.seg))
+		w.seg = nil
 	}
-	errs = append(errs, w.f.Truncate(int64(w.off)), w.f.Close())
+	if w.next != nil && w.segOff+int64(w.segLen) < w.size {
+		// The next segment is being prepared (or failed): take it back.
+		if s := <-w.next; s.err == nil {
+			syscall.Munmap(s.b)
+		}
+	}
+	errs = append(errs, w.f.Truncate(w.used()), w.f.Close())
 	w.f = nil
 	return errors.Join(errs...)
 }
@@ -178,7 +244,7 @@ func (w *Writer) closeActive() error {
 // and opens a new one.
 func (w *Writer) rotateLocked() error {
 	var rotated string
-	if w.f != nil && w.off > 0 {
+	if w.f != nil && w.used() > 0 {
 		if err := w.closeActive(); err != nil {
 			return w.fail(err)
 		}
@@ -211,23 +277,35 @@ func (w *Writer) fail(err error) error {
 	return err
 }
 
-// openActive creates the active file, allocated and mapped whole.
+// openActive creates the active file, allocated whole, maps its first
+// segment and prepares the second.
 func (w *Writer) openActive() error {
 	f, err := os.OpenFile(w.cfg.Path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return fmt.Errorf("audit.path: %w", err)
 	}
-	if err := allocate(f, w.cfg.MaxBytes); err != nil {
+	// Whole segments, never past max_bytes: a file rotates at or
+	// before it.
+	seg := int64(min(segSize, w.cfg.MaxBytes))
+	seg -= seg % int64(os.Getpagesize())
+	seg = max(seg, int64(os.Getpagesize()))
+	size := max(seg, w.cfg.MaxBytes/seg*seg)
+	if err := allocate(f, size); err != nil {
 		f.Close()
 		os.Remove(w.cfg.Path)
-		return fmt.Errorf("audit.path: allocating %d bytes: %w", w.cfg.MaxBytes, err)
+		return fmt.Errorf("audit.path: allocating %d bytes: %w", size, err)
 	}
-	m, err := syscall.Mmap(int(f.Fd()), 0, int(w.cfg.MaxBytes), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
-	if err != nil {
+	next := make(chan segment, 1)
+	prepare(f, 0, int(seg), next)
+	s := <-next
+	if s.err != nil {
 		f.Close()
-		return fmt.Errorf("audit.path: mmap: %w", err)
+		return fmt.Errorf("audit.path: mmap: %w", s.err)
 	}
-	w.f, w.m, w.off, w.first, w.last = f, m, 0, time.Time{}, time.Time{}
+	w.f, w.size, w.segLen, w.seg, w.segOff, w.off, w.next, w.first, w.last = f, size, int(seg), s.b, 0, 0, next, time.Time{}, time.Time{}
+	if seg < size {
+		go prepare(f, seg, int(seg), next)
+	}
 	return nil
 }
 
