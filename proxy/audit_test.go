@@ -109,7 +109,7 @@ func TestAuditLines(t *testing.T) {
 		}
 	}
 	first := lines[0]
-	if first["tileset"] != "a" || first["path"] != "0/0/0.png" || first["z"] != 0.0 || first["bytes"] != 9.0 || first["replica"] != "r1" || first["principal"] == "" || first["id"] == "" {
+	if first["tileset"] != "a" || first["path"] != "0/0/0.png" || first["bytes"] != 9.0 || first["replica"] != "r1" || first["principal"] == "" || first["id"] == "" {
 		t.Errorf("a hit's line: %v", first["raw"])
 	}
 	if _, ok := first["sub"]; ok {

@@ -85,14 +85,14 @@ go test -count=1 -timeout "$timeout" "$@" ./...
 # the browser tests are left out: they test the binary and the browser).
 if [ $# -eq 0 ]; then
 	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./proxy/core ./config \
-		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt ./exfil ./revoke ./internal/store
+		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt ./exfil ./revoke ./internal/store ./audit
 fi
 
 # Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).
 # A crash fails the run and leaves its input in testdata/fuzz/ as a regression seed.
 FUZZTIME=${FUZZTIME:-15s}
 if [ "$FUZZTIME" != 0 ] && [ $# -eq 0 ]; then
-	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie auth:FuzzIssuerClaims config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens proxy/core:FuzzDecide internal/archive:FuzzDirectory internal/archive:FuzzHeader auth:FuzzScopeClaim internal/mvt:FuzzFilter; do
+	for target in proxy:FuzzCheckPath proxy:FuzzTilePathIsolation auth:FuzzVerify auth:FuzzTokenFromRequest auth:FuzzSessionCookie auth:FuzzIssuerClaims config:FuzzParse internal/accesslog:FuzzMatchesSlog internal/accesslog:FuzzRedactTokens proxy/core:FuzzDecide internal/archive:FuzzDirectory internal/archive:FuzzHeader auth:FuzzScopeClaim internal/mvt:FuzzFilter audit:FuzzLine; do
 		pkg=${target%%:*} fn=${target#*:}
 		log="${TMPDIR:-/tmp}/fuzz-$fn.log"
 		echo "fuzz: $fn ($FUZZTIME)"
