@@ -70,9 +70,9 @@ type Writer struct {
 	off    int    // the write offset in seg
 	next   chan segment
 	first  time.Time // of the first line in the active file
-	last  time.Time
-	err   error // the last disk error, until a rotation succeeds
-	bufs  sync.Pool
+	last   time.Time
+	err    error // the last disk error, until a rotation succeeds
+	bufs   sync.Pool
 	// idPrefix starts every line's id: random per process, so ids of
 	// several processes (and restarts) never collide.
 	idPrefix string

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tileproxy/tileproxy/area"
+	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
-	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/exfil"
 	"github.com/tileproxy/tileproxy/internal/accesslog"

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
@@ -133,4 +135,44 @@ tilesets:
 		t.Errorf("%d of %d answers received have no line", missing, len(answered))
 	}
 	t.Logf("%d answers received before SIGKILL, %d lines recorded", len(answered), len(recorded))
+}
+
+// TestAuditCommand: the command reads plain and gzip'd files of a
+// directory and answers both questions; bad arguments get a short error.
+func TestAuditCommand(t *testing.T) {
+	dir := t.TempDir()
+	lines := `{"time":"2026-12-01T10:00:00.000Z","replica":"r1","id":"a-1","principal":"p1","tileset":"city","path":"14/8190/5447.png","status":200,"bytes":9,"cache":"HIT"}
+{"time":"2026-12-01T10:00:01.000Z","replica":"r1","id":"a-2","principal":"p2","tileset":"city","path":"14/8190/5447.png","status":403,"bytes":0,"reason":"outside_grant"}
+`
+	os.WriteFile(filepath.Join(dir, "audit-r1-a.jsonl"), []byte(lines), 0o600)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(strings.ReplaceAll(strings.ReplaceAll(lines, "r1", "r2"), "10:00:0", "11:00:0")))
+	zw.Close()
+	os.WriteFile(filepath.Join(dir, "audit-r2-b.jsonl.gz"), gz.Bytes(), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"-tile", "city/14/8190/5447"}, []string{"4 answers", "2026-12-01T11:00:00.000Z  r2", "p2  403 outside_grant"}},
+		{[]string{"-principal", "p1"}, []string{"principal p1: 2 answers", "zoom 14: 2 tiles", "first 2026-12-01T10:00:00.000Z, last 2026-12-01T11:00:00.000Z"}},
+		{[]string{"-principal", "p2", "-since", "2026-12-01T10:30:00Z"}, []string{"1 answers", "denied outside_grant: 1"}},
+		{[]string{"-tileset", "city"}, []string{"2 principals", "p1: 2 tiles"}},
+	} {
+		var out, errb bytes.Buffer
+		if rc := run(append([]string{"audit", "-dir", dir}, tc.args...), &out, &errb); rc != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, rc, errb.String())
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%v: no %q in\n%s", tc.args, w, out.String())
+			}
+		}
+	}
+	for _, args := range [][]string{{"-tile", "city/14/8190"}, {"-principal", "p", "-tile", "c/1/0/0"}, {"-tileset", "c", "-since", "yesterday"}, {"-dir", t.TempDir(), "-tileset", "c"}} {
+		var out, errb bytes.Buffer
+		if rc := run(append([]string{"audit", "-dir", dir}, args...), &out, &errb); rc != 1 || !strings.HasPrefix(errb.String(), "tileproxy: audit: ") {
+			t.Errorf("%v: exit %d %q", args, rc, errb.String())
+		}
+	}
 }

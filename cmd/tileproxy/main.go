@@ -58,6 +58,8 @@ usage:
   tileproxy check -config tileproxy.yaml     validate a config
   tileproxy revoke -config F (-sub S [-iss I] | -jti J) [-ttl D]
                                              revoke tokens on every replica (limits.store)
+  tileproxy audit -dir D (-principal P | -tile TS/Z/X/Y | -tileset TS) [-since T] [-until T]
+                                             who saw a tile, what a principal saw (audit files)
   tileproxy version                          print version information
 `
 
@@ -82,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkCmd(args, stdout, stderr)
 	case "revoke":
 		err = revokeCmd(args, stdout, stderr)
+	case "audit":
+		err = auditCmd(args, stdout, stderr)
 	case "version":
 		b := buildInfo()
 		fmt.Fprintf(stdout, "tileproxy %s (revision %s, %s)\n", b.Version, b.Revision, b.GoVersion)
