@@ -443,3 +443,35 @@ func TestStoreNameHidesThePassword(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateAudit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		a    Audit
+		want string
+	}{
+		{"off", Audit{}, ""},
+		{"on", Audit{Path: "/var/log/tp/audit.jsonl", MaxBytes: 256 << 20, Keep: 10, Subjects: SubjectsHash}, ""},
+		{"small", Audit{Path: "a.jsonl", MaxBytes: 1024, Keep: 10, Subjects: SubjectsHash}, "audit.max_bytes"},
+		{"keep", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Subjects: SubjectsClear}, "audit.keep"},
+		{"subjects", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: "plain"}, "audit.subjects"},
+		{"replica", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Replica: "a b"}, "audit.replica"},
+		{"ship", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Ship: AuditShip{Bucket: "b"}}, "audit.ship"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Default()
+			c.Auth.HMACSecret = secret
+			c.Tilesets = []Tileset{{Name: "a", Bucket: "tiles", Prefix: "a/"}}
+			c.ApplyDefaults()
+			def := c.Audit
+			c.Audit = tc.a
+			if tc.a == (Audit{}) {
+				c.Audit = def
+			}
+			err := c.Validate()
+			if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
