@@ -72,9 +72,7 @@ func (c *Config) validateAudit(bad func(field, format string, args ...any)) {
 	if a.Replica != "" && !replicaName.MatchString(a.Replica) {
 		bad("audit.replica", "%q must be 1-64 of A-Z a-z 0-9 . _ -", a.Replica)
 	}
-	if a.Ship != (AuditShip{}) {
-		// Refused rather than ignored: rotated files past keep would be
-		// removed, unshipped.
-		bad("audit.ship", "shipping to S3 is not built yet; collect the rotated files beside audit.path another way")
+	if a.Ship.Prefix != "" && a.Ship.Bucket == "" {
+		bad("audit.ship.bucket", "is required with audit.ship.prefix")
 	}
 }

@@ -456,7 +456,8 @@ func TestValidateAudit(t *testing.T) {
 		{"keep", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Subjects: SubjectsClear}, "audit.keep"},
 		{"subjects", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: "plain"}, "audit.subjects"},
 		{"replica", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Replica: "a b"}, "audit.replica"},
-		{"ship", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Ship: AuditShip{Bucket: "b"}}, "audit.ship"},
+		{"ship", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Ship: AuditShip{Bucket: "b", Prefix: "audit/"}}, ""},
+		{"ship without a bucket", Audit{Path: "a.jsonl", MaxBytes: 1 << 20, Keep: 1, Subjects: SubjectsHash, Ship: AuditShip{Prefix: "audit/"}}, "audit.ship.bucket"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()

@@ -45,6 +45,7 @@ type Metrics struct {
 	limited        *prometheus.CounterVec
 	sweeps         *prometheus.CounterVec
 	auditLines     *prometheus.CounterVec
+	auditShipped   *prometheus.CounterVec
 	auditWritten   prometheus.Counter
 	storeUp        prometheus.Gauge
 	storeErrors    prometheus.Counter
@@ -151,6 +152,10 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 			Namespace: Namespace, Name: "audit_lines_total",
 			Help: "Audit trail lines by result: written, or error (the answer was refused with 503 instead).",
 		}, []string{"result"}),
+		auditShipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "audit_shipped_total",
+			Help: "Rotated audit files shipped to audit.ship, by result: ok (verified, local copy removed), error (retried).",
+		}, []string{"result"}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "sweeps_total",
 			Help: "Principals flagged for sweeping (limits.sweep), by action (log, throttle, block).",
@@ -183,7 +188,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
 		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, m.warmPlanned, m.warmTiles, info,
-		m.sweeps, m.storeUp, m.storeErrors, m.auditLines,
+		m.sweeps, m.storeUp, m.storeErrors, m.auditLines, m.auditShipped,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -333,6 +338,14 @@ func (m *Metrics) AuditLine(result string) {
 		return
 	}
 	m.auditLines.WithLabelValues(result).Inc()
+}
+
+// AuditShipped counts a rotated audit file's upload by result.
+func (m *Metrics) AuditShipped(result string) {
+	if m == nil {
+		return
+	}
+	m.auditShipped.WithLabelValues(result).Inc()
 }
 
 // Sweep records a principal flagged for sweeping.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,22 +18,37 @@ import (
 	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/metrics"
+	"github.com/tileproxy/tileproxy/origin"
 )
 
-// openAudit opens the audit trail of cfg; nil when audit.path is unset.
-// What a crash left is recovered first.
-func openAudit(cfg *config.Config, m *metrics.Metrics, log *slog.Logger) (*audit.Writer, error) {
+// openAudit opens the audit trail of cfg (nil when audit.path is unset),
+// and with audit.ship its shipper, which runs until stop is called.
+// What a crash left is recovered first, and queued to ship.
+func openAudit(ctx context.Context, cfg *config.Config, originDeps origin.Deps, m *metrics.Metrics, log *slog.Logger) (w *audit.Writer, stop func(), err error) {
 	if cfg.Audit.Path == "" {
-		return nil, nil
+		return nil, func() {}, nil
 	}
-	w, err := audit.Open(audit.Config{Path: cfg.AuditPath(), MaxBytes: int64(cfg.Audit.MaxBytes), Keep: cfg.Audit.Keep,
-		Replica: cfg.AuditReplica(), Clear: cfg.Audit.Subjects == config.SubjectsClear},
-		audit.Deps{Now: time.Now, Log: log, Metrics: m})
+	deps := audit.Deps{Now: time.Now, Log: log, Metrics: m}
+	stop = func() {}
+	if ship := cfg.Audit.Ship; ship.Bucket != "" {
+		// The proxy's own credentials (not a tileset's session).
+		up, err := origin.New(ctx, cfg, originDeps)
+		if err != nil {
+			return nil, nil, err
+		}
+		s := audit.NewShipper(ship.Bucket, ship.Prefix, up, log, m)
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		go s.Run(sctx)
+		deps.Rotated, stop = s.Enqueue, cancel
+	}
+	w, err = audit.Open(audit.Config{Path: cfg.AuditPath(), MaxBytes: int64(cfg.Audit.MaxBytes), Keep: cfg.Audit.Keep,
+		Replica: cfg.AuditReplica(), Clear: cfg.Audit.Subjects == config.SubjectsClear}, deps)
 	if err != nil {
-		return nil, err
+		stop()
+		return nil, nil, err
 	}
-	log.Info("audit trail", "path", cfg.AuditPath(), "replica", cfg.AuditReplica(), "subjects", cfg.Audit.Subjects)
-	return w, nil
+	log.Info("audit trail", "path", cfg.AuditPath(), "replica", cfg.AuditReplica(), "subjects", cfg.Audit.Subjects, "ship", cfg.Audit.Ship.Bucket != "")
+	return w, stop, nil
 }
 
 // auditCmd answers "who saw this tile" and "what did this principal see"

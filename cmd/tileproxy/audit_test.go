@@ -2,22 +2,30 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/auth"
+	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
+	"github.com/tileproxy/tileproxy/origin"
 )
 
 // TestAuditSurvivesKill9: a client records every answer it receives
@@ -175,4 +183,116 @@ func TestAuditCommand(t *testing.T) {
 			t.Errorf("%v: exit %d %q", args, rc, errb.String())
 		}
 	}
+}
+
+// TestShipOnMinIO: a rotated file is uploaded with Content-MD5, verified,
+// and matches the local file byte for byte before the local copy goes; a
+// file a crash left is shipped at the next start.
+func TestShipOnMinIO(t *testing.T) {
+	mp := testenv.MinIO(t)
+	bucket := mp.Bucket(t)
+	cfg := config.Default()
+	cfg.S3.Endpoint, cfg.S3.UsePathStyle = mp.Endpoint, true
+	t.Setenv("AWS_ACCESS_KEY_ID", mp.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", mp.SecretKey)
+	up, err := origin.New(t.Context(), &cfg, origin.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ship := audit.NewShipper(bucket, "trail/", up, log, nopShipMetrics{})
+	dir := t.TempDir()
+	acfg := audit.Config{Path: filepath.Join(dir, "audit.jsonl"), MaxBytes: 1 << 20, Keep: 3, Replica: "r9"}
+	var rotated []string
+	w, err := audit.Open(acfg, audit.Deps{Now: time.Now, Log: log, Metrics: nopShipMetrics{}, Rotated: func(p string) { rotated = append(rotated, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		w.Record(&audit.Line{Time: time.Now(), Seq: uint64(i), Principal: "p", Tileset: "city", Path: fmt.Sprintf("14/%d/1.png", i), Status: 200, Bytes: 10})
+	}
+	if err := w.Rotate(); err != nil || len(rotated) != 1 {
+		t.Fatalf("rotate: %v %v", err, rotated)
+	}
+	local, err := os.ReadFile(rotated[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ship.Ship(t.Context(), rotated[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rotated[0]); !os.IsNotExist(err) {
+		t.Errorf("the local copy is still there after shipping: %v", err)
+	}
+	got := getObject(t, mp, bucket, ship.Key(rotated[0]))
+	if !bytes.Equal(got, local) {
+		t.Fatalf("shipped %d bytes, the local file had %d", len(got), len(local))
+	}
+	if k := ship.Key(rotated[0]); !strings.HasPrefix(k, "trail/audit-r9-") {
+		t.Errorf("key %q does not name the replica", k)
+	}
+
+	// A crash: lines written, the process gone before any rotation.
+	for i := range 50 {
+		w.Record(&audit.Line{Time: time.Now(), Seq: uint64(1000 + i), Principal: "p", Tileset: "city", Path: "0/0/0.png", Status: 200})
+	}
+	// The next start recovers the file and ships it.
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go ship.Run(ctx)
+	w2, err := audit.Open(acfg, audit.Deps{Now: time.Now, Log: log, Metrics: nopShipMetrics{}, Rotated: ship.Enqueue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	for i := 0; ship.Pending() > 0 || i == 0; i++ {
+		if i == 500 {
+			t.Fatal("the file a crash left was not shipped at the next start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "audit-r9-*.jsonl"))
+	if len(left) != 0 {
+		t.Fatalf("left after shipping: %v", left)
+	}
+	keys := listKeys(t, mp, bucket, "trail/")
+	if len(keys) != 2 {
+		t.Fatalf("keys %v, want the rotated file and the recovered one", keys)
+	}
+	if n := bytes.Count(getObject(t, mp, bucket, keys[1]), []byte("\n")); n != 50 {
+		t.Errorf("the recovered file shipped %d lines, want 50", n)
+	}
+}
+
+type nopShipMetrics struct{}
+
+func (nopShipMetrics) AuditShipped(string) {}
+func (nopShipMetrics) AuditLine(string)    {}
+
+func getObject(t *testing.T, mp *testenv.S3, bucket, key string) []byte {
+	t.Helper()
+	out, err := mp.Client.GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func listKeys(t *testing.T, mp *testenv.S3, bucket, prefix string) []string {
+	t.Helper()
+	out, err := mp.Client.ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	slices.Sort(keys)
+	return keys
 }

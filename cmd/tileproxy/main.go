@@ -186,8 +186,10 @@ type app struct {
 	// tests that build an app by hand).
 	controls *controls
 	// audit is the audit trail (nil when off); it outlives a
-	// configuration (audit changes need a restart).
-	audit *audit.Writer
+	// configuration (audit changes need a restart). stopShip stops its
+	// shipper: files not shipped yet ship at the next start.
+	audit    *audit.Writer
+	stopShip func()
 }
 
 // serverLimits bound what one connection may hold: slow headers
@@ -253,12 +255,12 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 	if err != nil {
 		return nil, err
 	}
-	aw, err := openAudit(cfg, m, log)
+	aw, stopShip, err := openAudit(ctx, cfg, originDeps, m, log)
 	if err != nil {
 		ctl.close()
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl, audit: aw}
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl, audit: aw, stopShip: stopShip}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		// Areas are read with the rest of the configuration, so a reload
 		// reloads them; a broken one refuses the configuration.
@@ -432,6 +434,7 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		if err := a.audit.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		a.stopShip()
 	}
 	return errors.Join(errs...)
 }
