@@ -72,7 +72,6 @@ type Writer struct {
 	first  time.Time // of the first line in the active file
 	last   time.Time
 	err    error // the last disk error, until a rotation succeeds
-	bufs   sync.Pool
 	// idPrefix starts every line's id: random per process, so ids of
 	// several processes (and restarts) never collide.
 	idPrefix string
@@ -113,7 +112,7 @@ func (w *Writer) Next() uint64 { return w.seq.Add(1) }
 // Open recovers what a crash left at cfg.Path (its used part becomes a
 // rotated file, handed to Rotated) and starts a new active file.
 func Open(cfg Config, deps Deps) (*Writer, error) {
-	w := &Writer{cfg: cfg, deps: deps, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+	w := &Writer{cfg: cfg, deps: deps}
 	var id [6]byte
 	rand.Read(id[:])
 	w.idPrefix = hex.EncodeToString(id[:])
@@ -139,11 +138,7 @@ func Open(cfg Config, deps Deps) (*Writer, error) {
 // Record writes l before its answer is sent. The error is also kept for
 // readiness (Err) and counted.
 func (w *Writer) Record(l *Line) error {
-	bp := w.bufs.Get().(*[]byte)
-	b := appendLine((*bp)[:0], l, w.head, &w.times, w.cfg.Clear)
-	err := w.write(b, l.Time)
-	*bp = b
-	w.bufs.Put(bp)
+	err := w.write(l)
 	if err != nil {
 		w.deps.Metrics.AuditLine("error")
 		return err
@@ -152,30 +147,45 @@ func (w *Writer) Record(l *Line) error {
 	return nil
 }
 
-func (w *Writer) write(b []byte, t time.Time) error {
-	if len(b) > min(segSize, int(w.cfg.MaxBytes)) {
-		return ErrFull
-	}
+// write builds l's line in place in the mapping: no buffer, no copy. A
+// line that does not fit what is left of the segment is built again in
+// the next.
+func (w *Writer) write(l *Line) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.seg == nil || w.off+len(b) > len(w.seg) {
+	for try := 0; ; try++ {
+		if w.seg == nil {
+			if err := w.nextSegment(); err != nil {
+				return err
+			}
+		}
+		room := w.seg[w.off:w.off:len(w.seg)]
+		b := appendLine(room, l, w.head, &w.times, w.cfg.Clear)
+		if len(b) <= cap(room) && (len(b) == 0 || &b[0] == &w.seg[w.off]) {
+			w.off += len(b)
+			if w.first.IsZero() {
+				w.first = l.Time
+			}
+			w.last = l.Time
+			return nil
+		}
+		// append moved the line elsewhere: it does not fit here.
+		if try > 0 && w.off == 0 {
+			return ErrFull // not even in an empty segment
+		}
 		if err := w.nextSegment(); err != nil {
 			return err
 		}
 	}
-	copy(w.seg[w.off:], b)
-	w.off += len(b)
-	if w.first.IsZero() {
-		w.first = t
-	}
-	w.last = t
-	return nil
 }
 
 // nextSegment moves to the next segment (prepared ahead), or rotates
 // when the file is full.
 func (w *Writer) nextSegment() error {
 	if w.seg == nil || w.segOff+int64(w.segLen) >= w.size {
+		if w.seg != nil && w.off == 0 {
+			return ErrFull // a fresh file's first segment: the line cannot fit anywhere
+		}
 		return w.rotateLocked()
 	}
 	for i := w.off; i < len(w.seg); i++ {
@@ -196,6 +206,9 @@ func (w *Writer) nextSegment() error {
 
 // used is how much of the active file holds lines.
 func (w *Writer) used() int64 { return w.segOff + int64(w.off) }
+
+// Path is the active file's path.
+func (w *Writer) Path() string { return w.cfg.Path }
 
 // Err is the last disk error, nil once writing works again.
 func (w *Writer) Err() error {

@@ -123,12 +123,25 @@ func TestAuditLines(t *testing.T) {
 	}
 }
 
-// TestNoLineNoAnswer: when the line cannot be written, the answer is not
-// sent (503), and /readyz says why.
+// TestNoLineNoAnswer: when a line cannot be written (here: the trail's
+// directory is gone when the file must rotate), the answer is not sent
+// (503), and /readyz says why.
 func TestNoLineNoAnswer(t *testing.T) {
-	f, _, _ := auditFixture(t, 64) // every line is larger than the whole file
-	rec := f.do("GET", "/tiles/a/0/0/0.png", map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")})
-	if rec.Code != 503 || strings.Contains(rec.Body.String(), "PNG") || rec.Header().Get("Etag") != "" {
-		t.Fatalf("unaudited answer: %d %q %v", rec.Code, rec.Body.String(), rec.Header())
+	f, w, _ := auditFixture(t, 4096) // one page: a rotation every twenty lines or so
+	os.RemoveAll(filepath.Dir(w.Path()))
+	bearer := map[string]string{"Authorization": "Bearer " + token(t, time.Hour, "a")}
+	for i := range 100 {
+		rec := f.do("GET", "/tiles/a/0/0/0.png", bearer)
+		if rec.Code == 200 {
+			continue // still room in the mapped file
+		}
+		if rec.Code != 503 || strings.Contains(rec.Body.String(), "PNG") || rec.Header().Get("Etag") != "" {
+			t.Fatalf("request %d, unaudited answer: %d %q %v", i, rec.Code, rec.Body.String(), rec.Header())
+		}
+		if ready := f.do("GET", "/readyz", nil); ready.Code != 503 || !strings.Contains(ready.Body.String(), "audit") {
+			t.Errorf("/readyz: %d %q", ready.Code, ready.Body.String())
+		}
+		return
 	}
+	t.Fatal("100 answers with the trail's directory gone, none refused")
 }

@@ -255,14 +255,14 @@ func (p *Proxy) serveReady(w *recorder, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("draining\n"))
 		return
-	case !p.ready.Load():
-		w.WriteHeader(http.StatusServiceUnavailable)
-		w.Write([]byte("not ready\n"))
-		return
 	case p.audit != nil && p.audit.Err() != nil:
 		// Tile answers would be refused: a balancer should look elsewhere.
 		w.WriteHeader(http.StatusServiceUnavailable)
 		w.Write([]byte("audit trail cannot be written\n"))
+		return
+	case !p.ready.Load():
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte("not ready\n"))
 		return
 	}
 	w.Write([]byte("ready\n"))
