@@ -40,6 +40,15 @@ type Config struct {
 	ReadinessGrace Duration `yaml:"readiness_grace"`
 	// Log configures structured logging.
 	Log Log `yaml:"log"`
+	// TLS serves the main listener over TLS (HTTP/2 by ALPN, HTTP/1.1
+	// still); MetricsTLS the metrics listener.
+	TLS        TLS `yaml:"tls"`
+	MetricsTLS TLS `yaml:"metrics_tls"`
+	// H2C serves cleartext HTTP/2 (prior knowledge) beside HTTP/1.1, for
+	// balancers that speak HTTP/2 to their backends.
+	H2C bool `yaml:"h2c"`
+	// HTTP2 bounds HTTP/2 connections.
+	HTTP2 HTTP2 `yaml:"http2"`
 
 	Auth     Auth      `yaml:"auth"`
 	Limits   Limits    `yaml:"limits"`
@@ -366,6 +375,7 @@ func Default() Config {
 		DrainDelay:      Duration(5 * time.Second),
 		ReadinessGrace:  Duration(30 * time.Second),
 		Log:             Log{Format: "text", Level: "info", Access: true},
+		HTTP2:           HTTP2{MaxConcurrentStreams: 250},
 		Auth: Auth{
 			JWKSRefresh: Duration(5 * time.Minute),
 			GrantsClaim: "tilesets",

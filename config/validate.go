@@ -319,6 +319,7 @@ func (c *Config) validateLimits(bad func(field, format string, args ...any)) {
 	}
 	c.validateExfil(bad)
 	c.validateAudit(bad)
+	c.validateHTTP(bad)
 }
 
 func (c *Config) validateAuth(bad func(field, format string, args ...any)) {

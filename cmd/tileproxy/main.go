@@ -32,6 +32,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/certs"
 	"github.com/tileproxy/tileproxy/internal/coalesce"
 	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/memlimit"
@@ -190,6 +191,9 @@ type app struct {
 	// shipper: files not shipped yet ship at the next start.
 	audit    *audit.Writer
 	stopShip func()
+	// certs and metricsCerts hold the listeners' TLS pairs (nil without
+	// tls, metrics_tls); files that change are read again, and on SIGHUP.
+	certs, metricsCerts *certs.Reloader
 }
 
 // serverLimits bound what one connection may hold: slow headers
@@ -260,7 +264,20 @@ func newApp(ctx context.Context, cfg *config.Config, logs *logging.Logs, originD
 		ctl.close()
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl, audit: aw, stopShip: stopShip}
+	var pairs [2]*certs.Reloader
+	for i, t := range []config.TLS{cfg.TLS, cfg.MetricsTLS} {
+		if !t.On() {
+			continue
+		}
+		if pairs[i], err = certs.New(cfg.TLSPath(t.CertFile), cfg.TLSPath(t.KeyFile), log); err != nil {
+			ctl.close()
+			stopShip()
+			return nil, fmt.Errorf("%s: %w", []string{"tls", "metrics_tls"}[i], err)
+		}
+		go pairs[i].Run(ctx)
+	}
+	a := &app{cfg: cfg, log: log, registry: reg, metrics: m, cache: c, limits: defaultLimits, slots: slots, principals: limits, controls: ctl, audit: aw, stopShip: stopShip,
+		certs: pairs[0], metricsCerts: pairs[1]}
 	a.build = func(ctx context.Context, cfg *config.Config) (*generation, error) {
 		// Areas are read with the rest of the configuration, so a reload
 		// reloads them; a broken one refuses the configuration.
@@ -339,11 +356,16 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", a.cfg.Listen, err)
 	}
-	// Headers and body leave in one writev instead of two writes.
-	ln, err := coalesce.NewListener(coalesce.Config{}, tcp)
-	if err != nil {
-		tcp.Close()
-		return err
+	// Headers and body leave in one writev instead of two writes. Not
+	// under TLS (records are written one by one, and there is no
+	// sendfile) nor with h2c: HTTP/2's framer expects each write to
+	// leave, and a write held for the next one stalls the connection.
+	var ln net.Listener = tcp
+	if !a.cfg.TLS.On() && !a.cfg.H2C {
+		if ln, err = coalesce.NewListener(coalesce.Config{}, tcp); err != nil {
+			tcp.Close()
+			return err
+		}
 	}
 	if a.limits == (serverLimits{}) {
 		a.limits = defaultLimits
@@ -361,10 +383,28 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		IdleTimeout:       a.limits.idle,
 		MaxHeaderBytes:    a.limits.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: max(1, a.cfg.HTTP2.MaxConcurrentStreams)},
+		Protocols:         new(http.Protocols),
+	}
+	main.Protocols.SetHTTP1(true)
+	switch {
+	case a.certs != nil:
+		// HTTP/2 by ALPN, HTTP/1.1 still.
+		main.Protocols.SetHTTP2(true)
+		main.TLSConfig = a.certs.Config(a.cfg.TLS.MinVersion)
+	case a.cfg.H2C:
+		// Cleartext HTTP/2 with prior knowledge, beside HTTP/1.1.
+		main.Protocols.SetUnencryptedHTTP2(true)
 	}
 	servers := []*http.Server{main}
 	errc := make(chan error, 2)
-	go func() { errc <- main.Serve(ln) }()
+	go func() {
+		if main.TLSConfig != nil {
+			errc <- main.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- main.Serve(ln)
+	}()
 	if a.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", a.cfg.MetricsListen)
 		if err != nil {
@@ -385,7 +425,16 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		}
 		servers = append(servers, ms)
-		go func() { errc <- ms.Serve(mln) }()
+		if a.metricsCerts != nil {
+			ms.TLSConfig = a.metricsCerts.Config(a.cfg.MetricsTLS.MinVersion)
+		}
+		go func() {
+			if ms.TLSConfig != nil {
+				errc <- ms.ServeTLS(mln, "", "")
+				return
+			}
+			errc <- ms.Serve(mln)
+		}()
 		a.metricsAddr = mln.Addr().String()
 		a.log.Info("metrics listening", "addr", a.metricsAddr)
 	}
@@ -475,6 +524,13 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	if _, err := revoke.New(cfg.RevocationPath(), revoke.Deps{}); err != nil {
 		problems = append(problems, err.Error())
+	}
+	for name, t := range map[string]config.TLS{"tls": cfg.TLS, "metrics_tls": cfg.MetricsTLS} {
+		if t.On() {
+			if _, err := certs.Load(cfg.TLSPath(t.CertFile), cfg.TLSPath(t.KeyFile), time.Now()); err != nil {
+				problems = append(problems, name+": "+err.Error())
+			}
+		}
 	}
 	for _, w := range scopeWarnings(cfg) {
 		fmt.Fprintln(stderr, "warning:", w)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tileproxy/tileproxy/internal/certs"
 	"os"
 	"os/signal"
 	"reflect"
@@ -49,6 +50,11 @@ func (a *app) reloadOnHangup(ctx context.Context, path string) {
 		case <-hup:
 			a.log.Info("SIGHUP received: reloading the configuration", "file", path)
 			a.reload(path)
+			for _, c := range []*certs.Reloader{a.certs, a.metricsCerts} {
+				if c != nil {
+					c.Reload() // a broken pair is logged and the one in force stays
+				}
+			}
 		}
 	}
 }
@@ -185,6 +191,10 @@ func needsRestart(old, cfg *config.Config) []string {
 		{"cache", !cacheEqual(old.Cache, cfg.Cache)},
 		{"cache.warm", !reflect.DeepEqual(old.Cache.Warm, cfg.Cache.Warm)},
 		{"limits.store", old.Limits.Store != cfg.Limits.Store},
+		{"tls", old.TLS != cfg.TLS},
+		{"metrics_tls", old.MetricsTLS != cfg.MetricsTLS},
+		{"h2c", old.H2C != cfg.H2C},
+		{"http2", old.HTTP2 != cfg.HTTP2},
 		{"audit", !reflect.DeepEqual(old.Audit, cfg.Audit)},
 	} {
 		if f.changed {

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testCA signs leaf certificates for 127.0.0.1.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTestCA(t *testing.T) *testCA {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tileproxy test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &testCA{cert: cert, key: key, pool: pool}
+}
+
+// leaf writes a certificate for 127.0.0.1 with serial and validity, and
+// its key, to cert and key (written whole, then renamed into place, as
+// certbot and cert-manager do).
+func (ca *testCA) leaf(t *testing.T, cert, key string, serial int64, notAfter time.Time) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &k.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(k)
+	for path, block := range map[string]*pem.Block{cert: {Type: "CERTIFICATE", Bytes: der}, key: {Type: "EC PRIVATE KEY", Bytes: kd}} {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (ca *testCA) client(h2 bool) *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // HTTP/1.1 only
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func tlsYAML(dir string, extra string) string {
+	return fmt.Sprintf(`listen: "127.0.0.1:0"
+metrics_listen: ""
+readiness_grace: 0s
+log: {format: text, level: info, access: false}
+auth: {hmac_secret: %q}
+s3: {endpoint: "http://127.0.0.1:1", use_path_style: true}
+%s
+tilesets:
+  - {name: a, bucket: tiles-bucket, prefix: a/}
+`, strings.Repeat("s", 32), extra)
+}
+
+// TestTLSAndHTTP2: with tls, HTTP/2 is negotiated by ALPN and HTTP/1.1
+// still served; a certificate renewed in place is served from the next
+// handshake without a failed request, on change and on SIGHUP; a broken
+// new pair is refused and the old one keeps serving.
+func TestTLSAndHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca.leaf(t, cert, key, 100, time.Now().Add(time.Hour))
+	s := serveProcess(t, tlsYAML(dir, fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", cert, key)))
+	base := strings.Replace(s.base, "http://", "https://", 1)
+	get := func(c *http.Client) (*http.Response, error) {
+		resp, err := c.Get(base + "/healthz")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	for _, tc := range []struct {
+		h2    bool
+		proto string
+	}{{true, "HTTP/2.0"}, {false, "HTTP/1.1"}} {
+		resp, err := get(ca.client(tc.h2))
+		if err != nil || resp.StatusCode != 200 || resp.Proto != tc.proto {
+			t.Fatalf("h2 %v: %v %v", tc.h2, resp, err)
+		}
+	}
+	// Requests keep coming while the pair is renewed in place.
+	var failed, done atomic.Int64
+	var serials sync.Map
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c := ca.client(true)
+		for i := 0; i < 100_000; i++ { // bounded
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			resp, err := get(c)
+			if err != nil || resp.StatusCode != 200 {
+				failed.Add(1)
+				continue
+			}
+			done.Add(1)
+			serials.Store(resp.TLS.PeerCertificates[0].SerialNumber.Int64(), true)
+		}
+	}()
+	waitSerial := func(serial int64, what string) {
+		for i := 0; ; i++ {
+			if _, ok := serials.Load(serial); ok {
+				return
+			}
+			if i == 400 {
+				t.Fatalf("%s: serial %d never served", what, serial)
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	ca.leaf(t, cert, key, 101, time.Now().Add(time.Hour)) // seen by the file watch
+	waitSerial(101, "renewed in place")
+	ca.leaf(t, cert, key, 102, time.Now().Add(time.Hour))
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	waitSerial(102, "SIGHUP")
+	// A broken pair: the certificate of one key, the key of another.
+	other := filepath.Join(dir, "other.key")
+	ca.leaf(t, filepath.Join(dir, "other.crt"), other, 103, time.Now().Add(time.Hour))
+	data, _ := os.ReadFile(other)
+	os.WriteFile(key, data, 0o600)
+	s.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	before := done.Load()
+	for i := 0; done.Load() < before+5; i++ {
+		if i == 400 {
+			t.Fatal("no answers after a broken pair was refused")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed across the swaps", failed.Load(), failed.Load()+done.Load())
+	}
+	if !strings.Contains(s.logs.String(), "new TLS certificate refused") {
+		t.Errorf("the broken pair was not logged:\n%s", s.logs.String())
+	}
+}
+
+// TestH2C: with h2c, cleartext HTTP/2 (prior knowledge) is served beside
+// HTTP/1.1.
+func TestH2C(t *testing.T) {
+	s := serveProcess(t, tlsYAML(t.TempDir(), "h2c: true"))
+	for _, h2c := range []bool{true, false} {
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		if h2c {
+			tr.Protocols.SetUnencryptedHTTP2(true)
+		} else {
+			tr.Protocols.SetHTTP1(true)
+		}
+		resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(s.base + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]string{true: "HTTP/2.0", false: "HTTP/1.1"}[h2c]; resp.Proto != want || resp.StatusCode != 200 {
+			t.Errorf("h2c %v: %s %d", h2c, resp.Proto, resp.StatusCode)
+		}
+	}
+}
+
+// TestCheckTLS: check refuses unreadable, mismatched and expired pairs,
+// naming the file.
+func TestCheckTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	good, goodKey := filepath.Join(dir, "good.crt"), filepath.Join(dir, "good.key")
+	ca.leaf(t, good, goodKey, 1, time.Now().Add(time.Hour))
+	old, oldKey := filepath.Join(dir, "old.crt"), filepath.Join(dir, "old.key")
+	ca.leaf(t, old, oldKey, 2, time.Now().Add(-time.Minute))
+	for _, tc := range []struct {
+		cert, key, want string
+	}{
+		{good, goodKey, ""},
+		{filepath.Join(dir, "missing.crt"), goodKey, "missing.crt"},
+		{good, oldKey, "good.crt and " + oldKey},
+		{old, oldKey, "old.crt: expired"},
+	} {
+		path := filepath.Join(dir, "tileproxy.yaml")
+		os.WriteFile(path, []byte(tlsYAML(dir, fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", tc.cert, tc.key))), 0o600)
+		var out, errb bytes.Buffer
+		rc := run([]string{"check", "-config", path}, &out, &errb)
+		if (tc.want == "") != (rc == 0) || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%s + %s: exit %d, %q; want %q", filepath.Base(tc.cert), filepath.Base(tc.key), rc, errb.String(), tc.want)
+		}
+	}
+}
