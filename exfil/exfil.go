@@ -118,6 +118,9 @@ type Config struct {
 	Rate float64
 
 	byTileset []namedQuota // Quotas, as Configure compiles them
+	// rateQuota and throttleQuota are Rate and Sweep.ThrottleRate as
+	// windows, computed once by Configure.
+	rateQuota, throttleQuota config.Quota
 }
 
 // FromConfig is the Config of a tileproxy configuration.
@@ -246,6 +249,12 @@ func New(cfg Config, deps Deps) *Limiter {
 
 // Configure applies cfg from the next request on.
 func (l *Limiter) Configure(cfg Config) {
+	if cfg.Rate > 0 {
+		cfg.rateQuota = perSecond(cfg.Rate)
+	}
+	if cfg.Sweep.ThrottleRate > 0 {
+		cfg.throttleQuota = perSecond(cfg.Sweep.ThrottleRate)
+	}
 	cfg.byTileset = nil
 	for name, q := range cfg.Quotas {
 		cfg.byTileset = append(cfg.byTileset, namedQuota{name, q})
@@ -323,11 +332,11 @@ func (l *Limiter) Take(ctx context.Context, now time.Time, key, tileset, path st
 		var checks [3]check
 		n := 0
 		if p.flagged && cfg.Sweep.Action == config.SweepThrottle {
-			checks[n] = check{c: p.counter(throttleName, perSecond(cfg.Sweep.ThrottleRate), now), err: ErrThrottled}
+			checks[n] = check{c: p.counter(throttleName, &cfg.throttleQuota, now), err: ErrThrottled}
 			n++
 		}
 		if cfg.Rate > 0 {
-			checks[n] = check{c: p.counter(rateName, perSecond(cfg.Rate), now), err: ErrRate}
+			checks[n] = check{c: p.counter(rateName, &cfg.rateQuota, now), err: ErrRate}
 			n++
 		}
 		if quota {
@@ -400,11 +409,11 @@ const (
 
 // perSecond is the window of a rate of r requests per second: r of them
 // a second, or one every 1/r seconds when r < 1.
-func perSecond(r float64) *config.Quota {
+func perSecond(r float64) config.Quota {
 	if r >= 1 {
-		return &config.Quota{Tiles: int64(math.Ceil(r)), Per: config.Duration(time.Second)}
+		return config.Quota{Tiles: int64(math.Ceil(r)), Per: config.Duration(time.Second)}
 	}
-	return &config.Quota{Tiles: 1, Per: config.Duration(time.Duration(math.Ceil(1/r)) * time.Second)}
+	return config.Quota{Tiles: 1, Per: config.Duration(time.Duration(math.Ceil(1/r)) * time.Second)}
 }
 
 // check is one counter a request takes from.
@@ -629,7 +638,10 @@ func (l *Limiter) Settle(ctx context.Context) {
 			ops = append(ops, store.Op{Key: "s:" + p.key + ":" + strconv.FormatInt(int64(s.Per.Duration()/time.Second), 10) + ":" + strconv.FormatInt(p.sweepWindow, 10), Distinct: true, Items: items, TTL: s.Per.Duration() + time.Minute})
 			from = append(from, settling{p: p})
 		}
-		if idle && len(p.retired) == 0 && p.items.len() == 0 && !p.flagged && allSettled(p.counters) && !hasOps(from, p) {
+		// A flag lasts until its window ends: a principal flagged in an
+		// earlier window is no reason to stay.
+		flagged := p.flagged && cfg.Sweep.Distinct > 0 && window(now, cfg.Sweep.Per.Duration()) == p.sweepWindow
+		if idle && len(p.retired) == 0 && p.items.len() == 0 && !flagged && allSettled(p.counters) && !hasOps(from, p) {
 			p.gone = true
 			l.principals.Delete(k) // back as new: its totals are in the store
 		}

@@ -376,3 +376,30 @@ func TestRateAcrossReplicas(t *testing.T) {
 		t.Errorf("the next second: %v", err)
 	}
 }
+
+// TestIdlePrincipalsGo: a principal quiet for longer than idleAfter is
+// forgotten (its counts are in the store), a flagged one once its sweep
+// window is over, so the map does not grow with every principal ever seen.
+func TestIdlePrincipalsGo(t *testing.T) {
+	r := newRig()
+	l := r.limiter(t, sweepCfg(config.SweepBlock))
+	ctx := t.Context()
+	l.Take(ctx, r.clk.now(), "quiet", "city", "0/0/0.png")
+	for i := range 2100 {
+		l.Take(ctx, r.clk.now(), "sweeper", "city", fmt.Sprintf("14/%d/%d.png", i%100, i/100))
+	}
+	l.Settle(ctx)
+	present := func(key string) bool { _, ok := l.principals.Load(key); return ok }
+	r.clk.add(idleAfter + time.Second) // still the same hour: the sweeper stays flagged
+	l.Settle(ctx)
+	l.Settle(ctx)
+	if present("quiet") || !present("sweeper") {
+		t.Fatalf("after %v idle: quiet %v, sweeper %v", idleAfter, present("quiet"), present("sweeper"))
+	}
+	r.clk.add(time.Hour) // the sweep window is over
+	l.Settle(ctx)
+	l.Settle(ctx)
+	if present("sweeper") {
+		t.Error("a sweeper flagged in an earlier window was kept")
+	}
+}
