@@ -37,17 +37,11 @@ func TestAuditSurvivesKill9(t *testing.T) {
 	mp.Put(t, bucket, map[string]testenv.Object{"k/0/0/0.png": {Body: []byte("tile"), ContentType: "image/png"}})
 	dir := t.TempDir()
 	secret := strings.Repeat("k", 32)
-	yaml := fmt.Sprintf(`listen: "127.0.0.1:0"
-metrics_listen: ""
-readiness_grace: 0s
-log: {format: text, level: info, access: false}
-auth: {hmac_secret: %q}
-s3: {endpoint: %q, use_path_style: true}
-audit: {path: %q, max_bytes: 64MiB, keep: 5, replica: kill9}
+	yaml := processYAML(secret, mp.Endpoint, fmt.Sprintf(`audit: {path: %q, max_bytes: 64MiB, keep: 5, replica: kill9}
 tilesets:
   - {name: k, bucket: %s, prefix: k/, missing: empty}
-`, secret, mp.Endpoint, filepath.Join(dir, "audit.jsonl"), bucket)
-	s := serveProcess(t, yaml, "AWS_ACCESS_KEY_ID="+mp.AccessKey, "AWS_SECRET_ACCESS_KEY="+mp.SecretKey, "AWS_REGION=us-east-1")
+`, filepath.Join(dir, "audit.jsonl"), bucket))
+	s := serveProcess(t, yaml, minioCreds(mp.AccessKey, mp.SecretKey)...)
 	tok, err := auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"*"}, TTL: time.Hour, Subject: "loader"})
 	if err != nil {
 		t.Fatal(err)

@@ -39,22 +39,15 @@ func newExfilRig(t *testing.T, onStoreError string) *exfilRig {
 	}
 	mp.Put(t, bucket, objs)
 	r := &exfilRig{redis: testenv.StartRedis(t), secret: strings.Repeat("x", 32)}
-	r.yaml = fmt.Sprintf(`listen: "127.0.0.1:0"
-metrics_listen: ""
-drain_delay: 0s
-readiness_grace: 0s
-log: {format: text, level: info, access: false}
-auth: {hmac_secret: %q}
-s3: {endpoint: %q, use_path_style: true}
-limits:
+	r.yaml = processYAML(r.secret, mp.Endpoint, fmt.Sprintf(`limits:
   store: %q
   on_store_error: %s
   sweep: {distinct: 2000, per: 1h, action: block}
 tilesets:
   - {name: quota, bucket: %s, prefix: q/, quota: {tiles: 200, per: 1h}, missing: empty}
   - {name: open, bucket: %s, prefix: o/, missing: empty}
-`, r.secret, mp.Endpoint, r.redis.URL, onStoreError, bucket, bucket)
-	r.creds = []string{"AWS_ACCESS_KEY_ID=" + mp.AccessKey, "AWS_SECRET_ACCESS_KEY=" + mp.SecretKey, "AWS_REGION=us-east-1"}
+`, r.redis.URL, onStoreError, bucket, bucket))
+	r.creds = minioCreds(mp.AccessKey, mp.SecretKey)
 	for range 2 {
 		r.replicas = append(r.replicas, serveProcess(t, r.yaml, r.creds...))
 	}

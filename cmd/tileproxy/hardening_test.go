@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -182,6 +183,26 @@ type served struct {
 	cmd    *exec.Cmd
 	logs   *testenv.SyncBuffer
 	waited chan error // receives the exit once, after stop or a crash
+}
+
+// processYAML is a configuration for serveProcess: loopback, no metrics
+// listener, no drain delay or readiness grace, no access lines, HS256
+// tokens of secret, S3 at endpoint; rest (tilesets and the rest) follows.
+func processYAML(secret, endpoint, rest string) string {
+	return fmt.Sprintf(`listen: "127.0.0.1:0"
+metrics_listen: ""
+drain_delay: 0s
+readiness_grace: 0s
+log: {format: text, level: info, access: false}
+auth: {hmac_secret: %q}
+s3: {endpoint: %q, use_path_style: true}
+`, secret, endpoint) + rest
+}
+
+// minioCreds are the environment of a serveProcess reading MinIO with
+// these keys.
+func minioCreds(accessKey, secretKey string) []string {
+	return []string{"AWS_ACCESS_KEY_ID=" + accessKey, "AWS_SECRET_ACCESS_KEY=" + secretKey, "AWS_REGION=us-east-1"}
 }
 
 // serveProcess starts `tileproxy serve` with the YAML config in its own

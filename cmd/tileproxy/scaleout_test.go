@@ -144,7 +144,7 @@ tilesets:
   - {name: hash, bucket: %s, prefix: hash/}
   - {name: rr, bucket: %s, prefix: rr/}
 `, secret, mp.Endpoint, bucket, bucket)
-	creds := []string{"AWS_ACCESS_KEY_ID=" + mp.AccessKey, "AWS_SECRET_ACCESS_KEY=" + mp.SecretKey, "AWS_REGION=us-east-1"}
+	creds := minioCreds(mp.AccessKey, mp.SecretKey)
 	var replicas []*served
 	for range 3 {
 		replicas = append(replicas, serveProcess(t, yaml, creds...))
@@ -271,16 +271,8 @@ func BenchmarkScaleOut(b *testing.B) {
 	for i := range seq {
 		seq[i] = int(zipf.Uint64())
 	}
-	yaml := fmt.Sprintf(`listen: "127.0.0.1:0"
-metrics_listen: ""
-drain_delay: 0s
-readiness_grace: 0s
-log: {format: text, level: info, access: false}
-auth: {hmac_secret: %q}
-s3: {endpoint: %q, use_path_style: true}
-tilesets: [{name: s, bucket: %s, prefix: s/}]
-`, secret, mp.Endpoint, bucket)
-	creds := []string{"AWS_ACCESS_KEY_ID=" + mp.AccessKey, "AWS_SECRET_ACCESS_KEY=" + mp.SecretKey, "AWS_REGION=us-east-1"}
+	yaml := processYAML(secret, mp.Endpoint, fmt.Sprintf("tilesets: [{name: s, bucket: %s, prefix: s/}]\n", bucket))
+	creds := minioCreds(mp.AccessKey, mp.SecretKey)
 	for _, mode := range []struct{ name, balance string }{
 		{"hash", "    balance uri path-only\n    hash-type consistent"},
 		{"roundrobin", "    balance roundrobin"},

@@ -78,17 +78,13 @@ func (ca *testCA) client(h2 bool) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-func tlsYAML(dir string, extra string) string {
-	return fmt.Sprintf(`listen: "127.0.0.1:0"
-metrics_listen: ""
-readiness_grace: 0s
-log: {format: text, level: info, access: false}
-auth: {hmac_secret: %q}
-s3: {endpoint: "http://127.0.0.1:1", use_path_style: true}
-%s
+// tlsYAML is a configuration whose origin is never asked (these tests
+// only ask /healthz), with extra.
+func tlsYAML(extra string) string {
+	return processYAML(strings.Repeat("s", 32), "http://127.0.0.1:1", extra+`
 tilesets:
   - {name: a, bucket: tiles-bucket, prefix: a/}
-`, strings.Repeat("s", 32), extra)
+`)
 }
 
 // TestTLSAndHTTP2: with tls, HTTP/2 is negotiated by ALPN and HTTP/1.1
@@ -100,7 +96,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 	ca := newTestCA(t)
 	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 	ca.leaf(t, cert, key, 100, time.Now().Add(time.Hour))
-	s := serveProcess(t, tlsYAML(dir, fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", cert, key)))
+	s := serveProcess(t, tlsYAML(fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", cert, key)))
 	base := strings.Replace(s.base, "http://", "https://", 1)
 	get := func(c *http.Client) (*http.Response, error) {
 		resp, err := c.Get(base + "/healthz")
@@ -186,7 +182,7 @@ func TestTLSAndHTTP2(t *testing.T) {
 // TestH2C: with h2c, cleartext HTTP/2 (prior knowledge) is served beside
 // HTTP/1.1.
 func TestH2C(t *testing.T) {
-	s := serveProcess(t, tlsYAML(t.TempDir(), "h2c: true"))
+	s := serveProcess(t, tlsYAML("h2c: true"))
 	for _, h2c := range []bool{true, false} {
 		tr := &http.Transport{Protocols: new(http.Protocols)}
 		if h2c {
@@ -223,7 +219,7 @@ func TestCheckTLS(t *testing.T) {
 		{old, oldKey, "old.crt: expired"},
 	} {
 		path := filepath.Join(dir, "tileproxy.yaml")
-		os.WriteFile(path, []byte(tlsYAML(dir, fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", tc.cert, tc.key))), 0o600)
+		os.WriteFile(path, []byte(tlsYAML(fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", tc.cert, tc.key))), 0o600)
 		var out, errb bytes.Buffer
 		rc := run([]string{"check", "-config", path}, &out, &errb)
 		if (tc.want == "") != (rc == 0) || !strings.Contains(errb.String(), tc.want) {
