@@ -29,6 +29,8 @@ type Build struct {
 // which keeps unit tests free of registry plumbing.
 type Metrics struct {
 	requests       *prometheus.CounterVec
+	byProtocol     [len(protocols)]prometheus.Counter
+	http2Errors    *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
 	cacheRequests  *prometheus.CounterVec
 	CacheBytes     prometheus.Gauge
@@ -178,6 +180,17 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 	for _, r := range []string{"hit", "miss", "stale", "negative"} {
 		m.cacheByRes[r] = m.cacheRequests.WithLabelValues(r)
 	}
+	protoVec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "requests_by_protocol_total",
+		Help: "HTTP requests answered on every route, by protocol (HTTP/1.0, HTTP/1.1, HTTP/2.0).",
+	}, []string{"protocol"})
+	for i, p := range protocols {
+		m.byProtocol[i] = protoVec.WithLabelValues(p)
+	}
+	m.http2Errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "http2_errors_total",
+		Help: "HTTP/2 protocol errors net/http's server counted, by type (too_many_early_resets: a rapid-reset flood; conn_... and stream_... others).",
+	}, []string{"type"})
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "build_info",
 		Help:        "Build information; always 1.",
@@ -188,7 +201,7 @@ func New(reg prometheus.Registerer, b Build) (*Metrics, error) {
 		m.requests, m.duration, m.cacheRequests, m.CacheBytes, m.CacheObjects, m.CacheEvictions,
 		m.originRequests, m.originDuration, m.originInFlight, m.authFailures, m.stsAssumeRole, m.stsExpiry,
 		m.jwksRefresh, m.jwksKeys, m.limited, m.configReloads, m.configInfo, m.warmPlanned, m.warmTiles, info,
-		m.sweeps, m.storeUp, m.storeErrors, m.auditLines, m.auditShipped,
+		m.sweeps, m.storeUp, m.storeErrors, m.auditLines, m.auditShipped, protoVec, m.http2Errors,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
@@ -221,6 +234,35 @@ func (m *Metrics) Request(tileset string, code int, d time.Duration) {
 	}
 	counter(&m.reqByCode, codeKey{tileset, code}, m.requests, tileset, codeLabel(code)).Inc()
 	observer(&m.durByTS, tileset, m.duration).Observe(d.Seconds())
+}
+
+// protocols are the protocol label's values: every one net/http serves.
+var protocols = [...]string{"HTTP/1.0", "HTTP/1.1", "HTTP/2.0"}
+
+// Protocol counts one request answered over HTTP major.minor (the
+// request's ProtoMajor, ProtoMinor).
+func (m *Metrics) Protocol(major, minor int) {
+	if m == nil {
+		return
+	}
+	switch {
+	case major == 2:
+		m.byProtocol[2].Inc()
+	case major == 1 && minor == 0:
+		m.byProtocol[0].Inc()
+	default:
+		m.byProtocol[1].Inc()
+	}
+}
+
+// HTTP2Error counts one HTTP/2 error (http.HTTP2Config.CountError). The
+// types are a fixed set of net/http's (lower case, digits, _), so the
+// label is bounded.
+func (m *Metrics) HTTP2Error(errType string) {
+	if m == nil {
+		return
+	}
+	m.http2Errors.WithLabelValues(errType).Inc()
 }
 
 // counter returns vec's child for labels, resolved once and kept in m

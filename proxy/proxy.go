@@ -184,6 +184,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	if rec.tileset != "" {
 		p.metrics.Request(rec.tileset, rec.status, d)
 	}
+	p.metrics.Protocol(r.ProtoMajor, r.ProtoMinor)
 	// The one place a refused token or grant is counted, whichever route
 	// refused it.
 	reason, authFailure := refusal(rec.err)
@@ -196,6 +197,7 @@ func (p *Proxy) finish(rec *recorder, r *http.Request) {
 	line := accesslog.Line{
 		Time:   end,
 		Method: r.Method,
+		Proto:  r.Proto,
 		// The path only, as the query may hold an access_token, and with
 		// anything shaped like a token in the path itself cut out.
 		Path:     accesslog.RedactTokens(r.URL.Path),

@@ -383,8 +383,9 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		IdleTimeout:       a.limits.idle,
 		MaxHeaderBytes:    a.limits.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: max(1, a.cfg.HTTP2.MaxConcurrentStreams)},
-		Protocols:         new(http.Protocols),
+		HTTP2: &http.HTTP2Config{MaxConcurrentStreams: max(1, a.cfg.HTTP2.MaxConcurrentStreams),
+			CountError: a.metrics.HTTP2Error},
+		Protocols: new(http.Protocols),
 	}
 	main.Protocols.SetHTTP1(true)
 	switch {

@@ -40,6 +40,13 @@ func runningApp(t *testing.T, logs io.Writer) (*app, string) {
 // connection limits) before it starts serving.
 func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string) {
 	t.Helper()
+	return runningAppCfg(t, logs, nil, mod)
+}
+
+// runningAppCfg is runningAppWith with cfgMod applied to the
+// configuration before the app is built.
+func runningAppCfg(t *testing.T, logs io.Writer, cfgMod func(*config.Config), mod func(*app)) (*app, string) {
+	t.Helper()
 	s3URL, closeS3, err := startFakeS3()
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +62,9 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 		{Name: "vector", Bucket: demoBucket, Prefix: "vector/", Format: "pbf"},
 	}
 	cfg.ApplyDefaults()
+	if cfgMod != nil {
+		cfgMod(&cfg)
+	}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	a, err := newApp(ctx, &cfg, &logging.Logs{Log: log, Access: accesslog.New(accesslog.JSON, logs)}, origin.Deps{Logger: log,

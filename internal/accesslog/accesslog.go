@@ -36,10 +36,13 @@ func ParseFormat(s string) Format {
 }
 
 // Line is what one request leaves in the log. Empty optional fields
-// (Tileset, Cache, Subject, Reason, Err) are left out of the line.
+// (Proto, Tileset, Cache, Subject, Reason, Err) are left out of the line.
 type Line struct {
-	Time     time.Time
-	Method   string
+	Time   time.Time
+	Method string
+	// Proto is the request's protocol as net/http names it: HTTP/1.1,
+	// HTTP/2.0.
+	Proto    string
 	Path     string
 	Status   int
 	Bytes    int64
@@ -106,7 +109,7 @@ func appendJSON(b []byte, l *Line) []byte {
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(l.Duration), 10)
 	for _, f := range [...]struct{ key, val string }{
-		{`,"tileset":`, l.Tileset}, {`,"cache":`, l.Cache}, {`,"subject":`, l.Subject}, {`,"reason":`, l.Reason}, {`,"err":`, l.Err},
+		{`,"proto":`, l.Proto}, {`,"tileset":`, l.Tileset}, {`,"cache":`, l.Cache}, {`,"subject":`, l.Subject}, {`,"reason":`, l.Reason}, {`,"err":`, l.Err},
 	} {
 		if f.val != "" {
 			b = append(b, f.key...)
@@ -130,7 +133,7 @@ func appendText(b []byte, l *Line) []byte {
 	b = append(b, " duration="...)
 	b = appendTextString(b, l.Duration.String())
 	for _, f := range [...]struct{ key, val string }{
-		{" tileset=", l.Tileset}, {" cache=", l.Cache}, {" subject=", l.Subject}, {" reason=", l.Reason}, {" err=", l.Err},
+		{" proto=", l.Proto}, {" tileset=", l.Tileset}, {" cache=", l.Cache}, {" subject=", l.Subject}, {" reason=", l.Reason}, {" err=", l.Err},
 	} {
 		if f.val != "" {
 			b = append(b, f.key...)

@@ -26,7 +26,7 @@ func slogLine(t testing.TB, format Format, l *Line) string {
 		slog.Int64("bytes", l.Bytes),
 		slog.Duration("duration", l.Duration),
 	)
-	for _, f := range []struct{ k, v string }{{"tileset", l.Tileset}, {"cache", l.Cache}, {"subject", l.Subject}, {"reason", l.Reason}, {"err", l.Err}} {
+	for _, f := range []struct{ k, v string }{{"proto", l.Proto}, {"tileset", l.Tileset}, {"cache", l.Cache}, {"subject", l.Subject}, {"reason", l.Reason}, {"err", l.Err}} {
 		if f.v != "" {
 			r.AddAttrs(slog.String(f.k, f.v))
 		}
@@ -40,7 +40,7 @@ func slogLine(t testing.TB, format Format, l *Line) string {
 func TestMatchesSlog(t *testing.T) {
 	when := time.Date(2026, 11, 27, 13, 4, 5, 123456789, time.UTC)
 	for _, l := range []Line{
-		{Time: when, Method: "GET", Path: "/tiles/city/3/4/2.png", Status: 200, Bytes: 23745, Duration: 16909 * time.Nanosecond, Tileset: "city", Cache: "HIT", Subject: "a1b2c3"},
+		{Time: when, Method: "GET", Path: "/tiles/city/3/4/2.png", Status: 200, Bytes: 23745, Duration: 16909 * time.Nanosecond, Proto: "HTTP/2.0", Tileset: "city", Cache: "HIT", Subject: "a1b2c3"},
 		{Time: when, Method: "GET", Path: "/tiles/city/9/0/0.png", Status: 403, Tileset: "city", Subject: "a1b2c3", Reason: "outside_grant"},
 		{Time: when.Add(-123456789), Method: "HEAD", Path: "/", Status: 404, Duration: 3 * time.Millisecond},
 		{Time: when.In(time.FixedZone("x", 3600)), Method: "GET", Path: "/tiles/a b/=\"q\"", Status: 502, Bytes: 0, Duration: time.Second, Tileset: "_unknown", Err: "origin: GetObject: AccessDenied\n\tnext line"},
