@@ -29,7 +29,7 @@ need_apt() { # command:package ...
 		echo "test.sh: missing ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
 	fi
 }
-need_apt promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium haproxy:haproxy redis-server:redis-server
+need_apt curl:curl promtool:prometheus prometheus:prometheus docker-compose:docker-compose chromium:chromium haproxy:haproxy redis-server:redis-server
 
 # Helm, for the chart's lint, template and strict-decode tests: built from
 # the module proxy the first time (a few minutes), as the README says.

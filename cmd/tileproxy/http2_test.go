@@ -130,10 +130,10 @@ func (h *h2raw) drain() (goaway chan http2.ErrCode, statuses chan string) {
 	return goaway, statuses
 }
 
-// closedByServer reports whether the server closes c within 10 s (a read
+// closedByServer reports whether the server closes c within d (a read
 // ends otherwise than by the deadline).
-func closedByServer(c net.Conn) bool {
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+func closedByServer(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
 	_, err := io.Copy(io.Discard, c)
 	var ne net.Error
 	return !(errors.As(err, &ne) && ne.Timeout())
@@ -249,7 +249,7 @@ func TestHTTP2Abuse(t *testing.T) {
 				}
 				sent++
 			}
-			if !closedByServer(h.c) {
+			if !closedByServer(h.c, 10*time.Second) {
 				t.Errorf("the connection stayed open after %d unread SETTINGS and PINGs", sent)
 			}
 			t.Logf("control flood: closed after %d frames written", sent)
@@ -598,5 +598,32 @@ func TestHTTP2Drain(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Errorf("run: %v", err)
+	}
+}
+
+// TestHTTP2Idle: an HTTP/2 connection with no stream open is closed at
+// the idle timeout, as an idle HTTP/1.1 keep-alive is, and one that never
+// finishes its preface after net/http's fixed 10 s.
+func TestHTTP2Idle(t *testing.T) {
+	_, base, ca := tlsApp(t, io.Discard, nil, func(a *app) {
+		a.limits = defaultLimits
+		a.limits.idle = 300 * time.Millisecond
+		a.limits.readHeader = 300 * time.Millisecond
+	})
+	h := dialH2(t, base, ca, 0)
+	goaway, _ := h.drain()
+	select {
+	case <-goaway:
+	case <-time.After(10 * time.Second):
+		t.Error("an idle HTTP/2 connection stayed open past the idle timeout")
+	}
+	c, err := tls.Dial("tcp", strings.TrimPrefix(base, "https://"), &tls.Config{RootCAs: ca.pool, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, http2.ClientPreface[:10]) // and no more
+	if !closedByServer(c, 20*time.Second) {
+		t.Error("a connection stuck in its preface stayed open")
 	}
 }

@@ -56,7 +56,8 @@ func freeAddr(t testing.TB) string {
 
 // startHAProxy runs Debian's haproxy in the foreground in front of the
 // replicas with the given balance lines, and returns its base URL.
-func startHAProxy(t testing.TB, balance string, replicas []*served) string {
+// serverOpts, when given, end each server line ("proto h2").
+func startHAProxy(t testing.TB, balance string, replicas []*served, serverOpts ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -65,7 +66,7 @@ func startHAProxy(t testing.TB, balance string, replicas []*served) string {
 	front := freeAddr(t)
 	var servers strings.Builder
 	for i, r := range replicas {
-		fmt.Fprintf(&servers, "    server r%d %s\n", i+1, strings.TrimPrefix(r.base, "http://"))
+		fmt.Fprintf(&servers, "    server r%d %s%s\n", i+1, strings.TrimPrefix(r.base, "http://"), strings.Join(append([]string{""}, serverOpts...), " "))
 	}
 	// The backend as deploy/compose/haproxy.cfg has it (TestScaleConfigs
 	// holds that file to the same directives), on loopback, with quick

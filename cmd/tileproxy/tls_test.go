@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 )
 
 // testCA signs leaf certificates for 127.0.0.1.
@@ -180,9 +184,33 @@ func TestTLSAndHTTP2(t *testing.T) {
 }
 
 // TestH2C: with h2c, cleartext HTTP/2 (prior knowledge) is served beside
-// HTTP/1.1.
+// HTTP/1.1, to Go's client and to curl; a request asking to upgrade
+// (Upgrade: h2c) is answered over HTTP/1.1, never switched (see
+// docs/tls.md: h2c smuggling).
 func TestH2C(t *testing.T) {
 	s := serveProcess(t, tlsYAML("h2c: true"))
+	if curl, err := exec.LookPath("curl"); err == nil {
+		for _, tc := range []struct{ flag, want string }{{"--http2-prior-knowledge", "2"}, {"--http2", "1.1"}, {"--http1.1", "1.1"}} {
+			out, err := exec.Command(curl, "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", tc.flag, s.base+"/healthz").CombinedOutput()
+			if err != nil || string(out) != tc.want+" 200" {
+				t.Errorf("curl %s: %q %v, want %q", tc.flag, out, err, tc.want+" 200")
+			}
+		}
+	} else {
+		testenv.Require(t, "curl", "it is not installed")
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" {
+		t.Fatalf("Upgrade: h2c: %v %v, want HTTP/1.1 200", resp, err)
+	}
+	resp.Body.Close()
 	for _, h2c := range []bool{true, false} {
 		tr := &http.Transport{Protocols: new(http.Protocols)}
 		if h2c {
@@ -224,6 +252,36 @@ func TestCheckTLS(t *testing.T) {
 		rc := run([]string{"check", "-config", path}, &out, &errb)
 		if (tc.want == "") != (rc == 0) || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%s + %s: exit %d, %q; want %q", filepath.Base(tc.cert), filepath.Base(tc.key), rc, errb.String(), tc.want)
+		}
+	}
+}
+
+// TestHAProxyH2Backend: HAProxy speaks HTTP/2 to an h2c replica
+// (`proto h2`, as docs/scale-out.md shows), and the replica's access line
+// says it was HTTP/2.
+func TestHAProxyH2Backend(t *testing.T) {
+	yaml := strings.Replace(tlsYAML("h2c: true"), "access: false", "access: true", 1)
+	s := serveProcess(t, yaml)
+	front := startHAProxy(t, "    balance roundrobin", []*served{s}, "proto h2")
+	for range 3 {
+		resp, err := http.Get(front + "/tiles/a/0/0/0.png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("through HAProxy: %d, want 401 (no token)", resp.StatusCode)
+		}
+	}
+	for i := 0; !strings.Contains(s.logs.String(), "path=/tiles/a/0/0/0.png status=401"); i++ {
+		if i == 200 {
+			t.Fatalf("no access line:\n%s", s.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, l := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(l, "path=/tiles/") && !strings.Contains(l, "proto=HTTP/2.0") {
+			t.Errorf("HAProxy did not speak HTTP/2 to the replica: %s", l)
 		}
 	}
 }
