@@ -22,6 +22,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/certs"
 	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/tilegen"
 	"github.com/tileproxy/tileproxy/internal/worldtiles"
@@ -39,17 +40,20 @@ func demoCmd(args []string, stdout, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "address of the demo server")
 	metricsListen := fs.String("metrics-listen", "", "address for /metrics (off by default)")
 	ttl := fs.Duration("ttl", 12*time.Hour, "lifetime of the printed token")
+	useTLS := fs.Bool("tls", false, "serve https (HTTP/2) with a throwaway certificate for 127.0.0.1")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runDemo(ctx, demoOptions{listen: *listen, metricsListen: *metricsListen, ttl: *ttl}, stdout, stderr, nil)
+	return runDemo(ctx, demoOptions{listen: *listen, metricsListen: *metricsListen, ttl: *ttl, tls: *useTLS}, stdout, stderr, nil)
 }
 
 type demoOptions struct {
 	listen, metricsListen string
 	ttl                   time.Duration
+	// tls serves https with a throwaway self-signed certificate.
+	tls bool
 }
 
 // runDemo is demoCmd without flags and signals, for tests. ready, when
@@ -100,6 +104,16 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 		return err
 	}
 	cfg.Areas = map[string]string{"country": areaFile}
+	scheme := "http"
+	if o.tls {
+		// Throwaway, in the demo's temporary directory: gone at exit.
+		cfg.TLS = config.TLS{CertFile: filepath.Join(dir, "demo.crt"), KeyFile: filepath.Join(dir, "demo.key")}
+		if err := certs.WriteSelfSigned(cfg.TLS.CertFile, cfg.TLS.KeyFile, []string{"127.0.0.1", "localhost"}, 30*24*time.Hour); err != nil {
+			return err
+		}
+		cfg.Auth.Cookie.Secure = true // https: the __Host- cookie works
+		scheme = "https"
+	}
 	cfg.ApplyDefaults()
 	// Resolve the address first so public_url and the printed link are right.
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -108,7 +122,7 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	}
 	cfg.Listen = ln.Addr().String()
 	ln.Close()
-	cfg.PublicURL = "http://" + cfg.Listen
+	cfg.PublicURL = scheme + "://" + cfg.Listen
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
@@ -137,7 +151,12 @@ func runDemo(ctx context.Context, o demoOptions, stdout, stderr io.Writer, ready
 	return app.run(ctx, func(string) {
 		fmt.Fprintf(stdout, "\ntileproxy demo is running. Open the map viewer:\n\n  %s\n\n", viewer)
 		fmt.Fprintf(stdout, "A token scoped to %s, zoom 0-5 (docs/entitlements.md):\n\n  %s\n\n", demoCountry, scoped)
-		fmt.Fprintf(stdout, "Or fetch a tile:\n\n  curl -H 'Authorization: Bearer %s' %s/tiles/demo/0/0/0.png -o tile.png\n\nCtrl-C stops it.\n", tok, cfg.PublicURL)
+		curl := "curl"
+		if o.tls {
+			fmt.Fprintf(stdout, "The certificate is a throwaway, self-signed for 127.0.0.1 (the browser warns once):\n\n  %s\n\n", cfg.TLS.CertFile)
+			curl = "curl --cacert " + cfg.TLS.CertFile
+		}
+		fmt.Fprintf(stdout, "Or fetch a tile:\n\n  %s -H 'Authorization: Bearer %s' %s/tiles/demo/0/0/0.png -o tile.png\n\nCtrl-C stops it.\n", curl, tok, cfg.PublicURL)
 		if ready != nil {
 			ready(viewer)
 		}

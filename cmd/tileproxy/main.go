@@ -51,7 +51,8 @@ const usage = `tileproxy: an authenticating proxy for private map tiles in S3
 
 usage:
   tileproxy [serve] -config tileproxy.yaml   run the server
-  tileproxy demo [-listen 127.0.0.1:8080]    zero-setup demo with a map viewer
+  tileproxy demo [-listen 127.0.0.1:8080] [-tls]
+                                             zero-setup demo with a map viewer (-tls: https, HTTP/2)
   tileproxy token -secret-env VAR -tilesets a,b -ttl 1h
                                              mint a development HS256 token
   tileproxy token -key idp.pem -kid k1 -iss URL -aud tileproxy -claim 'scope=tiles:a'

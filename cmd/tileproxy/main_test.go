@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -113,14 +115,21 @@ func TestUnknownCommand(t *testing.T) {
 }
 
 // TestDemo runs the demo as a newcomer would and follows its printed link:
-// the viewer loads, the fragment token opens a cookie session, a tile comes.
+// the viewer loads, the fragment token opens a cookie session, a tile comes;
+// with -tls over https and HTTP/2, trusting the printed certificate.
 func TestDemo(t *testing.T) {
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "tls"}[useTLS], func(t *testing.T) { testDemo(t, useTLS) })
+	}
+}
+
+func testDemo(t *testing.T, useTLS bool) {
 	ctx, cancel := context.WithCancel(t.Context())
 	urls := make(chan string, 1)
 	done := make(chan error, 1)
 	var out bytes.Buffer
 	go func() {
-		done <- runDemo(ctx, demoOptions{listen: "127.0.0.1:0", ttl: time.Hour}, &out, io.Discard, func(u string) { urls <- u })
+		done <- runDemo(ctx, demoOptions{listen: "127.0.0.1:0", ttl: time.Hour, tls: useTLS}, &out, io.Discard, func(u string) { urls <- u })
 	}()
 	var viewer string
 	select {
@@ -133,6 +142,15 @@ func TestDemo(t *testing.T) {
 	base, frag, _ := strings.Cut(viewer, "/#access_token=")
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
+	if useTLS {
+		_, after, _ := strings.Cut(out.String(), "curl --cacert ")
+		pem, err := os.ReadFile(strings.Fields(after)[0])
+		pool := x509.NewCertPool()
+		if err != nil || !pool.AppendCertsFromPEM(pem) || !strings.HasPrefix(base, "https://") {
+			t.Fatalf("the demo printed no certificate to trust (%v), or %s is not https:\n%s", err, base, out.String())
+		}
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}
+	}
 	resp, err := c.Get(base + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +159,9 @@ func TestDemo(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "/auth/session") {
 		t.Fatalf("viewer: %d", resp.StatusCode)
+	}
+	if want := map[bool]int{false: 1, true: 2}[useTLS]; resp.ProtoMajor != want {
+		t.Errorf("viewer over %s", resp.Proto)
 	}
 	req, _ := http.NewRequest("POST", base+"/auth/session", nil)
 	req.Header.Set("Authorization", "Bearer "+frag)

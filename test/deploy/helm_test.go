@@ -231,4 +231,37 @@ func checkFull(t *testing.T, r *rendered) {
 	if got := *r.deployment.Spec.Template.Spec.TerminationGracePeriodSeconds; got != 10+30+10 {
 		t.Errorf("terminationGracePeriodSeconds %d, want 50", got)
 	}
+	checkTLS(t, r)
+}
+
+// checkTLS: with tls.secretName the Secret is mounted as a directory (a
+// renewal reaches the pod), the configuration points at its files, and
+// the probes speak https.
+func checkTLS(t *testing.T, r *rendered) {
+	t.Helper()
+	pod := r.deployment.Spec.Template.Spec
+	var mounted string
+	for _, v := range pod.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == "tiles-tls" {
+			for _, m := range pod.Containers[0].VolumeMounts {
+				if m.Name == v.Name && m.SubPath == "" {
+					mounted = m.MountPath
+				}
+			}
+		}
+	}
+	if mounted == "" {
+		t.Fatalf("the TLS Secret is not mounted as a directory: %+v", pod.Volumes)
+	}
+	cfg, err := config.Parse([]byte(r.configMap.Data["tileproxy.yaml"]), func(string) (string, bool) { return strings.Repeat("s", 32), true })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLS.CertFile != mounted+"/tls.crt" || cfg.TLS.KeyFile != mounted+"/tls.key" || cfg.TLS.MinVersion != "1.3" {
+		t.Errorf("tls in the configuration: %+v, the Secret at %s", cfg.TLS, mounted)
+	}
+	c := pod.Containers[0]
+	if c.LivenessProbe.HTTPGet.Scheme != "HTTPS" || c.ReadinessProbe.HTTPGet.Scheme != "HTTPS" {
+		t.Errorf("probes over %q and %q, want HTTPS", c.LivenessProbe.HTTPGet.Scheme, c.ReadinessProbe.HTTPGet.Scheme)
+	}
 }

@@ -38,5 +38,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 owns (listeners, drain timing) laid over it. */}}
 {{- define "tileproxy.config" -}}
 {{- $owned := dict "listen" ":8080" "metrics_listen" (printf ":%d" (int .Values.service.metricsPort)) "drain_delay" (printf "%ds" (int .Values.drainDelaySeconds)) "shutdown_timeout" (printf "%ds" (int .Values.shutdownTimeoutSeconds)) -}}
+{{- if .Values.tls.secretName -}}
+{{- $_ := set $owned "tls" (dict "cert_file" "/etc/tileproxy/tls/tls.crt" "key_file" "/etc/tileproxy/tls/tls.key" "min_version" (toString .Values.tls.minVersion)) -}}
+{{- end -}}
 {{- toYaml (merge $owned (deepCopy .Values.config)) -}}
 {{- end -}}
