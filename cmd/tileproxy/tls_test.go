@@ -256,32 +256,44 @@ func TestCheckTLS(t *testing.T) {
 	}
 }
 
-// TestHAProxyH2Backend: HAProxy speaks HTTP/2 to an h2c replica
-// (`proto h2`, as docs/scale-out.md shows), and the replica's access line
-// says it was HTTP/2.
+// TestHAProxyH2Backend: HAProxy speaks HTTP/2 to the replica, as
+// docs/scale-out.md shows: cleartext to an h2c replica (`proto h2`), and
+// over TLS by ALPN to a tls replica, verifying its certificate; the
+// replica's access line says each request came as HTTP/2.
 func TestHAProxyH2Backend(t *testing.T) {
-	yaml := strings.Replace(tlsYAML("h2c: true"), "access: false", "access: true", 1)
-	s := serveProcess(t, yaml)
-	front := startHAProxy(t, "    balance roundrobin", []*served{s}, "proto h2")
-	for range 3 {
-		resp, err := http.Get(front + "/tiles/a/0/0/0.png")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 401 {
-			t.Errorf("through HAProxy: %d, want 401 (no token)", resp.StatusCode)
-		}
-	}
-	for i := 0; !strings.Contains(s.logs.String(), "path=/tiles/a/0/0/0.png status=401"); i++ {
-		if i == 200 {
-			t.Fatalf("no access line:\n%s", s.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, l := range strings.Split(s.logs.String(), "\n") {
-		if strings.Contains(l, "path=/tiles/") && !strings.Contains(l, "proto=HTTP/2.0") {
-			t.Errorf("HAProxy did not speak HTTP/2 to the replica: %s", l)
-		}
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	cert, key, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
+	ca.leaf(t, cert, key, 1, time.Now().Add(time.Hour))
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600)
+	for _, tc := range []struct{ name, extra, opts string }{
+		{"h2c", "h2c: true", "proto h2"},
+		{"tls", fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", cert, key), "ssl verify required ca-file " + caFile + " alpn h2 check-alpn http/1.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := serveProcess(t, strings.Replace(tlsYAML(tc.extra), "access: false", "access: true", 1))
+			front := startHAProxy(t, "    balance roundrobin", []*served{s}, tc.opts)
+			for range 3 {
+				resp, err := http.Get(front + "/tiles/a/0/0/0.png")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 401 {
+					t.Errorf("through HAProxy: %d, want 401 (no token)", resp.StatusCode)
+				}
+			}
+			for i := 0; !strings.Contains(s.logs.String(), "path=/tiles/a/0/0/0.png status=401"); i++ {
+				if i == 200 {
+					t.Fatalf("no access line:\n%s", s.logs.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for _, l := range strings.Split(s.logs.String(), "\n") {
+				if strings.Contains(l, "path=/tiles/") && !strings.Contains(l, "proto=HTTP/2.0") { // health checks are HTTP/1.0
+					t.Errorf("HAProxy did not speak HTTP/2 to the replica: %s", l)
+				}
+			}
+		})
 	}
 }
