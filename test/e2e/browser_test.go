@@ -3,6 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"image/png"
 	"log/slog"
@@ -25,6 +29,7 @@ import (
 	"github.com/tileproxy/tileproxy/auth"
 	"github.com/tileproxy/tileproxy/cache"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/certs"
 	"github.com/tileproxy/tileproxy/internal/testkit/testenv"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -38,6 +43,7 @@ type hit struct {
 	path        string
 	status      int
 	conditional bool
+	protoMajor  int
 }
 
 // recorder wraps the proxy and notes every tile request with the phase
@@ -66,7 +72,7 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	rec.hits = append(rec.hits, hit{rec.phase, r.URL.Path, sw.code,
-		r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Modified-Since") != ""})
+		r.Header.Get("If-None-Match") != "" || r.Header.Get("If-Modified-Since") != "", r.ProtoMajor})
 }
 
 func (rec *recorder) setPhase(p string) {
@@ -92,6 +98,58 @@ type env struct {
 	rec                                *recorder
 	token                              string
 	outDir                             string
+	tr                                 transport
+	// spki is the test certificate's key hash, for Chromium to trust it
+	// (https only).
+	spki string
+}
+
+// transport is how a test reaches tileproxy and its pages: plain
+// HTTP/1.1, or HTTPS with HTTP/2 by ALPN (a throwaway certificate that
+// Chromium is told to trust, the __Host- session cookie).
+type transport struct {
+	name  string
+	https bool
+}
+
+// eachTransport runs f over HTTP/1.1 and over HTTPS + HTTP/2.
+func eachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
+	for _, tr := range []transport{{"http1", false}, {"https-h2", true}} {
+		t.Run(tr.name, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// checkProto fails when a hit came over another protocol than tr's:
+// over HTTPS, Chromium must have negotiated HTTP/2.
+func checkProto(t *testing.T, tr transport, hits []hit) {
+	t.Helper()
+	want := map[bool]int{false: 1, true: 2}[tr.https]
+	for _, h := range hits {
+		if h.protoMajor != want {
+			t.Errorf("%s came over HTTP/%d, want HTTP/%d", h.path, h.protoMajor, want)
+			return
+		}
+	}
+}
+
+// spkiOf is Chromium's --ignore-certificate-errors-spki-list value for
+// the certificate in file: the base64 SHA-256 of its public key info.
+func spkiOf(t *testing.T, file string) string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s: no PEM certificate", file)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
 func listen(t *testing.T) net.Listener {
@@ -112,12 +170,12 @@ func pages() http.Handler {
 }
 
 // setup runs tileproxy (with its cache) on MinIO, CORS open to one page
-// origin and closed to another.
-func setup(t *testing.T) *env { t.Helper(); return setupWith(t, nil) }
+// origin and closed to another, over tr.
+func setup(t *testing.T, tr transport) *env { t.Helper(); return setupWith(t, tr, nil) }
 
 // setupWith is setup with mod changing the configuration once the
 // addresses are known (e.allowedPages and e.proxyURL are set).
-func setupWith(t *testing.T, mod func(*config.Config, *env)) *env {
+func setupWith(t *testing.T, tr transport, mod func(*config.Config, *env)) *env {
 	t.Helper()
 	s3env := testenv.MinIO(t)
 	bucket := s3env.Bucket(t)
@@ -133,15 +191,17 @@ func setupWith(t *testing.T, mod func(*config.Config, *env)) *env {
 	s3env.Put(t, bucket, objs)
 
 	lnProxy, lnAllowed, lnOther := listen(t), listen(t), listen(t)
+	scheme := map[bool]string{false: "http://", true: "https://"}[tr.https]
 	e := &env{
-		proxyURL:     "http://" + lnProxy.Addr().String(),
-		allowedPages: "http://" + lnAllowed.Addr().String(),
-		otherPages:   "http://" + lnOther.Addr().String(),
+		proxyURL:     scheme + lnProxy.Addr().String(),
+		allowedPages: scheme + lnAllowed.Addr().String(),
+		otherPages:   scheme + lnOther.Addr().String(),
+		tr:           tr,
 	}
 	cfg := config.Default()
 	cfg.PublicURL = e.proxyURL
 	cfg.Auth.HMACSecret = secret
-	cfg.Auth.Cookie.Secure = false // plain http on loopback
+	cfg.Auth.Cookie.Secure = tr.https // __Host-tileproxy_token over https
 	cfg.CORS.AllowedOrigins = []string{e.allowedPages}
 	cfg.S3.Endpoint, cfg.S3.UsePathStyle = s3env.Endpoint, true
 	cfg.Tilesets = []config.Tileset{{Name: "demo", Bucket: bucket, Prefix: "raster/", MaxZoom: 3}}
@@ -171,9 +231,31 @@ func setupWith(t *testing.T, mod func(*config.Config, *env)) *env {
 		t.Fatal(err)
 	}
 	e.rec = &recorder{next: p}
+	// Over https, the listeners are set up as tileproxy's own (the
+	// certificate through certs, HTTP/2 by ALPN with its stream bound).
+	var pair *certs.Reloader
+	if tr.https {
+		dir := t.TempDir()
+		cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+		if err := certs.WriteSelfSigned(cert, key, []string{"127.0.0.1"}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if pair, err = certs.New(cert, key, log); err != nil {
+			t.Fatal(err)
+		}
+		e.spki = spkiOf(t, cert)
+	}
 	for ln, h := range map[net.Listener]http.Handler{lnProxy: e.rec, lnAllowed: pages(), lnOther: pages()} {
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, Protocols: new(http.Protocols),
+			HTTP2: &http.HTTP2Config{MaxConcurrentStreams: config.Default().HTTP2.MaxConcurrentStreams}}
+		srv.Protocols.SetHTTP1(true)
+		if pair != nil {
+			srv.Protocols.SetHTTP2(true)
+			srv.TLSConfig = pair.Config("1.2")
+			go srv.ServeTLS(ln, "", "")
+		} else {
+			go srv.Serve(ln)
+		}
 		t.Cleanup(func() { srv.Close() })
 	}
 	e.token, err = auth.MintHMAC(auth.MintOptions{Secret: []byte(secret), Tilesets: []string{"demo"}, TTL: time.Hour})
@@ -196,8 +278,9 @@ func outDir() string {
 }
 
 // browser starts a fresh headless Chromium (own profile, empty cache and
-// cookies) and records the tile URLs it requests.
-func browser(t *testing.T) (context.Context, *urlLog) {
+// cookies) and records the tile URLs it requests. spki, when not empty,
+// names a certificate to trust (spkiOf).
+func browser(t *testing.T, spki string) (context.Context, *urlLog) {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -213,6 +296,9 @@ func browser(t *testing.T) (context.Context, *urlLog) {
 		chromedp.WindowSize(800, 700),
 		chromedp.UserDataDir(t.TempDir()),
 	)
+	if spki != "" {
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", spki))
+	}
 	urls := &urlLog{}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelB := chromedp.NewContext(actx, chromedp.WithListener(func(ev any) {
@@ -342,17 +428,19 @@ func checkShot(t *testing.T, shot []byte, dir, name string, minColours int) {
 	}
 }
 
-var tileURL = regexp.MustCompile(`^http://127\.0\.0\.1:\d+/tiles/demo/\d+/\d+/\d+\.png$`)
+var tileURL = regexp.MustCompile(`^https?://127\.0\.0\.1:\d+/tiles/demo/\d+/\d+/\d+\.png$`)
 
 // libraryPages are the e2e pages under testdata/e2e, one per map library.
 var libraryPages = []string{"leaflet", "maplibre", "ol", "img"}
 
-func TestMapLibrariesInChromium(t *testing.T) {
-	e := setup(t)
+func TestMapLibrariesInChromium(t *testing.T) { eachTransport(t, testMapLibraries) }
+
+func testMapLibraries(t *testing.T, tr transport) {
+	e := setup(t, tr)
 	for _, page := range libraryPages {
 		t.Run(page, func(t *testing.T) {
 			url := fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.allowedPages, page, e.proxyURL, e.token)
-			ctx, urls := browser(t)
+			ctx, urls := browser(t, e.spki)
 
 			// First load: tiles render from the proxy.
 			e.rec.setPhase(page + "/load1")
@@ -371,6 +459,7 @@ func TestMapLibrariesInChromium(t *testing.T) {
 			if len(load1) == 0 || len(seen) == 0 {
 				t.Fatalf("first load requested no tiles (browser %d, proxy %d)", len(load1), len(seen))
 			}
+			checkProto(t, tr, e.rec.in(page+"/load1"))
 			for _, u := range load1 {
 				if !tileURL.MatchString(u) {
 					t.Errorf("tile URL carries more than the tile: %s", u)
@@ -436,7 +525,7 @@ func TestMapLibrariesInChromium(t *testing.T) {
 func refusal(t *testing.T, e *env, phase, want string, min int, url func(page string) string) {
 	for _, page := range libraryPages {
 		t.Run(page, func(t *testing.T) {
-			ctx, _ := browser(t)
+			ctx, _ := browser(t, e.spki)
 			e.rec.setPhase(page + "/" + phase)
 			if err := chromedp.Do(ctx, chromedp.Navigate(url(page)), waitStatus(want)); err != nil {
 				t.Fatalf("page status %q, want %q: %v", status(ctx), want, err)
@@ -452,23 +541,29 @@ func refusal(t *testing.T, e *env, phase, want string, min int, url func(page st
 			if refused < min {
 				t.Errorf("%d tile requests refused at the proxy, want at least %d", refused, min)
 			}
+			checkProto(t, e.tr, e.rec.in(page+"/"+phase))
 		})
 	}
 }
 
 func TestWithoutSessionThePageSays401(t *testing.T) {
-	e := setup(t)
-	refusal(t, e, "nosession", "error: tiles 401", 1, func(page string) string {
-		return fmt.Sprintf("%s/%s.html?proxy=%s", e.allowedPages, page, e.proxyURL) // no token
+	eachTransport(t, func(t *testing.T, tr transport) {
+		e := setup(t, tr)
+		refusal(t, e, "nosession", "error: tiles 401", 1, func(page string) string {
+			return fmt.Sprintf("%s/%s.html?proxy=%s", e.allowedPages, page, e.proxyURL) // no token
+		})
 	})
 }
 
 func TestOtherOriginOnlyWithCORS(t *testing.T) {
-	e := setup(t)
-	// Same pages, same token, served from an origin CORS does not allow:
-	// the session POST is refused, so the page never asks for a tile.
-	refusal(t, e, "other", "error: session", 0, func(page string) string {
-		return fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.otherPages, page, e.proxyURL, e.token)
+	eachTransport(t, func(t *testing.T, tr transport) {
+		e := setup(t, tr)
+		// Same pages, same token, served from an origin CORS does not
+		// allow: the session POST is refused, so the page never asks for
+		// a tile.
+		refusal(t, e, "other", "error: session", 0, func(page string) string {
+			return fmt.Sprintf("%s/%s.html?proxy=%s#token=%s", e.otherPages, page, e.proxyURL, e.token)
+		})
 	})
 }
 
@@ -477,9 +572,11 @@ func TestOtherOriginOnlyWithCORS(t *testing.T) {
 // the provider's own login form, trades the access token for tileproxy's
 // session cookie, and shows the map. tileproxy knows only the provider's
 // issuer and a rule granting the tileset to the realm role the user holds.
-func TestSignInAtProviderThenMap(t *testing.T) {
+func TestSignInAtProviderThenMap(t *testing.T) { eachTransport(t, testSignIn) }
+
+func testSignIn(t *testing.T, tr transport) {
 	var idp *testenv.IDP
-	e := setupWith(t, func(cfg *config.Config, e *env) {
+	e := setupWith(t, tr, func(cfg *config.Config, e *env) {
 		idp = testenv.StartIDP(t, e.allowedPages+"/oidc.html")
 		yes := true
 		cfg.Auth.HMACSecret = ""
@@ -488,7 +585,7 @@ func TestSignInAtProviderThenMap(t *testing.T) {
 			Grants: []config.GrantRule{{Claim: "realm_access.roles", Values: map[string][]config.GrantValue{"analysts": config.Grants("demo")}}},
 		}}
 	})
-	ctx, _ := browser(t)
+	ctx, _ := browser(t, e.spki)
 	page := e.allowedPages + "/oidc.html?issuer=" + url.QueryEscape(idp.Issuer) + "&proxy=" + url.QueryEscape(e.proxyURL)
 	// The page sends the browser on to the provider's login form, which
 	// may swap the page under a query: each step is retried then.

@@ -20,8 +20,10 @@ import (
 // the session cookie, its source described by the TileJSON tileproxy
 // builds from the archive; a second load of the page is served from the
 // browser cache.
-func TestVectorArchiveInMapLibre(t *testing.T) {
-	e := setupWith(t, func(cfg *config.Config, e *env) {
+func TestVectorArchiveInMapLibre(t *testing.T) { eachTransport(t, testVectorArchive) }
+
+func testVectorArchive(t *testing.T, tr transport) {
+	e := setupWith(t, tr, func(cfg *config.Config, e *env) {
 		tiles := map[pmtiles.Zxy][]byte{}
 		for z := 0; z <= 3; z++ {
 			for x := 0; x < 1<<z; x++ {
@@ -42,7 +44,7 @@ func TestVectorArchiveInMapLibre(t *testing.T) {
 	})
 	e.token = mintFor(t, "demo", "vmap")
 	url := fmt.Sprintf("%s/pmtiles.html?proxy=%s&tileset=vmap#token=%s", e.allowedPages, e.proxyURL, e.token)
-	ctx, _ := browser(t)
+	ctx, _ := browser(t, e.spki)
 	e.rec.setPhase("pmtiles/load1")
 	if err := chromedp.Do(ctx, chromedp.Navigate(url), waitStatus("ready")); err != nil {
 		t.Fatalf("first load: %v (page says %q)", err, status(ctx))
@@ -58,6 +60,7 @@ func TestVectorArchiveInMapLibre(t *testing.T) {
 			t.Errorf("%s answered %d", h.path, h.status)
 		}
 	}
+	checkProto(t, tr, load1)
 	e.rec.setPhase("pmtiles/load2")
 	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Navigate(url), waitStatus("ready")); err != nil {
 		t.Fatalf("second load: %v", err)

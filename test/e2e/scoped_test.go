@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,52 +25,34 @@ import (
 // TileJSON's bounds frame it, and the console shows no error but the
 // denied tiles'.
 func TestDemoScopedToACountry(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tileproxy")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/tileproxy").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "demo", "-listen", "127.0.0.1:0", "-metrics-listen", "")
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Every tile answer of the world tileset, from the access lines.
+	bin := buildDemo(t)
+	eachTransport(t, func(t *testing.T, tr transport) { testDemoScoped(t, bin, tr) })
+}
+
+func testDemoScoped(t *testing.T, bin string, tr transport) {
+	d := startDemo(t, bin, tr)
+	// Every tile answer of the world tileset, from the access lines, and
+	// how many came over another protocol than tr's.
 	var mu sync.Mutex
 	answers := map[string]int{}
+	wrongProto := 0
+	proto := map[bool]string{false: "proto=HTTP/1.1", true: "proto=HTTP/2.0"}[tr.https]
 	line := regexp.MustCompile(`path=/tiles/world/(\d+)/(\d+)/(\d+)\.\w+ status=(\d+)`)
 	go func() {
-		sc := bufio.NewScanner(stderr)
+		sc := bufio.NewScanner(d.stderr)
 		for sc.Scan() {
 			if m := line.FindStringSubmatch(sc.Text()); m != nil {
 				code, _ := strconv.Atoi(m[4])
 				mu.Lock()
 				answers[m[1]+"/"+m[2]+"/"+m[3]] = code
+				if !strings.Contains(sc.Text(), proto) {
+					wrongProto++
+				}
 				mu.Unlock()
 			}
 		}
 	}()
-	link := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		scoped := false
-		for sc.Scan() {
-			l := strings.TrimSpace(sc.Text())
-			if strings.HasPrefix(l, "A token scoped to") {
-				scoped = true
-			}
-			if scoped && strings.Contains(l, "#access_token=") {
-				link <- l
-			}
-		}
-	}()
-	var url string
-	select {
-	case url = <-link:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the demo printed no scoped link")
-	}
+	url := d.links[1]
 	token := url[strings.Index(url, "#access_token=")+len("#access_token="):]
 	outline, err := worldtiles.Country("Germany")
 	if err != nil {
@@ -83,7 +63,7 @@ func TestDemoScopedToACountry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, _ := browser(t)
+	ctx, _ := browser(t, d.spki)
 	var cmu sync.Mutex
 	var consoleErrors []string
 	chromedp.Listen(ctx, func(ev any) {
@@ -122,7 +102,7 @@ func TestDemoScopedToACountry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkShot(t, shot, outDir(), "demo-scoped", 3)
+	checkShot(t, shot, outDir(), "demo-scoped-"+tr.name, 3)
 	// Closer in, the tiles at the source's deepest zoom (5) around the
 	// country's edges: some meet it, some (inside its box) do not.
 	settled := chromedp.Poll[chromedp.Void](`map.loaded() && map.areTilesLoaded()`,
@@ -165,6 +145,9 @@ func TestDemoScopedToACountry(t *testing.T) {
 		case code != 403 && code != 304:
 			t.Errorf("tile %s answered %d", tile, code)
 		}
+	}
+	if wrongProto != 0 {
+		t.Errorf("%d tile answers did not come over %s", wrongProto, proto)
 	}
 	mu.Unlock()
 	if served == 0 {
