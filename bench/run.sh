@@ -9,6 +9,7 @@
 #   PIN=0 ./bench/run.sh      # servers and wrk share every core (the old way)
 #   ./bench/run.sh size       # the cache at 10k, 100k and 1M tiles (bench/size.sh)
 #   ./bench/run.sh exfil      # hits with quota and sweep on, memory and Redis (bench/exfil.sh)
+#   ./bench/run.sh http2      # HTTP/2 over TLS: h2load and Chromium against nginx (bench/http2.sh)
 #
 # Needs root for apt-get (wrk, nginx-light) the first time, and the pinned
 # MinIO (scripts/minio.sh installs it).
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = size ]; then exec ./bench/size.sh; fi
 if [ "${1:-}" = exfil ]; then exec ./bench/exfil.sh; fi
+if [ "${1:-}" = http2 ]; then exec ./bench/http2.sh; fi
 export PATH="$PATH:/usr/local/go/bin:$(go env GOPATH)/bin:/usr/sbin"
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}

@@ -171,12 +171,15 @@ const worldArchive = "world/countries.pmtiles"
 
 // startFakeS3 serves an in-memory S3 on a loopback port, seeded with the
 // sample tileset, and returns its URL and a stop function.
-func startFakeS3() (string, func(), error) {
+func startFakeS3() (string, func(), error) { return startFakeS3Zoom(3) }
+
+// startFakeS3Zoom is startFakeS3 with raster tiles to maxZoom.
+func startFakeS3Zoom(maxZoom int) (string, func(), error) {
 	backend := s3mem.New()
 	if err := backend.CreateBucket(demoBucket); err != nil {
 		return "", nil, err
 	}
-	tiles, err := tilegen.Set(3)
+	tiles, err := tilegen.Set(maxZoom)
 	if err != nil {
 		return "", nil, err
 	}

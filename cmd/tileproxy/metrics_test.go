@@ -45,7 +45,7 @@ func runningAppWith(t *testing.T, logs io.Writer, mod func(*app)) (*app, string)
 
 // runningAppCfg is runningAppWith with cfgMod applied to the
 // configuration before the app is built.
-func runningAppCfg(t *testing.T, logs io.Writer, cfgMod func(*config.Config), mod func(*app)) (*app, string) {
+func runningAppCfg(t testing.TB, logs io.Writer, cfgMod func(*config.Config), mod func(*app)) (*app, string) {
 	t.Helper()
 	s3URL, closeS3, err := startFakeS3()
 	if err != nil {
