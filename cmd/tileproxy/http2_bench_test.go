@@ -45,10 +45,10 @@ type h2Peers struct {
 	tileproxy, nginx string // https://127.0.0.1:port
 	// bare is net/http's own HTTP/2 server answering the tiles from a
 	// map: the ceiling of any handler behind it.
-	bare             string
-	token            string
-	cert             string // the certificate both serve
-	paths            []string
+	bare  string
+	token string
+	cert  string // the certificate both serve
+	paths []string
 }
 
 func startH2Peers(b *testing.B) *h2Peers {
