@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
+	"github.com/tileproxy/tileproxy/internal/coalesce"
 )
 
 // BenchmarkAudit measures cache hits through the whole handler with the
@@ -52,6 +54,35 @@ func BenchmarkAudit(b *testing.B) {
 	})
 	m, lo, hi := ratio(ns, 1, 0)
 	b.ReportMetric(m, "audit_per_off")
+	// The same hits as a client gets them: over HTTP on loopback, one
+	// keep-alive connection each, through the coalesce listener as
+	// tileproxy serve's connections are.
+	var urls []string
+	for _, h := range handlers {
+		srv := httptest.NewUnstartedServer(h)
+		ln, err := coalesce.NewListener(coalesce.Config{}, srv.Listener)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv.Listener = ln
+		srv.Start()
+		defer srv.Close()
+		urls = append(urls, srv.URL+"/tiles/a/0/0/0.png")
+	}
+	clients := []*http.Client{{Transport: &http.Transport{}}, {Transport: &http.Transport{}}}
+	auth := req.Header.Get("Authorization")
+	nsHTTP := interleavedN(2, 200, func(i int) {
+		r, _ := http.NewRequest("GET", urls[i], nil)
+		r.Header.Set("Authorization", auth)
+		resp, err := clients[i].Do(r)
+		if err != nil || resp.StatusCode != 200 {
+			b.Fatalf("%v %v", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	})
+	mh, loh, hih := ratio(nsHTTP, 1, 0)
+	b.ReportMetric(mh, "http_audit_per_off")
 	// The writer alone: lines a second, one goroutine.
 	l := &audit.Line{Time: time.Now(), Principal: "1255dacaa637f70cb606763d", Tileset: "city", Path: "14/8190/5447.png", Status: 200, Bytes: 4096, Cache: "HIT"}
 	const n = 200_000
@@ -65,7 +96,9 @@ func BenchmarkAudit(b *testing.B) {
 	perSec := n / time.Since(start).Seconds()
 	b.ReportMetric(perSec, "lines/s")
 	var out strings.Builder
-	fmt.Fprintf(&out, "req/s audit/off %.3f (%.3f-%.3f)\nns/hit, best round: off %.0f audit %.0f\naudit writer: %.0f lines/s\n", m, lo, hi, slices.Min(ns[0]), slices.Min(ns[1]), perSec)
+	fmt.Fprintf(&out, "handler: req/s audit/off %.3f (%.3f-%.3f); ns/hit, best round: off %.0f audit %.0f\n", m, lo, hi, slices.Min(ns[0]), slices.Min(ns[1]))
+	fmt.Fprintf(&out, "over HTTP: req/s audit/off %.3f (%.3f-%.3f); ns/hit, best round: off %.0f audit %.0f\n", mh, loh, hih, slices.Min(nsHTTP[0]), slices.Min(nsHTTP[1]))
+	fmt.Fprintf(&out, "audit writer: %.0f lines/s\n", perSec)
 	b.Logf("\n%s", out.String())
 }
 

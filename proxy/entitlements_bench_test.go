@@ -130,7 +130,11 @@ const rounds, chunks, chunk = 6, 60, 1_000
 
 // interleaved runs serve(i) for each of n variants, round by round, and
 // returns the mean ns per request of each variant in each round.
-func interleaved(n int, serve func(i int)) [][]float64 {
+func interleaved(n int, serve func(i int)) [][]float64 { return interleavedN(n, chunk, serve) }
+
+// interleavedN is interleaved with chunks of size requests (fewer for
+// requests that cost tens of microseconds).
+func interleavedN(n, size int, serve func(i int)) [][]float64 {
 	ns := make([][]float64, n)
 	for r := range rounds {
 		total := make([]time.Duration, n)
@@ -138,14 +142,14 @@ func interleaved(n int, serve func(i int)) [][]float64 {
 			for k := range n {
 				i := (k + c + r) % n
 				start := time.Now()
-				for range chunk {
+				for range size {
 					serve(i)
 				}
 				total[i] += time.Since(start)
 			}
 		}
 		for i := range n {
-			ns[i] = append(ns[i], float64(total[i].Nanoseconds())/(chunks*chunk))
+			ns[i] = append(ns[i], float64(total[i].Nanoseconds())/float64(chunks*size))
 		}
 	}
 	return ns
