@@ -601,9 +601,11 @@ func TestHTTP2Drain(t *testing.T) {
 	}
 }
 
-// TestHTTP2Idle: an HTTP/2 connection with no stream open is closed at
-// the idle timeout, as an idle HTTP/1.1 keep-alive is, and one that never
-// finishes its preface after net/http's fixed 10 s.
+// TestHTTP2Idle: a stream whose request never ends does not keep its
+// slot once answered (the server resets it); an HTTP/2 connection with no
+// stream open is closed at the idle timeout, as an idle HTTP/1.1
+// keep-alive is, and one that never finishes its preface after
+// net/http's fixed 10 s.
 func TestHTTP2Idle(t *testing.T) {
 	_, base, ca := tlsApp(t, io.Discard, nil, func(a *app) {
 		a.limits = defaultLimits
@@ -611,6 +613,29 @@ func TestHTTP2Idle(t *testing.T) {
 		a.limits.readHeader = 300 * time.Millisecond
 	})
 	h := dialH2(t, base, ca, 0)
+	// HEADERS without END_STREAM: a request body that never comes.
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/healthz"), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	var status string
+	var reset bool
+	for !reset {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("status %q, and the unfinished stream was not reset: %v", status, err)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			status = f.PseudoValue("status")
+		case *http2.RSTStreamFrame:
+			reset = f.StreamID == 1
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY before the unfinished stream was reset (status %q)", status)
+		}
+	}
+	if status != "200" {
+		t.Errorf("the unfinished request: status %q", status)
+	}
 	goaway, _ := h.drain()
 	select {
 	case <-goaway:
