@@ -14,7 +14,6 @@ import (
 
 	"github.com/tileproxy/tileproxy/audit"
 	"github.com/tileproxy/tileproxy/internal/accesslog"
-	"github.com/tileproxy/tileproxy/internal/coalesce"
 )
 
 // BenchmarkAudit measures cache hits through the whole handler with the
@@ -59,13 +58,7 @@ func BenchmarkAudit(b *testing.B) {
 	// tileproxy serve's connections are.
 	var urls []string
 	for _, h := range handlers {
-		srv := httptest.NewUnstartedServer(h)
-		ln, err := coalesce.NewListener(coalesce.Config{}, srv.Listener)
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv.Listener = ln
-		srv.Start()
+		srv := startHTTP(b, h, true)
 		defer srv.Close()
 		urls = append(urls, srv.URL+"/tiles/a/0/0/0.png")
 	}

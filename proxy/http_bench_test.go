@@ -16,15 +16,7 @@ import (
 // wrapped, connections go through a coalesce listener, as tileproxy
 // serve's do (and cached bodies of 8 KiB and more go out with sendfile).
 func benchHTTP(b *testing.B, h http.Handler, tok string, wrapped bool) {
-	srv := httptest.NewUnstartedServer(h)
-	if wrapped {
-		ln, err := coalesce.NewListener(coalesce.Config{}, srv.Listener)
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv.Listener = ln
-	}
-	srv.Start()
+	srv := startHTTP(b, h, wrapped)
 	defer srv.Close()
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.SetParallelism(16)
@@ -41,6 +33,21 @@ func benchHTTP(b *testing.B, h http.Handler, tok string, wrapped bool) {
 			resp.Body.Close()
 		}
 	})
+}
+
+// startHTTP serves h on loopback, through a coalesce listener when
+// wrapped (as tileproxy serve's connections are).
+func startHTTP(b *testing.B, h http.Handler, wrapped bool) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	if wrapped {
+		ln, err := coalesce.NewListener(coalesce.Config{}, srv.Listener)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv.Listener = ln
+	}
+	srv.Start()
+	return srv
 }
 
 // BenchmarkHTTPBare is the floor: a handler that sets three headers and
