@@ -297,3 +297,43 @@ func TestHAProxyH2Backend(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsTLS: metrics_tls puts the metrics listener on TLS of its
+// own, with its own pair, beside a cleartext main listener; a cleartext
+// scrape is refused there.
+func TestMetricsTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t)
+	cert, key := filepath.Join(dir, "m.crt"), filepath.Join(dir, "m.key")
+	ca.leaf(t, cert, key, 7, time.Now().Add(time.Hour))
+	yaml := strings.Replace(tlsYAML(fmt.Sprintf("metrics_tls: {cert_file: %q, key_file: %q}", cert, key)),
+		`metrics_listen: ""`, fmt.Sprintf("metrics_listen: %q", freeAddr(t)), 1)
+	s := serveProcess(t, yaml)
+	var addr string
+	for i := 0; addr == ""; i++ {
+		if _, rest, ok := strings.Cut(s.logs.String(), `"metrics listening" addr=`); ok {
+			addr = strings.Fields(rest)[0]
+		} else if i == 200 {
+			t.Fatalf("no metrics listener:\n%s", s.logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, err := ca.client(true).Get("https://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "tileproxy_build_info") || resp.TLS.PeerCertificates[0].SerialNumber.Int64() != 7 {
+		t.Errorf("scrape over TLS: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Error("a cleartext scrape of the TLS metrics listener was answered")
+		}
+	}
+	if resp, err := http.Get(s.base + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("the main listener stays cleartext: %v %v", resp, err)
+	}
+}
