@@ -33,6 +33,7 @@ import (
 	"github.com/tileproxy/tileproxy/cache/internal/arena"
 	"github.com/tileproxy/tileproxy/cache/internal/memfile"
 	"github.com/tileproxy/tileproxy/config"
+	"github.com/tileproxy/tileproxy/internal/workers"
 )
 
 // Sentinels a LoadFunc returns (wrapped is fine) to steer the cache.
@@ -176,8 +177,9 @@ type Cache struct {
 	st *store
 	// recent holds the LRU moves hits asked for (see recency).
 	recent recency
-	// workers run the loads (see workers).
-	workers *workers
+	// workers run the loads, on goroutines whose stacks stay grown: an
+	// origin fetch through the AWS SDK runs a deep middleware stack.
+	workers *workers.Pool
 }
 
 // New builds a cache.
@@ -192,7 +194,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		deps.Flight = &singleflight.Group{}
 	}
 	c := &Cache{cfg: cfg, now: deps.Now, flight: deps.Flight, deps: deps, seed: maphash.MakeSeed(), arena: arena.New(),
-		workers: newWorkers(workerIdle)}
+		workers: workers.New(workerIdle, 0)}
 	if files, err := memfile.New("tileproxy-cache"); err == nil {
 		c.files = files
 	}
@@ -317,12 +319,12 @@ func (c *Cache) Get(ctx context.Context, key string, load LoadFunc) (Entry, Outc
 			return Entry{}, Miss, err // gone already: start no load for it
 		}
 		ch := c.flight.DoChan(key, func() (any, error) {
-			// On a worker whose stack is grown (see workers); the
+			// On a worker whose stack is grown (internal/workers); the
 			// flight's own goroutine only waits.
 			var res result
 			var err error
 			done := make(chan struct{})
-			c.workers.run(func() {
+			c.workers.Run(func() {
 				defer close(done)
 				res, err = c.load(ctx, key, load)
 			})

@@ -36,6 +36,7 @@ import (
 	"github.com/tileproxy/tileproxy/internal/coalesce"
 	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/memlimit"
+	"github.com/tileproxy/tileproxy/internal/workers"
 	"github.com/tileproxy/tileproxy/metrics"
 	"github.com/tileproxy/tileproxy/origin"
 	"github.com/tileproxy/tileproxy/proxy"
@@ -374,10 +375,22 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	if a.current.Load() == nil {
 		a.current.Store(a.proxy)
 	}
+	// A connection's worth of HTTP/2 stream workers (more streams at once
+	// run on their own goroutines), gone 2 s after a burst.
+	streams := workers.New(2*time.Second, max(1, a.cfg.HTTP2.MaxConcurrentStreams))
 	main := &http.Server{
 		// One atomic load a request: a reload swaps the proxy, and
 		// requests in flight finish on the one they started with.
-		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.current.Load().ServeHTTP(w, r) }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := a.current.Load()
+			if r.ProtoMajor == 2 {
+				// net/http serves each HTTP/2 stream on a new goroutine:
+				// the hit path runs on a worker whose stack is grown.
+				streams.Do(func() { h.ServeHTTP(w, r) })
+				return
+			}
+			h.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: a.limits.readHeader,
 		ReadTimeout:       a.limits.read,
 		WriteTimeout:      a.limits.write,
