@@ -29,19 +29,26 @@ func echo(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// TestBytesIntactBothWays: a megabyte goes out and comes back whole and
-// in order through the proxy.
-func TestBytesIntactBothWays(t *testing.T) {
-	p, err := New(Config{Target: echo(t), Delay: time.Millisecond})
+// through starts a proxy of cfg and dials it; both close when the test
+// ends.
+func through(t *testing.T, cfg Config) net.Conn {
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	c, err := net.Dial("tcp", p.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestBytesIntactBothWays: a megabyte goes out and comes back whole and
+// in order through the proxy.
+func TestBytesIntactBothWays(t *testing.T) {
+	c := through(t, Config{Target: echo(t), Delay: time.Millisecond})
 	want := make([]byte, 1<<20)
 	rand.Read(want)
 	go func() { c.Write(want); c.(*net.TCPConn).CloseWrite() }()
@@ -59,17 +66,8 @@ func TestEveryChunkWaitsItsDelay(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0)
 	var mu sync.Mutex
 	var waits []time.Duration
-	p, err := New(Config{Target: echo(t), Delay: delay, Now: func() time.Time { return t0 },
+	c := through(t, Config{Target: echo(t), Delay: delay, Now: func() time.Time { return t0 },
 		Sleep: func(d time.Duration) { mu.Lock(); waits = append(waits, d); mu.Unlock() }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	buf := make([]byte, 5)
 	for i := range 3 {
 		c.Write([]byte("ping" + string(rune('0'+i))))
