@@ -3,11 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -343,11 +340,10 @@ func BenchmarkMapView(b *testing.B) {
 	b.Cleanup(func() { page.Close() })
 	pageURL := "http://" + ln.Addr().String() + "/"
 
-	data, _ := os.ReadFile(p.cert)
-	block, _ := pem.Decode(data)
-	leaf, _ := x509.ParseCertificate(block.Bytes)
-	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
-	spki := base64.StdEncoding.EncodeToString(sum[:])
+	spki, err := certs.KeyHash(p.cert)
+	if err != nil {
+		b.Fatal(err)
+	}
 	browsers := map[bool]context.Context{}
 	for _, h2 := range []bool{true, false} {
 		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.Flag("headless", "new"),

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -35,10 +34,7 @@ import (
 // certificate for 127.0.0.1; it returns the https:// base URL.
 func tlsApp(t *testing.T, logs io.Writer, cfgMod func(*config.Config), mod func(*app)) (*app, string, *testCA) {
 	t.Helper()
-	dir := t.TempDir()
-	ca := newTestCA(t)
-	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.leaf(t, cert, key, 1, time.Now().Add(time.Hour))
+	ca, cert, key := newTestPair(t, 1)
 	a, base := runningAppCfg(t, logs, func(c *config.Config) {
 		c.TLS = config.TLS{CertFile: cert, KeyFile: key}
 		if cfgMod != nil {
@@ -434,10 +430,7 @@ func grepLines(s, sub string) string {
 // cancel starts the drain, and done says how run ended.
 func slowTLSApp(t *testing.T, cfgMod func(*config.Config), fetch origin.Fetcher) (base string, ca *testCA, cancel func(), done chan error) {
 	t.Helper()
-	dir := t.TempDir()
-	ca = newTestCA(t)
-	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.leaf(t, cert, key, 1, time.Now().Add(time.Hour))
+	ca, cert, key := newTestPair(t, 1)
 	cfg := config.Default()
 	cfg.Listen, cfg.MetricsListen = "127.0.0.1:0", ""
 	cfg.DrainDelay, cfg.ShutdownTimeout = 0, config.Duration(10*time.Second)

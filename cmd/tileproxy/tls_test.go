@@ -74,6 +74,17 @@ func (ca *testCA) leaf(t *testing.T, cert, key string, serial int64, notAfter ti
 	}
 }
 
+// newTestPair is a test CA and a certificate it signed for 127.0.0.1
+// (serial), valid an hour, with its key, in a directory of the test's.
+func newTestPair(t *testing.T, serial int64) (ca *testCA, cert, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	ca = newTestCA(t)
+	cert, key = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca.leaf(t, cert, key, serial, time.Now().Add(time.Hour))
+	return ca, cert, key
+}
+
 func (ca *testCA) client(h2 bool) *http.Client {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: h2, DisableKeepAlives: true}
 	if !h2 {
@@ -96,10 +107,8 @@ tilesets:
 // handshake without a failed request, on change and on SIGHUP; a broken
 // new pair is refused and the old one keeps serving.
 func TestTLSAndHTTP2(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t)
-	cert, key := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.leaf(t, cert, key, 100, time.Now().Add(time.Hour))
+	ca, cert, key := newTestPair(t, 100)
+	dir := filepath.Dir(cert)
 	s := serveProcess(t, tlsYAML(fmt.Sprintf("tls: {cert_file: %q, key_file: %q}", cert, key)))
 	base := strings.Replace(s.base, "http://", "https://", 1)
 	get := func(c *http.Client) (*http.Response, error) {
@@ -261,10 +270,8 @@ func TestCheckTLS(t *testing.T) {
 // over TLS by ALPN to a tls replica, verifying its certificate; the
 // replica's access line says each request came as HTTP/2.
 func TestHAProxyH2Backend(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t)
-	cert, key, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
-	ca.leaf(t, cert, key, 1, time.Now().Add(time.Hour))
+	ca, cert, key := newTestPair(t, 1)
+	caFile := filepath.Join(filepath.Dir(cert), "ca.pem")
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o600)
 	for _, tc := range []struct{ name, extra, opts string }{
 		{"h2c", "h2c: true", "proto h2"},
@@ -302,10 +309,7 @@ func TestHAProxyH2Backend(t *testing.T) {
 // own, with its own pair, beside a cleartext main listener; a cleartext
 // scrape is refused there.
 func TestMetricsTLS(t *testing.T) {
-	dir := t.TempDir()
-	ca := newTestCA(t)
-	cert, key := filepath.Join(dir, "m.crt"), filepath.Join(dir, "m.key")
-	ca.leaf(t, cert, key, 7, time.Now().Add(time.Hour))
+	ca, cert, key := newTestPair(t, 7)
 	yaml := strings.Replace(tlsYAML(fmt.Sprintf("metrics_tls: {cert_file: %q, key_file: %q}", cert, key)),
 		`metrics_listen: ""`, fmt.Sprintf("metrics_listen: %q", freeAddr(t)), 1)
 	s := serveProcess(t, yaml)

@@ -3,10 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"image/png"
 	"log/slog"
@@ -133,25 +129,15 @@ func checkProto(t *testing.T, tr transport, hits []hit) {
 }
 
 // spkiOf is Chromium's --ignore-certificate-errors-spki-list value for
-// the certificate in file: the base64 SHA-256 of its public key info.
+// the certificate in file.
 func spkiOf(t *testing.T, file string) string {
 	t.Helper()
-	data, err := os.ReadFile(file)
+	h, err := certs.KeyHash(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatalf("%s: no PEM certificate", file)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return base64.StdEncoding.EncodeToString(sum[:])
+	return h
 }
-
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
