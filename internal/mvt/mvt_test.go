@@ -128,6 +128,12 @@ func FuzzFilter(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// orb does not always read back what it wrote (a geometry it
+		// decodes, re-encodes shorter and then refuses: the seed
+		// 084948e44a1e11e1); such a tile is not one a decoder reads.
+		if _, err := orbDecode(valid); err != nil {
+			return
+		}
 		out, kept, err := Filter(valid, []string{keep})
 		if err != nil {
 			t.Fatalf("Filter refused a valid tile: %v", err)
