@@ -44,8 +44,8 @@ type Config struct {
 	// still); MetricsTLS the metrics listener.
 	TLS        TLS `yaml:"tls"`
 	MetricsTLS TLS `yaml:"metrics_tls"`
-	// H2C serves cleartext HTTP/2 (prior knowledge) beside HTTP/1.1, for
-	// balancers that speak HTTP/2 to their backends.
+	// H2C serves cleartext HTTP/2 (prior knowledge, and by Upgrade: h2c)
+	// beside HTTP/1.1, for balancers that speak HTTP/2 to their backends.
 	H2C bool `yaml:"h2c"`
 	// HTTP2 bounds HTTP/2 connections.
 	HTTP2 HTTP2 `yaml:"http2"`

@@ -85,7 +85,7 @@ go test -count=1 -timeout "$timeout" "$@" ./...
 # the browser tests are left out: they test the binary and the browser).
 if [ $# -eq 0 ]; then
 	go test -race -count=1 -timeout "$timeout" ./auth ./cache ./origin ./proxy ./proxy/core ./config \
-		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt ./exfil ./revoke ./internal/store ./audit ./internal/certs ./internal/testkit/delayproxy ./internal/workers
+		./cache/internal/memfile ./cache/internal/arena ./internal/coalesce ./internal/logbuf ./internal/accesslog ./warm ./cmd/tileproxy ./area ./scope ./internal/mvt ./exfil ./revoke ./internal/store ./audit ./internal/certs ./internal/testkit/delayproxy ./internal/workers ./internal/h2c
 fi
 
 # Each fuzz target for a bounded time (FUZZTIME, default 15s; FUZZTIME=0 skips).

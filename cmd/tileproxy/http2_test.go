@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -47,11 +48,15 @@ func tlsApp(t *testing.T, logs io.Writer, cfgMod func(*config.Config), mod func(
 // h2raw is a client connection that writes HTTP/2 frames by hand, as an
 // attacker would, past what a well-behaved client sends.
 type h2raw struct {
-	c    *tls.Conn
+	c    net.Conn
 	fr   *http2.Framer
 	hbuf bytes.Buffer
 	enc  *hpack.Encoder
 	host string
+	// scheme is :scheme; next the first stream ID free (3 on an upgraded
+	// connection, whose upgrade request is stream 1).
+	scheme string
+	next   uint32
 }
 
 // dialH2 opens a raw HTTP/2 connection over TLS. rcvbuf, when not 0, is
@@ -60,13 +65,7 @@ type h2raw struct {
 func dialH2(t *testing.T, base string, ca *testCA, rcvbuf int) *h2raw {
 	t.Helper()
 	host := strings.TrimPrefix(base, "https://")
-	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		if rcvbuf > 0 {
-			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
-		}
-		return nil
-	}}
-	c, err := tls.DialWithDialer(d, "tcp", host, &tls.Config{RootCAs: ca.pool, NextProtos: []string{"h2"}})
+	c, err := tls.DialWithDialer(rawDialer(rcvbuf), "tcp", host, &tls.Config{RootCAs: ca.pool, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +74,23 @@ func dialH2(t *testing.T, base string, ca *testCA, rcvbuf int) *h2raw {
 		t.Fatalf("ALPN negotiated %q, want h2", p)
 	}
 	c.SetDeadline(time.Now().Add(60 * time.Second)) // every attack is bounded
-	h := &h2raw{c: c, fr: http2.NewFramer(c, c), host: host}
+	return newH2raw(t, c, c, host, "https", 1)
+}
+
+// rawDialer sets the socket's receive buffer to rcvbuf when not 0.
+func rawDialer(rcvbuf int) *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		if rcvbuf > 0 {
+			rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf) })
+		}
+		return nil
+	}}
+}
+
+// newH2raw sends the client preface and SETTINGS on c, read through r.
+func newH2raw(t *testing.T, c net.Conn, r io.Reader, host, scheme string, next uint32) *h2raw {
+	t.Helper()
+	h := &h2raw{c: c, fr: http2.NewFramer(c, r), host: host, scheme: scheme, next: next}
 	h.enc = hpack.NewEncoder(&h.hbuf)
 	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	h.fr.MaxHeaderListSize = 1 << 20
@@ -88,10 +103,37 @@ func dialH2(t *testing.T, base string, ca *testCA, rcvbuf int) *h2raw {
 	return h
 }
 
+// upgradeH2 opens a raw cleartext HTTP/2 connection by `Upgrade: h2c`
+// from a GET of path with extra header pairs: that request is stream 1.
+// rcvbuf is as dialH2's.
+func upgradeH2(t *testing.T, base string, rcvbuf int, path string, extra ...string) *h2raw {
+	t.Helper()
+	host := strings.TrimPrefix(base, "http://")
+	c, err := rawDialer(rcvbuf).Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+	for i := 0; i+1 < len(extra); i += 2 {
+		req += extra[i] + ": " + extra[i+1] + "\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("Upgrade: h2c: %v %v, want 101", resp, err)
+	}
+	return newH2raw(t, c, br, host, "http", 3)
+}
+
 // block is the HPACK block of a GET of path with extra header pairs.
 func (h *h2raw) block(path string, extra ...string) []byte {
 	h.hbuf.Reset()
-	kv := append([]string{":method", "GET", ":scheme", "https", ":authority", h.host, ":path", path}, extra...)
+	kv := append([]string{":method", "GET", ":scheme", h.scheme, ":authority", h.host, ":path", path}, extra...)
 	for i := 0; i+1 < len(kv); i += 2 {
 		h.enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
 	}
@@ -116,6 +158,9 @@ func (h *h2raw) drain() (goaway chan http2.ErrCode, statuses chan string) {
 				default:
 				}
 			case *http2.MetaHeadersFrame:
+				if f.StreamID < h.next {
+					break // the upgrade request's answer
+				}
 				select {
 				case statuses <- f.PseudoValue("status"):
 				default:
@@ -174,10 +219,31 @@ func watch() (stop func() (goroutines int, heap uint64)) {
 // three times one connection's stream bound and come back to where they
 // were, and its heap grows by less than 64 MiB.
 func TestHTTP2Abuse(t *testing.T) {
+	for _, upgrade := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tls", true: "h2c upgrade"}[upgrade], func(t *testing.T) { testHTTP2Abuse(t, upgrade) })
+	}
+}
+
+// testHTTP2Abuse: over TLS, or on connections upgraded to h2c (served by
+// x/net's HTTP/2 server rather than net/http's, under the same limits).
+func testHTTP2Abuse(t *testing.T, upgrade bool) {
 	const streams = 100
-	_, base, ca := tlsApp(t, io.Discard, func(c *config.Config) { c.HTTP2.MaxConcurrentStreams = streams }, nil)
-	good := ca.client(true)
-	good.Transport.(*http.Transport).DisableKeepAlives = false
+	var base string
+	var good *http.Client
+	var open func(rcvbuf int) *h2raw
+	if upgrade {
+		_, base = runningAppCfg(t, io.Discard, func(c *config.Config) { c.HTTP2.MaxConcurrentStreams, c.H2C = streams, true }, nil)
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		good = &http.Client{Transport: tr, Timeout: 10 * time.Second}
+		open = func(rcvbuf int) *h2raw { return upgradeH2(t, base, rcvbuf, "/healthz") }
+	} else {
+		var ca *testCA
+		_, base, ca = tlsApp(t, io.Discard, func(c *config.Config) { c.HTTP2.MaxConcurrentStreams = streams }, nil)
+		good = ca.client(true)
+		good.Transport.(*http.Transport).DisableKeepAlives = false
+		open = func(rcvbuf int) *h2raw { return dialH2(t, base, ca, rcvbuf) }
+	}
 	served := func(what string) {
 		t.Helper()
 		resp, err := good.Get(base + "/healthz")
@@ -206,7 +272,7 @@ func TestHTTP2Abuse(t *testing.T) {
 			goaway, statuses := h.drain()
 			block := h.block("/tiles/demo/3/1/2.png")
 			sent := 0
-			for id := uint32(1); id < 2*50_000; id += 2 {
+			for id := h.next; id < 2*50_000; id += 2 {
 				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil ||
 					h.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 					break
@@ -252,7 +318,7 @@ func TestHTTP2Abuse(t *testing.T) {
 		}},
 		{"CONTINUATION flood", 0, func(t *testing.T, h *h2raw) {
 			goaway, _ := h.drain()
-			if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/healthz")}); err != nil {
+			if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.next, BlockFragment: h.block("/healthz")}); err != nil {
 				t.Fatal(err)
 			}
 			value := strings.Repeat("v", 1000)
@@ -260,7 +326,7 @@ func TestHTTP2Abuse(t *testing.T) {
 			for i := 0; written < 64<<20; i++ {
 				h.hbuf.Reset()
 				h.enc.WriteField(hpack.HeaderField{Name: fmt.Sprintf("x-flood-%d", i), Value: value, Sensitive: true})
-				if err := h.fr.WriteContinuation(1, false, h.hbuf.Bytes()); err != nil {
+				if err := h.fr.WriteContinuation(h.next, false, h.hbuf.Bytes()); err != nil {
 					break
 				}
 				written += h.hbuf.Len()
@@ -277,7 +343,7 @@ func TestHTTP2Abuse(t *testing.T) {
 			for i := 0; i < 48; i++ {
 				extra = append(extra, fmt.Sprintf("x-big-%d", i), strings.Repeat("b", 1000))
 			}
-			if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/healthz", extra...), EndStream: true, EndHeaders: true}); err != nil {
+			if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.next, BlockFragment: h.block("/healthz", extra...), EndStream: true, EndHeaders: true}); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -293,7 +359,7 @@ func TestHTTP2Abuse(t *testing.T) {
 	for _, at := range attacks {
 		t.Run(at.name, func(t *testing.T) {
 			stop := watch()
-			h := dialH2(t, base, ca, at.rcvbuf)
+			h := open(at.rcvbuf)
 			at.run(t, h)
 			h.c.Close()
 			peakG, peakH := stop()
@@ -441,6 +507,10 @@ func slowTLSApp(t *testing.T, cfgMod func(*config.Config), fetch origin.Fetcher)
 	if cfgMod != nil {
 		cfgMod(&cfg)
 	}
+	scheme := "https://"
+	if cfg.H2C {
+		cfg.TLS, scheme = config.TLS{}, "http://"
+	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	v, err := auth.New(t.Context(), cfg.Auth, auth.Deps{})
 	if err != nil {
@@ -450,16 +520,17 @@ func slowTLSApp(t *testing.T, cfgMod func(*config.Config), fetch origin.Fetcher)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair, err := certs.New(cert, key, log)
-	if err != nil {
-		t.Fatal(err)
+	a := &app{cfg: &cfg, log: log, proxy: p, registry: prometheus.NewRegistry()}
+	if cfg.TLS.On() {
+		if a.certs, err = certs.New(cert, key, log); err != nil {
+			t.Fatal(err)
+		}
 	}
-	a := &app{cfg: &cfg, log: log, proxy: p, registry: prometheus.NewRegistry(), certs: pair}
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs, done := make(chan string, 1), make(chan error, 1)
 	go func() { done <- a.run(ctx, func(addr string) { addrs <- addr }) }()
 	t.Cleanup(cancel)
-	return "https://" + <-addrs, ca, cancel, done
+	return scheme + <-addrs, ca, cancel, done
 }
 
 // gate is an origin whose fetches wait for release, after saying they
@@ -551,13 +622,27 @@ func TestHTTP2StreamsPerPrincipal(t *testing.T) {
 // TestHTTP2Drain: on drain an HTTP/2 connection gets GOAWAY, and the
 // stream in flight on it still finishes with its whole answer.
 func TestHTTP2Drain(t *testing.T) {
+	for _, upgrade := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tls", true: "h2c upgrade"}[upgrade], func(t *testing.T) { testHTTP2Drain(t, upgrade) })
+	}
+}
+
+// testHTTP2Drain: over TLS, or on a connection upgraded to h2c whose
+// upgrade request is the stream in flight (net/http's drain does not see
+// that connection: internal/h2c's does).
+func testHTTP2Drain(t *testing.T, upgrade bool) {
 	fetch, entered, release := gate()
-	base, ca, sigterm, done := slowTLSApp(t, nil, fetch)
+	base, ca, sigterm, done := slowTLSApp(t, func(c *config.Config) { c.H2C = upgrade }, fetch)
 	tok, _ := auth.MintHMAC(auth.MintOptions{Secret: []byte(metricsSecret), Tilesets: []string{"a"}, TTL: time.Hour})
-	h := dialH2(t, base, ca, 0)
-	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
-		BlockFragment: h.block("/tiles/a/1/0/0.png", "authorization", "Bearer "+tok)}); err != nil {
-		t.Fatal(err)
+	var h *h2raw
+	if upgrade {
+		h = upgradeH2(t, base, 0, "/tiles/a/1/0/0.png", "Authorization", "Bearer "+tok)
+	} else {
+		h = dialH2(t, base, ca, 0)
+		if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, EndStream: true, EndHeaders: true,
+			BlockFragment: h.block("/tiles/a/1/0/0.png", "authorization", "Bearer "+tok)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	<-entered
 	sigterm()

@@ -34,6 +34,7 @@ import (
 	"github.com/tileproxy/tileproxy/config"
 	"github.com/tileproxy/tileproxy/internal/certs"
 	"github.com/tileproxy/tileproxy/internal/coalesce"
+	"github.com/tileproxy/tileproxy/internal/h2c"
 	"github.com/tileproxy/tileproxy/internal/logging"
 	"github.com/tileproxy/tileproxy/internal/memlimit"
 	"github.com/tileproxy/tileproxy/internal/workers"
@@ -378,6 +379,7 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	// A connection's worth of HTTP/2 stream workers (more streams at once
 	// run on their own goroutines), gone 2 s after a burst.
 	streams := workers.New(2*time.Second, max(1, a.cfg.HTTP2.MaxConcurrentStreams))
+	var upgrader *h2c.Upgrader
 	main := &http.Server{
 		// One atomic load a request: a reload swaps the proxy, and
 		// requests in flight finish on the one they started with.
@@ -408,8 +410,11 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 		main.Protocols.SetHTTP2(true)
 		main.TLSConfig = a.certs.Config(a.cfg.TLS.MinVersion)
 	case a.cfg.H2C:
-		// Cleartext HTTP/2 with prior knowledge, beside HTTP/1.1.
+		// Cleartext HTTP/2 with prior knowledge (net/http), and by
+		// `Upgrade: h2c` from HTTP/1.1 (internal/h2c), beside HTTP/1.1.
 		main.Protocols.SetUnencryptedHTTP2(true)
+		upgrader = h2c.New(main, main.Handler)
+		main.Handler = upgrader
 	}
 	servers := []*http.Server{main}
 	errc := make(chan error, 2)
@@ -486,10 +491,21 @@ func (a *app) run(ctx context.Context, started func(addr string)) error {
 	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout.Duration())
 	defer cancel()
 	var errs []error
+	upgraded := make(chan error, 1)
+	if upgrader != nil {
+		// Beside the server's own drain: it does not see the connections
+		// upgraded to HTTP/2, which were hijacked from it.
+		go func() { upgraded <- upgrader.Shutdown(sctx) }()
+	} else {
+		upgraded <- nil
+	}
 	for _, s := range servers {
 		if err := s.Shutdown(sctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := <-upgraded; err != nil {
+		errs = append(errs, fmt.Errorf("h2c: %w", err))
 	}
 	if a.controls != nil {
 		a.controls.close() // after the last answer: what it counted is settled
