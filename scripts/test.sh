@@ -43,6 +43,7 @@ redis_pid=
 cleanup() {
 	./scripts/minio.sh stop
 	if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; fi
+	rm -f "${testlog:-}"
 }
 trap cleanup EXIT
 ./scripts/minio.sh start
@@ -80,7 +81,21 @@ case $soak in
 [0-9]*s) [[ $soak =~ ^[0-9]+s$ ]] && soak_s=${soak%s} ;;
 esac
 timeout=$(( ${soak_s:-3600} + 1200 ))s
-go test -count=1 -timeout "$timeout" "$@" ./...
+testlog=$(mktemp)
+if ! go test -count=1 -timeout "$timeout" "$@" ./... 2>&1 | tee "$testlog"; then
+	# Debian's Chromium has, rarely, died of a signal (a segfault) under
+	# this shared machine's load: not tileproxy's failure. When that is
+	# the only package failing, the browser tests run once more and their
+	# second run counts. Any other failure stands.
+	failed=$(grep -c $'^FAIL\t' "$testlog" || true)
+	if [ $# -eq 0 ] && [ "$failed" = 1 ] && grep -q $'^FAIL\tgithub.com/tileproxy/tileproxy/test/e2e\t' "$testlog" &&
+		grep -q 'browser process exited: signal' "$testlog"; then
+		echo "test.sh: Chromium died of a signal; running test/e2e once more" >&2
+		go test -count=1 -timeout "$timeout" ./test/e2e
+	else
+		exit 1
+	fi
+fi
 # The concurrent packages once more under the race detector (the soak and
 # the browser tests are left out: they test the binary and the browser).
 if [ $# -eq 0 ]; then
