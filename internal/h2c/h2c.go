@@ -163,7 +163,10 @@ func wants(r *http.Request) ([]byte, bool) {
 }
 
 // asHTTP2 is r as its first stream: HTTP/2.0, without the hop-by-hop
-// headers of the upgrade (RFC 9113 §8.2.2 forbids them in HTTP/2).
+// headers of the upgrade (RFC 9113 §8.2.2 forbids them in HTTP/2). Its
+// context stays r's, which ends with the connection: x/net gives the
+// upgrade request no stream context, so a client resetting stream 1 does
+// not cancel it (its answer is dropped).
 func asHTTP2(r *http.Request) *http.Request {
 	h := r.Header.Clone()
 	for _, v := range r.Header["Connection"] {
